@@ -1,0 +1,18 @@
+//! The braid card: an emulated AWS cloud NIC whose PCI functions (ENA
+//! Ethernet, EFA RDMA) are served to QEMU over vfio-user.
+//!
+//! Each function ([`function::Function`]) is a type-0 PCI Express endpoint
+//! with an emulated configuration space ([`pci::config`]), MSI-X
+//! ([`pci::msix`]), card-owned memory mapped into its BARs
+//! ([`device_memory`]), DMA into guest memory that QEMU shares ([`dma`]),
+//! and a function-specific register file ([`ena`], [`efa`]).
+//! [`server`] connects a function to its vfio-user socket.
+
+pub mod device_memory;
+pub mod dma;
+pub mod efa;
+pub mod ena;
+pub mod function;
+pub mod memfd;
+pub mod pci;
+pub mod server;

@@ -1,0 +1,334 @@
+//! `braid-card`: serves emulated ENA/EFA PCI functions to QEMU over
+//! vfio-user.
+
+use std::collections::{HashMap, HashSet};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::{io, mem, ptr, thread};
+
+use braid_card::function::{Function, FunctionKind};
+use braid_card::pci::PciId;
+use braid_card::server::{FunctionServer, ServeError};
+use clap::Parser;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// A `--function KIND:PATH` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FunctionSpec {
+    kind: FunctionKind,
+    socket: PathBuf,
+}
+
+impl FromStr for FunctionSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, socket) = s.split_once(':').ok_or_else(|| {
+            format!("'{s}' is not KIND:PATH (for example ena:/run/braid/ena.sock)")
+        })?;
+        let kind = kind.parse().map_err(|e| format!("{e}"))?;
+        if socket.is_empty() {
+            return Err(format!("'{s}' has an empty socket path"));
+        }
+        Ok(Self {
+            kind,
+            socket: PathBuf::from(socket),
+        })
+    }
+}
+
+/// A `--id KIND=VVVV:DDDD` argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IdOverride {
+    kind: FunctionKind,
+    id: PciId,
+}
+
+impl FromStr for IdOverride {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, id) = s
+            .split_once('=')
+            .ok_or_else(|| format!("'{s}' is not KIND=VVVV:DDDD (for example ena=1d0f:ec20)"))?;
+        Ok(Self {
+            kind: kind.parse().map_err(|e| format!("{e}"))?,
+            id: id.parse().map_err(|e| format!("{e}"))?,
+        })
+    }
+}
+
+fn parse_filter(s: &str) -> Result<String, String> {
+    EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("invalid log filter '{s}': {e}"))
+}
+
+/// Serve emulated AWS ENA (Ethernet) and EFA (RDMA) PCI functions to QEMU
+/// over vfio-user.
+///
+/// Each --function gets its own vfio-user socket; attach it to QEMU with
+/// `-device vfio-user-pci,socket=PATH`. Guest RAM must be shareable:
+/// `-object memory-backend-memfd,id=mem,size=...,share=on -machine
+/// memory-backend=mem`. The card serves one QEMU at a time per socket and
+/// resets the function when QEMU disconnects. SIGINT/SIGTERM remove the
+/// sockets and exit 0.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Serve a function of KIND (`ena` or `efa`) on the Unix socket PATH.
+    /// Repeat for several functions.
+    #[arg(long = "function", value_name = "KIND:PATH", required = true)]
+    functions: Vec<FunctionSpec>,
+
+    /// Report PCI vendor:device ID VVVV:DDDD (hexadecimal) for functions of
+    /// KIND instead of the default (ena=1d0f:ec20, efa=1d0f:efa1).
+    #[arg(long = "id", value_name = "KIND=VVVV:DDDD")]
+    ids: Vec<IdOverride>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or
+    /// tracing-subscriber directives such as `info,braid_card::dma=debug`.
+    /// Defaults to $RUST_LOG, or `info` when that is unset.
+    #[arg(long, value_name = "FILTER", value_parser = parse_filter)]
+    log_level: Option<String>,
+}
+
+/// Something the main thread waits for.
+enum Event {
+    Signal(libc::c_int),
+    ServerFailed(ServeError),
+}
+
+/// SIGINT and SIGTERM, to be received by `sigwait` rather than delivered.
+fn termination_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset initializes the zeroed set; sigaddset only adds
+    // valid signal numbers to it.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in the calling thread and every thread it spawns
+/// afterwards, so that only the `sigwait` thread sees them.
+fn block_termination_signals() -> io::Result<()> {
+    let set = termination_signals();
+    // SAFETY: `set` is initialized and the old-set pointer may be null.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT/SIGTERM and reports the first one.
+fn spawn_signal_thread(events: mpsc::Sender<Event>) -> io::Result<()> {
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let set = termination_signals();
+            let mut signal = 0;
+            // SAFETY: `set` is initialized and `signal` is a valid out
+            // pointer.
+            match unsafe { libc::sigwait(&set, &mut signal) } {
+                0 => {
+                    let _ = events.send(Event::Signal(signal));
+                }
+                rc => error!(error = %io::Error::from_raw_os_error(rc), "sigwait failed"),
+            }
+        })
+        .map(drop)
+}
+
+fn init_logging(filter: Option<&str>) {
+    let filter = match filter {
+        Some(filter) => EnvFilter::new(filter),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+}
+
+/// Builds and binds every function, then starts a thread per socket.
+/// Sockets bound so far are recorded in `sockets`, also on failure.
+fn start(
+    cli: &Cli,
+    events: &mpsc::Sender<Event>,
+    sockets: &mut Vec<PathBuf>,
+) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    if let Some(dup) = cli.functions.iter().find(|f| !seen.insert(&f.socket)) {
+        return Err(format!(
+            "socket path {} is given to more than one --function",
+            dup.socket.display()
+        ));
+    }
+    let mut ids = HashMap::new();
+    for o in &cli.ids {
+        if ids.insert(o.kind, o.id).is_some() {
+            return Err(format!("--id is given more than once for {}", o.kind));
+        }
+        if !cli.functions.iter().any(|f| f.kind == o.kind) {
+            warn!(function = %o.kind, "--id given for a function kind that is not served");
+        }
+    }
+
+    let mut servers = Vec::new();
+    for spec in &cli.functions {
+        let id = ids
+            .get(&spec.kind)
+            .copied()
+            .unwrap_or(spec.kind.default_id());
+        let function = Function::of_kind(spec.kind, id).map_err(|e| e.to_string())?;
+        info!(function = %spec.kind, %id, "function created");
+        let server =
+            FunctionServer::bind(&spec.socket, Arc::new(function)).map_err(|e| e.to_string())?;
+        sockets.push(spec.socket.clone());
+        servers.push(server);
+    }
+
+    for (n, server) in servers.into_iter().enumerate() {
+        let events = events.clone();
+        thread::Builder::new()
+            .name(format!("{}{n}", server.function().kind()))
+            .spawn(move || {
+                let _ = events.send(Event::ServerFailed(server.serve()));
+            })
+            .map_err(|e| format!("cannot start server thread: {e}"))?;
+    }
+    Ok(())
+}
+
+fn remove_sockets(sockets: &[PathBuf]) {
+    for path in sockets {
+        if let Err(err) = std::fs::remove_file(path) {
+            error!(path = %path.display(), error = %err, "cannot remove socket");
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+
+    if let Err(err) = block_termination_signals() {
+        error!(error = %err, "cannot block SIGINT/SIGTERM");
+        return ExitCode::FAILURE;
+    }
+    let (events, received) = mpsc::channel();
+    if let Err(err) = spawn_signal_thread(events.clone()) {
+        error!(error = %err, "cannot start the signal thread");
+        return ExitCode::FAILURE;
+    }
+
+    let mut sockets = Vec::new();
+    if let Err(err) = start(&cli, &events, &mut sockets) {
+        error!("{err}");
+        remove_sockets(&sockets);
+        return ExitCode::FAILURE;
+    }
+
+    let code = match received.recv() {
+        Ok(Event::Signal(signal)) => {
+            info!(signal, "terminating");
+            ExitCode::SUCCESS
+        }
+        Ok(Event::ServerFailed(err)) => {
+            error!("{err}");
+            ExitCode::FAILURE
+        }
+        // Unreachable while `events` is alive; treat as a failure.
+        Err(_) => ExitCode::FAILURE,
+    };
+    remove_sockets(&sockets);
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_functions_and_ids() {
+        let cli = Cli::try_parse_from([
+            "braid-card",
+            "--function",
+            "ena:/tmp/ena.sock",
+            "--function=efa:/tmp/efa.sock",
+            "--id",
+            "ena=1d0f:ec21",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.functions,
+            vec![
+                FunctionSpec {
+                    kind: FunctionKind::Ena,
+                    socket: "/tmp/ena.sock".into()
+                },
+                FunctionSpec {
+                    kind: FunctionKind::Efa,
+                    socket: "/tmp/efa.sock".into()
+                },
+            ]
+        );
+        assert_eq!(
+            cli.ids,
+            vec![IdOverride {
+                kind: FunctionKind::Ena,
+                id: PciId::new(0x1d0f, 0xec21)
+            }]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_arguments_with_a_message() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "--function"),
+            (&["--function", "nic:/tmp/x"], "unknown function kind 'nic'"),
+            (&["--function", "/tmp/x"], "is not KIND:PATH"),
+            (&["--function", "ena:"], "empty socket path"),
+            (
+                &["--function", "ena:/x", "--id", "ena=1d0f"],
+                "invalid PCI ID '1d0f'",
+            ),
+            (
+                &["--function", "ena:/x", "--id", "ena=xyzw:ec20"],
+                "invalid PCI ID",
+            ),
+            (
+                &["--function", "ena:/x", "--id", "1d0f:ec20"],
+                "is not KIND=VVVV:DDDD",
+            ),
+            (
+                &["--function", "ena:/x", "--log-level", "info,=["],
+                "invalid log filter",
+            ),
+            (&["--function", "ena:/x", "--bogus"], "--bogus"),
+        ];
+        for (args, expected) in cases {
+            let argv = std::iter::once("braid-card").chain(args.iter().copied());
+            let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+}
