@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! braid.ko: the driver for the braid card's functions, an ENA-compatible Ethernet function and an
+//! EFA-compatible RDMA function.
+//!
+//! Three layers, kept apart:
+//! - [`sys`]: bindings generated at build time and C helpers for static inline kernel functions;
+//! - [`kapi`]: safe abstractions over kernel APIs, the only other place with `unsafe`;
+//! - device logic ([`driver`], [`regs`]): no `unsafe` at all.
+
+mod driver;
+mod kapi;
+mod regs;
+mod sys;
+
+kernel::module_pci_driver! {
+    type: driver::BraidDriver,
+    name: "braid",
+    authors: ["The braid developers"],
+    description: "Driver for the braid emulated cloud NIC (ENA and EFA functions)",
+    license: "GPL",
+}

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The PCI driver: binds the card's ENA and EFA functions, maps their BARs and allocates their
+//! MSI-X vectors. What each function does with them lives in the device logic beside this file.
+
+#![forbid(unsafe_code)]
+
+use kernel::{device::Core, io::Io, pci, prelude::*};
+
+use crate::{
+    kapi::pci::DeviceExt,
+    regs::{self, CAPS, CONTROLLER_VERSION, VERSION},
+};
+
+/// BAR holding the control registers and the doorbell pages.
+const REG_BAR: u32 = 0;
+/// BAR holding device memory (the low-latency queue area).
+const MEM_BAR: u32 = 2;
+
+/// Which interface a PCI function speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FunctionKind {
+    /// Elastic Network Adapter: Ethernet.
+    Ena,
+    /// Elastic Fabric Adapter: RDMA over SRD.
+    Efa,
+}
+
+/// braid.ko's PCI driver.
+pub(crate) struct BraidDriver;
+
+kernel::pci_device_table!(
+    PCI_TABLE,
+    <BraidDriver as pci::Driver>::IdInfo,
+    [
+        // The IDs the upstream ena and efa drivers bind (ena_pci_id_tbl.h, efa_main.c).
+        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0x0ec2), FunctionKind::Ena),
+        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0x1ec2), FunctionKind::Ena),
+        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xec20), FunctionKind::Ena),
+        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xec21), FunctionKind::Ena),
+        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa0), FunctionKind::Efa),
+        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa1), FunctionKind::Efa),
+        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa2), FunctionKind::Efa),
+        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa3), FunctionKind::Efa),
+        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa4), FunctionKind::Efa),
+    ]
+);
+
+/// A bound function and the resources it holds; all are released when it drops.
+pub(crate) struct Function<'bound> {
+    pdev: &'bound pci::Device,
+    kind: FunctionKind,
+    _regs: pci::Bar<'bound, { regs::REG_PAGE_SIZE }>,
+    _mem: pci::Bar<'bound>,
+    _irqs: pci::IrqVectorRegistration<'bound>,
+}
+
+impl pci::Driver for BraidDriver {
+    type IdInfo = FunctionKind;
+    type Data<'bound> = Function<'bound>;
+
+    const ID_TABLE: pci::IdTable<Self::IdInfo> = &PCI_TABLE;
+
+    fn probe<'bound>(
+        pdev: &'bound pci::Device<Core<'_>>,
+        info: Option<&'bound Self::IdInfo>,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        let kind = *info.ok_or(ENODEV)?;
+
+        pdev.enable_device_mem()?;
+        pdev.set_master();
+
+        let regs = pdev.iomap_region_sized::<{ regs::REG_PAGE_SIZE }>(REG_BAR, c"braid-regs")?;
+        let mem = pdev.iomap_region(MEM_BAR, c"braid-mem")?;
+
+        let vectors = pdev.msix_vec_count()?;
+        let irqs = pdev.alloc_irq_vectors(
+            1,
+            vectors,
+            pci::IrqTypes::default().with(pci::IrqType::MsiX),
+        )?;
+
+        let version = regs.read(VERSION);
+        let controller = regs.read(CONTROLLER_VERSION);
+        let caps = regs.read(CAPS);
+        dev_info!(
+            pdev,
+            "{:?} function: interface {}.{}, controller {}.{}.{} (impl {}), {}-bit DMA, \
+             {} MSI-X vectors, {:?}, BAR{} {} KiB, BAR{} {} KiB\n",
+            kind,
+            u32::from(version.major()),
+            u32::from(version.minor()),
+            u32::from(controller.major()),
+            u32::from(controller.minor()),
+            u32::from(controller.subminor()),
+            u32::from(controller.impl_id()),
+            u32::from(caps.dma_addr_width()),
+            irqs.len(),
+            pdev.pcie_type(),
+            REG_BAR,
+            pdev.resource_len(REG_BAR)? / 1024,
+            MEM_BAR,
+            pdev.resource_len(MEM_BAR)? / 1024,
+        );
+
+        Ok(Function {
+            pdev,
+            kind,
+            _regs: regs,
+            _mem: mem,
+            _irqs: irqs,
+        })
+    }
+}
+
+impl Drop for Function<'_> {
+    fn drop(&mut self) {
+        dev_info!(self.pdev, "{:?} function released\n", self.kind);
+    }
+}

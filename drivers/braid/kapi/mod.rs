@@ -1,0 +1,8 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Safe abstractions over kernel APIs that `kernel::` does not provide yet.
+//!
+//! Written to upstream's conventions (`// SAFETY:` arguments, `# Invariants`), so that each file
+//! could be proposed for `rust/kernel/`. All of braid.ko's `unsafe` lives here and in [`crate::sys`].
+
+pub(crate) mod pci;
