@@ -8,7 +8,7 @@
 use kernel::{device::Core, io::Io, pci, prelude::*};
 
 use crate::{
-    kapi::pci::DeviceExt,
+    kapi::pci::{DeviceExt, PcieType},
     regs::{self, CAPS, CONTROLLER_VERSION, VERSION},
 };
 
@@ -26,6 +26,16 @@ pub(crate) enum FunctionKind {
     Efa,
 }
 
+impl FunctionKind {
+    /// The interface's name, as logs show it.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            FunctionKind::Ena => "ENA",
+            FunctionKind::Efa => "EFA",
+        }
+    }
+}
+
 /// braid.ko's PCI driver.
 pub(crate) struct BraidDriver;
 
@@ -34,15 +44,42 @@ kernel::pci_device_table!(
     <BraidDriver as pci::Driver>::IdInfo,
     [
         // The IDs the upstream ena and efa drivers bind (ena_pci_id_tbl.h, efa_main.c).
-        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0x0ec2), FunctionKind::Ena),
-        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0x1ec2), FunctionKind::Ena),
-        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xec20), FunctionKind::Ena),
-        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xec21), FunctionKind::Ena),
-        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa0), FunctionKind::Efa),
-        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa1), FunctionKind::Efa),
-        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa2), FunctionKind::Efa),
-        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa3), FunctionKind::Efa),
-        (pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa4), FunctionKind::Efa),
+        (
+            pci::DeviceId::from_id(pci::Vendor::AMAZON, 0x0ec2),
+            FunctionKind::Ena
+        ),
+        (
+            pci::DeviceId::from_id(pci::Vendor::AMAZON, 0x1ec2),
+            FunctionKind::Ena
+        ),
+        (
+            pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xec20),
+            FunctionKind::Ena
+        ),
+        (
+            pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xec21),
+            FunctionKind::Ena
+        ),
+        (
+            pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa0),
+            FunctionKind::Efa
+        ),
+        (
+            pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa1),
+            FunctionKind::Efa
+        ),
+        (
+            pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa2),
+            FunctionKind::Efa
+        ),
+        (
+            pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa3),
+            FunctionKind::Efa
+        ),
+        (
+            pci::DeviceId::from_id(pci::Vendor::AMAZON, 0xefa4),
+            FunctionKind::Efa
+        ),
     ]
 );
 
@@ -85,9 +122,9 @@ impl pci::Driver for BraidDriver {
         let caps = regs.read(CAPS);
         dev_info!(
             pdev,
-            "{:?} function: interface {}.{}, controller {}.{}.{} (impl {}), {}-bit DMA, \
-             {} MSI-X vectors, {:?}, BAR{} {} KiB, BAR{} {} KiB\n",
-            kind,
+            "{} function: interface {}.{}, controller {}.{}.{} (impl {}), {}-bit DMA, \
+             {} MSI-X vectors, {}, BAR{} {} KiB, BAR{} {} KiB\n",
+            kind.name(),
             u32::from(version.major()),
             u32::from(version.minor()),
             u32::from(controller.major()),
@@ -96,7 +133,13 @@ impl pci::Driver for BraidDriver {
             u32::from(controller.impl_id()),
             u32::from(caps.dma_addr_width()),
             irqs.len(),
-            pdev.pcie_type(),
+            match pdev.pcie_type() {
+                Some(PcieType::Endpoint) => "PCIe endpoint",
+                Some(PcieType::LegacyEndpoint) => "legacy PCIe endpoint",
+                Some(PcieType::RootComplexIntegrated) => "root-complex integrated endpoint",
+                Some(PcieType::Other(_)) => "PCIe port",
+                None => "conventional PCI",
+            },
             REG_BAR,
             pdev.resource_len(REG_BAR)? / 1024,
             MEM_BAR,
@@ -115,6 +158,6 @@ impl pci::Driver for BraidDriver {
 
 impl Drop for Function<'_> {
     fn drop(&mut self) {
-        dev_info!(self.pdev, "{:?} function released\n", self.kind);
+        dev_info!(self.pdev, "{} function released\n", self.kind.name());
     }
 }

@@ -1,0 +1,33 @@
+# braid: the two commands (README.md) and a few helpers. Everything installs what it needs on
+# first use, caching under $(BRAID_CACHE) (default /var/cache/braid), and redoes only what changed.
+
+SETUP := qemu-testbed/env/setup
+
+.PHONY: run check setup lint clean distclean
+
+## run: boot a VM with the card attached, load braid.ko and show what it bound
+run:
+	@$(SETUP) host
+	@qemu-testbed/vm -- sh /braid/src/qemu-testbed/guest/demo.sh
+
+## check: every test (host cargo tests, guest selftests); ends with "N passed, N failed"
+check:
+	@$(SETUP) host
+	@selftests/harness.py
+
+## setup: only bring the build root, guest root, kernel, braid.ko and the card up to date
+setup:
+	@$(SETUP)
+
+## lint: rustfmt and clippy for the card and the driver (the driver with the kernel's lints)
+lint:
+	@$(SETUP) host buildroot kernel card
+	@qemu-testbed/env/lint
+
+## clean: drop braid.ko's and the card's build output and old VM runs (keeps roots and kernel)
+clean:
+	@. qemu-testbed/env/lib.sh && take_cache_lock && rm -rf "$$BRAID_CACHE/module" "$$BRAID_CACHE/card-target" "$$BRAID_CACHE/runs"
+
+## distclean: drop the whole cache (build root, guest root, kernel); the next run starts cold
+distclean:
+	@. qemu-testbed/env/lib.sh && take_cache_lock && rm -rf --one-file-system "$$BRAID_CACHE"

@@ -1,0 +1,308 @@
+"""braid's VM launcher: card processes and QEMU guests, started together and always stopped together.
+
+A `Testbed` is a context manager. Inside it, `card()` starts a braid-card process exposing some PCI
+functions (one vfio-user socket each) and `vm()` starts a QEMU guest (q35, shared memfd RAM, TCG
+unless the host has real VT-x/AMD-V) with some of those functions attached and a job to run. `wait()`
+collects every guest's verdict: its job's exit status, a timeout, or a kernel splat in its serial log.
+On exit, whatever it started is stopped by PID (and children die with it even if it is killed: they
+carry PR_SET_PDEATHSIG), so no process outlives it and it mounts nothing.
+
+Standard library only: the host needs nothing but python3.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("BRAID_CACHE", "/var/cache/braid"))
+BUILDROOT = CACHE / "buildroot"
+GUESTROOT = CACHE / "guestroot"
+KERNEL_IMAGE = CACHE / "kernel/build/arch/x86/boot/bzImage"
+KERNEL_MODULES = CACHE / "kernel/modroot/lib/modules"
+MODULE_OUT = CACHE / "module"
+CARD_BINARY = CACHE / "card-target/release/braid-card"
+RUNS = CACHE / "runs"
+KEEP_RUNS = 20
+
+# Kernel output that fails a guest whatever its job says. Lockdep and KFENCE reports start with
+# "WARNING: possible ..." / "BUG: KFENCE: ..." and are caught by the first two.
+SPLAT = re.compile(
+    r"(?P<what>BUG: |WARNING: |Oops|Kernel panic|general protection fault|kernel BUG at|"
+    r"UBSAN: |KFENCE: |INFO: possible|inconsistent lock state|suspicious RCU usage|"
+    r"INFO: task .* blocked|rust_kernel: panicked|Call Trace:)"
+)
+DONE = re.compile(r"braid-init: job exited with status (\d+)")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in each child before exec: the kernel kills it if the launcher dies, however it dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def progress(msg: str) -> None:
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def host_has_hw_virt() -> bool:
+    """KVM only with real VT-x/AMD-V: a /dev/kvm backed by a nested PVM hypervisor cannot run us."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return os.access("/dev/kvm", os.R_OK | os.W_OK) and re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M) is not None
+
+
+def qemu_command() -> tuple[list[str], dict[str, str]]:
+    """QEMU from the build root, run through the root's own loader: no chroot, no mounts."""
+    root = BUILDROOT
+    libs = f"{root}/lib/x86_64-linux-gnu:{root}/usr/lib/x86_64-linux-gnu"
+    cmd = [f"{root}/lib64/ld-linux-x86-64.so.2", "--library-path", libs, f"{root}/usr/bin/qemu-system-x86_64",
+           "-L", f"{root}/usr/share/qemu", "-L", f"{root}/usr/share/seabios"]
+    env = dict(os.environ, QEMU_MODULE_DIR=f"{root}/usr/lib/x86_64-linux-gnu/qemu")
+    return cmd, env
+
+
+class TestbedError(Exception):
+    pass
+
+
+def lock_cache() -> None:
+    """Holds the cache for this process's lifetime: a second run on the same cache is told who has it
+    instead of rebuilding what the first one's guests are using. Children (setup, lint) see
+    BRAID_LOCKED and run under this lock."""
+    if os.environ.get("BRAID_LOCKED"):
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    fd = os.open(CACHE / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = (CACHE / ".lock.owner").read_text().strip() if (CACHE / ".lock.owner").exists() else "pid unknown"
+        raise TestbedError(f"another braid run ({owner}) is using the cache {CACHE}; wait for it to finish, "
+                           "or point BRAID_CACHE at another directory") from None
+    (CACHE / ".lock.owner").write_text(f"pid {os.getpid()}: {' '.join(sys.argv)}\n")
+    os.environ["BRAID_LOCKED"] = "1"
+
+
+def setup(*steps: str) -> None:
+    """Brings the build root, guest root, kernel, braid.ko and the card up to date (qemu-testbed/env/setup)."""
+    lock_cache()
+    if subprocess.run([str(TOP / "qemu-testbed/env/setup"), *steps]).returncode != 0:
+        raise TestbedError("setup failed (see the messages above)")
+
+
+@dataclass
+class Function:
+    """One PCI function of a card: its kind (ena, efa) and the vfio-user socket serving it."""
+
+    card: "Card"
+    kind: str
+    socket: Path
+
+
+@dataclass
+class Card:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    functions: list[Function] = field(default_factory=list)
+
+    def function(self, kind: str, index: int = 0) -> Function:
+        matches = [f for f in self.functions if f.kind == kind]
+        if index >= len(matches):
+            raise TestbedError(f"card {self.name} has no {kind} function #{index}")
+        return matches[index]
+
+
+@dataclass
+class VmResult:
+    name: str
+    ok: bool
+    reasons: list[str]
+    job_status: int | None
+    serial: Path
+    scratch: Path
+    seconds: float
+
+
+@dataclass
+class Vm:
+    name: str
+    proc: subprocess.Popen
+    serial: Path
+    scratch: Path
+    deadline: float
+    started: float
+    result: VmResult | None = None
+
+    def verdict(self, timed_out: bool) -> VmResult:
+        log = self.serial.read_text(errors="replace") if self.serial.exists() else ""
+        reasons = []
+        splats = [m.group(0).strip() for m in (SPLAT.search(line) for line in log.splitlines()) if m]
+        if splats:
+            reasons.append(f"kernel splat: {splats[0]!r} (+{len(splats) - 1} more lines)" if len(splats) > 1
+                           else f"kernel splat: {splats[0]!r}")
+        done = DONE.search(log)
+        status = int(done.group(1)) if done else None
+        if timed_out:
+            reasons.append("timed out")
+        elif status is None:
+            reasons.append(f"guest stopped before its job finished (QEMU exit {self.proc.returncode})")
+        elif status != 0:
+            reasons.append(f"job exited with status {status}")
+        return VmResult(self.name, not reasons, reasons, status, self.serial, self.scratch,
+                        time.monotonic() - self.started)
+
+
+class Testbed:
+    """Cards and guests of one run, under RUNS/<id>/ (logs and scratch kept for inspection)."""
+
+    def __init__(self, name: str = "run", timeout: float = 300.0):
+        for path, what in ((KERNEL_IMAGE, "test kernel"), (GUESTROOT / "sbin/braid-init", "guest root"),
+                           (CARD_BINARY, "card")):
+            if not path.exists():
+                raise TestbedError(f"no {what} at {path}: run 'make' targets or qemu-testbed/env/setup first")
+        RUNS.mkdir(parents=True, exist_ok=True)
+        self.dir = RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{os.getpid()}"
+        self.dir.mkdir()
+        self._prune_runs()
+        self.timeout = timeout
+        self.cards: list[Card] = []
+        self.vms: list[Vm] = []
+        self.accel = "kvm" if host_has_hw_virt() else "tcg"
+
+    def __enter__(self) -> "Testbed":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @staticmethod
+    def _prune_runs() -> None:
+        runs = sorted(RUNS.iterdir(), key=lambda p: p.stat().st_mtime)
+        for old in runs[:-KEEP_RUNS]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def card(self, name: str, functions: list[str], args: list[str] | None = None) -> Card:
+        """Starts a card process with the given functions (e.g. ["ena", "efa"]) and waits for its sockets."""
+        sockdir = self.dir / name
+        sockdir.mkdir()
+        fns = [(kind, sockdir / f"{kind}{i}.sock") for i, kind in enumerate(functions)]
+        cmd = [str(CARD_BINARY)]
+        for kind, sock in fns:
+            cmd += ["--function", f"{kind}:{sock}"]
+        cmd += args or []
+        log = self.dir / f"{name}.log"
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent)
+        card = Card(name, proc, log, [])
+        card.functions = [Function(card, kind, sock) for kind, sock in fns]
+        self.cards.append(card)
+        deadline = time.monotonic() + 10
+        while not all(sock.exists() for _, sock in fns):
+            if proc.poll() is not None:
+                raise TestbedError(f"card {name} exited with status {proc.returncode}: {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TestbedError(f"card {name} did not create its sockets within 10 s (log: {log})")
+            time.sleep(0.02)
+        return card
+
+    def vm(self, name: str, functions: list[Function], job: str, *, memory_mb: int = 1024, smp: int = 1,
+           interactive: bool = False, env: dict[str, str] | None = None) -> Vm:
+        """Boots a guest with `functions` attached (each behind its own PCIe root port) that runs `job` (sh)."""
+        scratch = self.dir / name
+        scratch.mkdir()
+        (scratch / "hostname").write_text(name + "\n")
+        exports = "".join(f"export {k}={_sh_quote(v)}\n" for k, v in (env or {}).items())
+        if not interactive:
+            (scratch / "job").write_text("set -u\n" + exports + job + "\n")
+        # What the guest's tests expect to find, one function per line: kind vendor device.
+        (scratch / "functions").write_text("".join(f"{f.kind} {f.card.name}\n" for f in functions))
+        serial = self.dir / f"{name}.serial.log"
+        qemu, qenv = qemu_command()
+        mem = f"{memory_mb}M"
+        cmdline = ("console=ttyS0 root=root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144 "
+                   "ro init=/sbin/braid-init panic=-1 no_hash_pointers quiet loglevel=4")
+        args = qemu + [
+            "-machine", "q35,memory-backend=ram", "-accel", self.accel, "-cpu", "max", "-smp", str(smp),
+            "-m", mem, "-object", f"memory-backend-memfd,id=ram,size={mem},share=on",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-kernel", str(KERNEL_IMAGE), "-append", cmdline,
+        ]
+        if interactive:
+            args += ["-chardev", f"stdio,id=ser0,signal=off,logfile={serial}", "-serial", "chardev:ser0"]
+        else:
+            args += ["-chardev", f"file,id=ser0,path={serial}", "-serial", "chardev:ser0"]
+        shares = [("root", GUESTROOT, True), ("src", TOP, True), ("out", MODULE_OUT, True),
+                  ("modules", KERNEL_MODULES, True), ("scratch", scratch, False)]
+        for tag, path, ro in shares:
+            args += ["-fsdev", f"local,id=fs_{tag},path={path},security_model=none" + (",readonly=on" if ro else ""),
+                     "-device", f"virtio-9p-pci,fsdev=fs_{tag},mount_tag={tag}"]
+        for i, fn in enumerate(functions):
+            port = f"rp{i}"
+            args += ["-device", f"pcie-root-port,id={port},chassis={i + 1},slot={i + 1},bus=pcie.0,addr={0x10 + i:#x}",
+                     "-device", json.dumps({"driver": "vfio-user-pci", "bus": port, "id": f"{fn.kind}{i}",
+                                            "socket": {"type": "unix", "path": str(fn.socket)}})]
+        (scratch / "qemu.cmdline").write_text(" ".join(args) + "\n")
+        qemu_log = self.dir / f"{name}.qemu.log"
+        proc = subprocess.Popen(args, env=qenv, preexec_fn=_die_with_parent,
+                                stdin=None if interactive else subprocess.DEVNULL,
+                                stdout=None if interactive else qemu_log.open("wb"),
+                                stderr=None if interactive else subprocess.STDOUT)
+        now = time.monotonic()
+        vm = Vm(name, proc, serial, scratch, now + self.timeout, now)
+        self.vms.append(vm)
+        return vm
+
+    def wait(self) -> list[VmResult]:
+        """Waits for every guest to power off (or time out) and returns their verdicts."""
+        pending = [vm for vm in self.vms if vm.result is None]
+        while pending:
+            for vm in pending:
+                if vm.proc.poll() is not None:
+                    vm.result = vm.verdict(timed_out=False)
+                elif time.monotonic() > vm.deadline:
+                    _stop(vm.proc)
+                    vm.result = vm.verdict(timed_out=True)
+            for card in self.cards:
+                if card.proc.poll() is not None and card.proc.returncode != 0:
+                    raise TestbedError(f"card {card.name} died with status {card.proc.returncode} (log: {card.log})")
+            pending = [vm for vm in pending if vm.result is None]
+            time.sleep(0.05)
+        return [vm.result for vm in self.vms if vm.result is not None]
+
+    def stop(self) -> None:
+        for vm in self.vms:
+            _stop(vm.proc)
+        for card in self.cards:
+            _stop(card.proc)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _sh_quote(s: str) -> str:
+    return "'" + s.replace("'", "'\\''") + "'"

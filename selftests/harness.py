@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Runs braid's tests and ends with one line: `N passed, N failed, N skipped`.
+
+1. host: `cargo test` for the card (each Rust test counts once);
+2. guest: the KTAP selftests under selftests/, grouped into few VM boots (a boot costs seconds under
+   TCG, a test inside a booted guest is cheap). Each KTAP case counts once; so does each guest's own
+   verdict (job completed, no kernel splat on its console, no timeout).
+
+Run one test by hand: selftests/harness.py --no-host -t bind   (substring of a test path)
+List the plan:        selftests/harness.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(TOP / "qemu-testbed"))
+import testbed  # noqa: E402
+
+
+@dataclass
+class Boot:
+    """One VM boot: a card with these functions, one guest, these tests in this order."""
+
+    name: str
+    functions: list[str]
+    tests: list[str]
+    timeout: float = 600
+
+
+PLAN = [
+    Boot("basic", ["ena", "efa"], [
+        "testbed/guest_root.sh",
+        "card/enumerate.sh",
+        "braid/bind.sh",
+        "braid/load_unload.sh",
+    ]),
+]
+
+
+@dataclass
+class Result:
+    name: str
+    status: str  # "pass", "fail" or "skip"
+    detail: str = ""
+
+
+KTAP_LINE = re.compile(r"^(?P<indent> *)(?P<ok>ok|not ok) (?P<n>\d+) (?P<name>[^#]*?)\s*(?:# (?P<directive>.*))?$")
+
+
+def parse_ktap(text: str, prefix: str) -> list[Result]:
+    """Leaf results of a run-guest KTAP document: each script's cases, or the script itself when it
+    printed none; a script that failed although all its cases passed (it crashed) fails too."""
+    results: list[Result] = []
+    cases: list[Result] = []
+    diag: list[str] = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            diag.append(line.strip())
+            continue
+        m = KTAP_LINE.match(line)
+        if not m:
+            continue
+        directive = m.group("directive") or ""
+        status = "skip" if directive.upper().startswith("SKIP") else ("pass" if m.group("ok") == "ok" else "fail")
+        name = m.group("name").strip()
+        if m.group("indent"):
+            cases.append(Result(name, status, "\n".join(diag[-20:])))
+        else:
+            script = name.removesuffix(".sh")
+            results += [Result(f"{prefix}:{script}:{c.name}", c.status, c.detail) for c in cases]
+            if not cases or (status == "fail" and all(c.status != "fail" for c in cases)):
+                results.append(Result(f"{prefix}:{script}", status, directive))
+            cases = []
+        diag = []
+    return results
+
+
+def lint() -> list[Result]:
+    testbed.progress("host: rustfmt and clippy (card, driver)")
+    proc = subprocess.run([str(TOP / "qemu-testbed/env/lint")], capture_output=True, text=True)
+    results, diag = [], []
+    for line in proc.stdout.splitlines():
+        if line.startswith("# "):
+            diag.append(line[2:])
+        elif m := re.match(r"^(ok|not ok) (\S+)$", line):
+            results.append(Result(f"host:lint:{m.group(2)}", "pass" if m.group(1) == "ok" else "fail", "\n".join(diag)))
+            diag = []
+    if proc.returncode != 0 and not any(r.status == "fail" for r in results):
+        results.append(Result("host:lint", "fail", proc.stderr[-3000:]))
+    return results
+
+
+def host_tests() -> list[Result]:
+    testbed.progress("host: cargo test (card)")
+    proc = subprocess.run(
+        ["cargo", "test", "--release", "--manifest-path", str(TOP / "qemu-testbed/card/Cargo.toml"),
+         "--target-dir", str(testbed.CACHE / "card-target"), "--", "--test-threads=2"],
+        capture_output=True, text=True)
+    results = [Result(f"host:card:{m.group(1)}", {"ok": "pass", "FAILED": "fail", "ignored": "skip"}[m.group(2)])
+               for m in re.finditer(r"^test (\S+) \.\.\. (ok|FAILED|ignored)$", proc.stdout, re.M)]
+    if proc.returncode != 0 and not any(r.status == "fail" for r in results):
+        results.append(Result("host:card:cargo-test", "fail", (proc.stderr or proc.stdout)[-3000:]))
+    for r in results:
+        if r.status == "fail" and not r.detail:
+            r.detail = _cargo_failure(proc.stdout, r.name.removeprefix("host:card:"))
+    return results
+
+
+def _cargo_failure(out: str, test: str) -> str:
+    m = re.search(rf"---- {re.escape(test)} stdout ----\n(.*?)(?:\n---- |\nfailures:)", out, re.S)
+    return m.group(1)[-2000:] if m else ""
+
+
+def guest_tests(plan: list[Boot]) -> list[Result]:
+    results: list[Result] = []
+    for boot in plan:
+        testbed.progress(f"guest: boot '{boot.name}' ({', '.join(boot.functions)}): {len(boot.tests)} test scripts")
+        try:
+            with testbed.Testbed(f"check-{boot.name}", timeout=boot.timeout) as tb:
+                card = tb.card("card0", boot.functions)
+                tb.vm(boot.name, card.functions, "sh /braid/src/selftests/run-guest " + " ".join(boot.tests))
+                (vm,) = tb.wait()
+        except testbed.TestbedError as e:
+            results.append(Result(f"{boot.name}:testbed", "fail", str(e)))
+            continue
+        ktap = vm.scratch / "ktap.log"
+        results += parse_ktap(ktap.read_text(errors="replace") if ktap.exists() else "", boot.name)
+        results.append(Result(f"{boot.name}:guest-clean", "pass" if vm.ok else "fail",
+                              "; ".join(vm.reasons) + f" (serial log: {vm.serial})"))
+        testbed.progress(f"guest: boot '{boot.name}' done in {vm.seconds:.1f} s (logs: {vm.serial.parent})")
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-t", "--test", action="append", default=[],
+                    help="run only guest test scripts whose path contains this (repeatable)")
+    ap.add_argument("--no-host", action="store_true", help="skip the host tests (cargo test)")
+    ap.add_argument("--no-guest", action="store_true", help="skip the guest tests")
+    ap.add_argument("--list", action="store_true", help="print the boots and their tests, run nothing")
+    ap.add_argument("--no-setup", action="store_true", help="skip qemu-testbed/env/setup (already up to date)")
+    args = ap.parse_args()
+
+    plan = PLAN
+    if args.test:
+        plan = [Boot(b.name, b.functions, [t for t in b.tests if any(p in t for p in args.test)], b.timeout)
+                for b in PLAN]
+        plan = [b for b in plan if b.tests]
+        if not plan:
+            ap.error(f"no guest test matches {args.test}; see --list")
+    if args.list:
+        for b in plan:
+            print(f"boot {b.name}: card functions {','.join(b.functions)}")
+            for t in b.tests:
+                print(f"  {t}")
+        return 0
+
+    try:
+        testbed.lock_cache()
+        if not args.no_setup:
+            testbed.setup()
+    except testbed.TestbedError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 1
+
+    results: list[Result] = []
+    if not args.no_host and not args.test:
+        results += lint() + host_tests()
+    if not args.no_guest:
+        results += guest_tests(plan)
+
+    for r in results:
+        if r.status == "fail":
+            print(f"FAIL {r.name}")
+            for line in r.detail.strip().splitlines()[-20:]:
+                print(f"     {line}")
+        elif r.status == "skip":
+            print(f"skip {r.name} {r.detail}")
+        else:
+            print(f"ok   {r.name}")
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
+    print(f"{counts['pass']} passed, {counts['fail']} failed" + (f", {counts['skip']} skipped" if counts["skip"] else ""))
+    return 1 if counts["fail"] or not results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+# Binding this guest's card functions to braid.ko. Source after ktap.sh and guest.sh.
+
+BRAID_KO=/braid/out/braid.ko
+
+# Tests decide which driver binds which function (braid.ko and the upstream ena/efa drivers match
+# the same IDs): no driver binds anything on its own when it loads.
+echo 0 >/sys/bus/pci/drivers_autoprobe
+
+# All card functions attached to this guest, as sysfs PCI addresses.
+card_devices() {
+	for kind in $(awk '!seen[$1]++ { print $1 }' "$FUNCTIONS_FILE"); do
+		pci_devices_of "$kind"
+	done
+}
+
+# bind_to DRIVER DEV: bind one function to a driver chosen with driver_override.
+bind_to() {
+	echo "$1" >"/sys/bus/pci/devices/$2/driver_override" &&
+		echo "$2" >"/sys/bus/pci/drivers/$1/bind" &&
+		[ "$(basename "$(readlink "/sys/bus/pci/devices/$2/driver")")" = "$1" ]
+}
+
+unbind() { # DEV
+	echo "$1" >"/sys/bus/pci/devices/$1/driver/unbind" && [ ! -e "/sys/bus/pci/devices/$1/driver" ]
+}

@@ -1,0 +1,36 @@
+# Helpers for guest tests: the functions the launcher attached, and kernel-log checks.
+# Source after ktap.sh.
+
+# The card functions of this guest, "kind card" per line, in attachment order.
+FUNCTIONS_FILE=/braid/scratch/functions
+
+# The default PCI identities the card gives its functions (see qemu-testbed/card).
+default_id() {
+	case $1 in
+	ena) echo 1d0f:ec20 ;;
+	efa) echo 1d0f:efa1 ;;
+	esac
+}
+
+# pci_devices_of KIND: sysfs addresses of this guest's functions of that kind (default identity).
+pci_devices_of() {
+	id=$(default_id "$1")
+	for d in /sys/bus/pci/devices/*; do
+		[ "$(cat "$d/vendor"):$(cat "$d/device")" = "0x${id%:*}:0x${id#*:}" ] && basename "$d"
+	done
+}
+
+# Kernel log lines that mean a bug, whatever the test was doing.
+SPLAT_RE='BUG: |WARNING: |Oops|Kernel panic|general protection fault|kernel BUG at|UBSAN: |KFENCE: |INFO: possible|inconsistent lock state|suspicious RCU usage|Call Trace:'
+
+# dmesg_mark / dmesg_since_mark: the kernel log written after a point in the test.
+dmesg_mark() { dmesg_lines=$(dmesg | wc -l); }
+dmesg_since_mark() { dmesg | tail -n +"$((dmesg_lines + 1))"; }
+
+# no_splat_since_mark: fails, quoting the first lines, if the kernel complained since the mark.
+no_splat_since_mark() {
+	if dmesg_since_mark | grep -E "$SPLAT_RE" >/dev/null; then
+		dmesg_since_mark | grep -E -A8 "$SPLAT_RE" | head -n 30
+		return 1
+	fi
+}

@@ -1,0 +1,48 @@
+# KTAP output for braid's guest selftests, with kselftest's conventions: a test script prints one
+# KTAP document (its own plan and one line per case) and exits 0 when all passed, 4 (KSFT_SKIP)
+# when it could not run at all, anything else on failure. Source it; then ktap_plan N, cases, ktap_done.
+
+KSFT_SKIP=4
+ktap_n=0
+ktap_failed=0
+
+ktap_plan() {
+	echo "KTAP version 1"
+	echo "1..$1"
+}
+
+diag() { printf '# %s\n' "$*"; }
+
+ktap_pass() {
+	ktap_n=$((ktap_n + 1))
+	echo "ok $ktap_n $1"
+}
+
+ktap_fail() { # NAME [WHY]
+	ktap_n=$((ktap_n + 1))
+	ktap_failed=$((ktap_failed + 1))
+	[ $# -gt 1 ] && diag "$2"
+	echo "not ok $ktap_n $1"
+}
+
+ktap_skip() { # NAME WHY
+	ktap_n=$((ktap_n + 1))
+	echo "ok $ktap_n $1 # SKIP $2"
+}
+
+# ktap_check NAME COMMAND...: one case from a command's exit status; its output becomes diagnostics.
+ktap_check() {
+	name=$1
+	shift
+	if out=$("$@" 2>&1); then
+		ktap_pass "$name"
+	else
+		printf '%s\n' "$out" | tail -n 20 | sed 's/^/# /'
+		ktap_fail "$name"
+	fi
+}
+
+ktap_done() {
+	[ "$ktap_failed" -eq 0 ] && exit 0
+	exit 1
+}
