@@ -223,8 +223,12 @@ class Testbed:
         return card
 
     def vm(self, name: str, functions: list[Function], job: str, *, memory_mb: int = 1024, smp: int = 1,
-           interactive: bool = False, env: dict[str, str] | None = None) -> Vm:
-        """Boots a guest with `functions` attached (each behind its own PCIe root port) that runs `job` (sh)."""
+           interactive: bool = False, env: dict[str, str] | None = None, shared_memory: bool = True,
+           timeout: float | None = None) -> Vm:
+        """Boots a guest with `functions` attached (each behind its own PCIe root port) that runs `job` (sh).
+
+        `shared_memory=False` gives the guest private RAM (share=off), which the card must refuse:
+        only the testbed's own tests want that."""
         scratch = self.dir / name
         scratch.mkdir()
         (scratch / "hostname").write_text(name + "\n")
@@ -240,7 +244,7 @@ class Testbed:
                    "ro init=/sbin/braid-init panic=-1 no_hash_pointers quiet loglevel=4")
         args = qemu + [
             "-machine", "q35,memory-backend=ram", "-accel", self.accel, "-cpu", "max", "-smp", str(smp),
-            "-m", mem, "-object", f"memory-backend-memfd,id=ram,size={mem},share=on",
+            "-m", mem, "-object", f"memory-backend-memfd,id=ram,size={mem},share={'on' if shared_memory else 'off'}",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(KERNEL_IMAGE), "-append", cmdline,
         ]
@@ -265,7 +269,7 @@ class Testbed:
                                 stdout=None if interactive else qemu_log.open("wb"),
                                 stderr=None if interactive else subprocess.STDOUT)
         now = time.monotonic()
-        vm = Vm(name, proc, serial, scratch, now + self.timeout, now)
+        vm = Vm(name, proc, serial, scratch, now + (timeout or self.timeout), now)
         self.vms.append(vm)
         return vm
 
