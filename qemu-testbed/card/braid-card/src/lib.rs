@@ -5,7 +5,8 @@
 //! with an emulated configuration space ([`pci::config`]), MSI-X
 //! ([`pci::msix`]), card-owned memory mapped into its BARs
 //! ([`device_memory`]), DMA into guest memory that QEMU shares ([`dma`]),
-//! and a function-specific register file ([`ena`], [`efa`]).
+//! and a function-specific register file ([`ena`], [`efa`], sharing
+//! [`nitro_regs`]).
 //! [`server`] connects a function to its vfio-user socket.
 
 pub mod device_memory;
@@ -14,5 +15,6 @@ pub mod efa;
 pub mod ena;
 pub mod function;
 pub mod memfd;
+pub mod nitro_regs;
 pub mod pci;
 pub mod server;
