@@ -223,12 +223,15 @@ class Testbed:
         return card
 
     def vm(self, name: str, functions: list[Function], job: str, *, memory_mb: int = 1024, smp: int = 1,
-           interactive: bool = False, env: dict[str, str] | None = None, shared_memory: bool = True,
+           interactive: bool = False, env: dict[str, str] | None = None, ram: str = "shared",
            timeout: float | None = None) -> Vm:
         """Boots a guest with `functions` attached (each behind its own PCIe root port) that runs `job` (sh).
 
-        `shared_memory=False` gives the guest private RAM (share=off), which the card must refuse:
-        only the testbed's own tests want that."""
+        `ram` is "shared" (memfd, share=on: what the card needs), or, for the testbed's own tests of
+        the card's refusal, "private" (memfd, share=off) or "anonymous" (no memory backend)."""
+        backends = {"shared": "share=on", "private": "share=off", "anonymous": None}
+        if ram not in backends:
+            raise TestbedError(f"unknown guest RAM kind {ram!r} (one of {', '.join(backends)})")
         scratch = self.dir / name
         scratch.mkdir()
         (scratch / "hostname").write_text(name + "\n")
@@ -242,10 +245,13 @@ class Testbed:
         mem = f"{memory_mb}M"
         cmdline = ("console=ttyS0 root=root rootfstype=9p rootflags=trans=virtio,version=9p2000.L,msize=262144 "
                    "ro init=/sbin/braid-init panic=-1 no_hash_pointers quiet loglevel=4")
-        args = qemu + [
-            "-machine", "q35,memory-backend=ram", "-accel", self.accel, "-cpu", "max", "-smp", str(smp),
-            "-m", mem, "-object", f"memory-backend-memfd,id=ram,size={mem},share={'on' if shared_memory else 'off'}",
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        if backends[ram]:
+            machine = ["-machine", "q35,memory-backend=ram",
+                       "-object", f"memory-backend-memfd,id=ram,size={mem},{backends[ram]}"]
+        else:
+            machine = ["-machine", "q35"]
+        args = qemu + machine + [
+            "-accel", self.accel, "-cpu", "max", "-smp", str(smp), "-m", mem, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(KERNEL_IMAGE), "-append", cmdline,
         ]
         if interactive:

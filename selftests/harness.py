@@ -122,19 +122,21 @@ def _cargo_failure(out: str, test: str) -> str:
 
 def testbed_tests() -> list[Result]:
     """The testbed itself: it must catch what the guest tests rely on it to catch."""
-    testbed.progress("testbed: a crashing, a hanging and an unshared-RAM guest; a second run on the cache")
+    testbed.progress("testbed: crashing, hanging and unshared-RAM guests; a second run on the cache")
     results = []
-    refusal = "the memory backend has share=off; start QEMU with -object memory-backend-memfd,share=on"
+    private_refusal = "the memory backend has share=off; start QEMU with -object memory-backend-memfd,share=on"
+    anonymous_refusal = "is not shareable: start QEMU with -object memory-backend-memfd,share=on"
     try:
         with testbed.Testbed("check-testbed", timeout=120) as tb:
-            card = tb.card("card0", ["ena"])
+            card_p, card_a = tb.card("card-private", ["ena"]), tb.card("card-anonymous", ["ena"])
             tb.vm("panics", [], "echo c >/proc/sysrq-trigger")
             tb.vm("hangs", [], "sleep 1000", timeout=25)
-            tb.vm("unshared", card.functions, "lspci -n -d 1d0f:", shared_memory=False)
-            panics, hangs, unshared = tb.wait()
+            tb.vm("private-ram", card_p.functions, "lspci -n -d 1d0f:", ram="private")
+            tb.vm("anonymous-ram", card_a.functions, "lspci -n -d 1d0f:", ram="anonymous")
+            panics, hangs, _, _ = tb.wait()
             second = subprocess.run([str(TOP / "qemu-testbed/env/setup"), "host"], capture_output=True, text=True,
                                     env={k: v for k, v in os.environ.items() if k != "BRAID_LOCKED"})
-            card_log = card.log.read_text(errors="replace")
+            log_p, log_a = (c.log.read_text(errors="replace") for c in (card_p, card_a))
     except testbed.TestbedError as e:
         return [Result("testbed:launcher", "fail", str(e))]
 
@@ -145,7 +147,8 @@ def testbed_tests() -> list[Result]:
            f"verdict: {panics.reasons} ({panics.serial})")
     expect("hung_guest_times_out", not hangs.ok and "timed out" in hangs.reasons and hangs.seconds < 40,
            f"verdict: {hangs.reasons} after {hangs.seconds:.0f} s ({hangs.serial})")
-    expect("card_refuses_unshared_guest_ram", refusal in card_log, f"card log: {card.log}")
+    expect("card_refuses_private_guest_ram", private_refusal in log_p, f"card log: {card_p.log}")
+    expect("card_refuses_anonymous_guest_ram", anonymous_refusal in log_a, f"card log: {card_a.log}")
     expect("second_run_on_cache_refused", second.returncode != 0 and "another braid run" in second.stderr,
            f"exit {second.returncode}: {second.stderr.strip()}")
     return results

@@ -15,7 +15,7 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use thiserror::Error;
-use tracing::{debug, info};
+use tracing::debug;
 use vfio_bindings::bindings::vfio::{
     VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VFIO_DMA_UNMAP_FLAG_ALL,
 };
@@ -182,11 +182,15 @@ impl DmaError {
     }
 }
 
+/// End of the guest's low memory: x86 guest RAM always starts at address 0,
+/// so a writable range below this without an fd is RAM the card cannot share.
+const LOW_MEMORY_END: u64 = 0x10_0000;
+
 /// Bookkeeping that only map/unmap and error reporting touch.
 #[derive(Debug, Default)]
 struct MapState {
-    /// Read-only ranges QEMU announced without an fd (ROMs): known, but not
-    /// accessible. Start → size.
+    /// Ranges QEMU announced without an fd (ROMs, peer devices' BARs):
+    /// known, but not accessible. Start → size.
     unbacked: BTreeMap<u64, u64>,
     /// Files already checked for private mappings.
     verified_shared: HashSet<FileId>,
@@ -263,13 +267,19 @@ impl GuestDma {
         }
 
         let Some(file) = fd else {
-            if writable {
+            // QEMU announces three kinds of range without an fd: guest RAM
+            // that is not shareable (anonymous memory: the card would never
+            // see the guest's data, so refuse it), ROMs (read-only), and other
+            // devices' mmapped BARs it offers for peer-to-peer DMA. x86 guest
+            // RAM always covers the first megabyte; ROMs and BARs never do.
+            if writable && gpa < LOW_MEMORY_END {
                 return Err(DmaError::NotShareable { gpa, size });
             }
-            info!(
+            debug!(
                 gpa = format_args!("{gpa:#x}"),
                 size = format_args!("{size:#x}"),
-                "read-only guest memory without fd (ROM); the card cannot access it"
+                writable,
+                "guest range without fd (a ROM or a peer device's BAR); the card cannot access it"
             );
             state.unbacked.insert(gpa, size);
             return Ok(());
@@ -711,6 +721,14 @@ mod tests {
             })
         ));
         dma.unmap(0, 0xfffc_0000, 0x4_0000).unwrap();
+
+        // A peer device's BAR (writable, high, no fd): accepted, not accessible.
+        dma.map(RW, 0, 0xfe60_0000, 0x10_0000, None).unwrap();
+        assert!(matches!(
+            dma.write_obj(0xfe60_0010, &1u32),
+            Err(DmaError::NotAccessible { .. })
+        ));
+        dma.unmap(0, 0xfe60_0000, 0x10_0000).unwrap();
         assert!(matches!(
             dma.read_obj::<u32>(0xffff_fff0),
             Err(DmaError::Unmapped { .. })

@@ -26,10 +26,10 @@ use thiserror::Error;
 use tracing::{debug, info};
 use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_INFO_EVENTFD, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR2_REGION_INDEX,
-    VFIO_PCI_BAR4_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_INTX_IRQ_INDEX,
-    VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_NUM_REGIONS,
-    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
-    vfio_region_info, vfio_region_sparse_mmap_area,
+    VFIO_PCI_BAR4_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_ERR_IRQ_INDEX,
+    VFIO_PCI_INTX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_NUM_REGIONS,
+    VFIO_PCI_REQ_IRQ_INDEX, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
+    VFIO_REGION_INFO_FLAG_WRITE, vfio_region_info, vfio_region_sparse_mmap_area,
 };
 use vfio_user::{IrqInfo, ServerRegion, SparseArea};
 use vm_memory::VolatileSlice;
@@ -478,6 +478,18 @@ impl Function {
                 index: VFIO_PCI_MSIX_IRQ_INDEX,
                 flags: VFIO_IRQ_INFO_EVENTFD,
                 count: self.msix.count().into(),
+            },
+            // Declared (empty) so that QEMU's probe of the error and
+            // device-request indices gets an answer rather than an error.
+            IrqInfo {
+                index: VFIO_PCI_ERR_IRQ_INDEX,
+                flags: 0,
+                count: 0,
+            },
+            IrqInfo {
+                index: VFIO_PCI_REQ_IRQ_INDEX,
+                flags: 0,
+                count: 0,
             },
         ]
     }

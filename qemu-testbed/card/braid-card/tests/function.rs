@@ -58,12 +58,17 @@ fn region_layout() {
     assert!(regions[7].mmap_fd.is_none(), "config space is trapped");
 
     let irqs = f.irqs();
-    assert_eq!(irqs.len(), 3);
+    assert_eq!(irqs.len(), 5, "INTx, MSI, MSI-X, ERR, REQ");
     assert_eq!(irqs[0].count, 0, "no INTx");
     assert_eq!(irqs[1].count, 0, "no MSI");
     assert_eq!(irqs[2].index, VFIO_PCI_MSIX_IRQ_INDEX);
     assert_eq!(irqs[2].count, 9);
     assert_eq!(irqs[2].flags, VFIO_IRQ_INFO_EVENTFD);
+    assert_eq!(
+        (irqs[3].count, irqs[4].count),
+        (0, 0),
+        "no ERR/REQ interrupts"
+    );
 }
 
 #[test]
