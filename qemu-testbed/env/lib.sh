@@ -24,6 +24,11 @@ say() { printf '==> [%4ss] %s\n' "$(($(date +%s) - braid_t0))" "$*" >&2; }
 warn() { printf 'braid: warning: %s\n' "$*" >&2; }
 die() {
 	printf 'braid: error: %s\n' "$*" >&2
+	local avail
+	avail=$(df -Pm "$BRAID_CACHE" 2>/dev/null | awk 'NR==2 {print $4}')
+	if [ -n "$avail" ] && [ "$avail" -lt 512 ]; then
+		printf 'braid: error: the disk under %s is (nearly) full: %s MiB free; free space there or set BRAID_CACHE to a larger disk, then run again (finished steps are kept)\n' "$BRAID_CACHE" "$avail" >&2
+	fi
 	exit 1
 }
 
