@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Runs braid's tests and ends with one line: `N passed, N failed, N skipped`.
 
-1. host: `cargo test` for the card (each Rust test counts once);
+1. host: the lint gates (qemu-testbed/env/lint) and `cargo test` for the card (each Rust test counts
+   once), then checks of the testbed itself (it must catch what the other tests rely on it to catch);
 2. guest: the KTAP selftests under selftests/, grouped into few VM boots (a boot costs seconds under
-   TCG, a test inside a booted guest is cheap). Each KTAP case counts once; so does each guest's own
-   verdict (job completed, no kernel splat on its console, no timeout).
+   TCG, a test inside a booted guest is cheap), run beside the host part. Each KTAP case counts once;
+   so does each guest's own verdict (job completed, no kernel splat on its console, no timeout).
 
 Run one test by hand: selftests/harness.py --no-host -t bind   (substring of a test path)
 List the plan:        selftests/harness.py --list
@@ -122,18 +123,22 @@ def _cargo_failure(out: str, test: str) -> str:
 
 def testbed_tests() -> list[Result]:
     """The testbed itself: it must catch what the guest tests rely on it to catch."""
-    testbed.progress("testbed: crashing, hanging and unshared-RAM guests; a second run on the cache")
+    testbed.progress("testbed: crashing, hanging, unshared-RAM and reconnecting guests; a second run on the cache")
     results = []
     private_refusal = "the memory backend has share=off; start QEMU with -object memory-backend-memfd,share=on"
     anonymous_refusal = "is not shareable: start QEMU with -object memory-backend-memfd,share=on"
     try:
         with testbed.Testbed("check-testbed", timeout=120) as tb:
             card_p, card_a = tb.card("card-private", ["ena"]), tb.card("card-anonymous", ["ena"])
-            tb.vm("panics", [], "echo c >/proc/sysrq-trigger")
+            card_r = tb.card("card-reconnect", ["ena"])
+            tb.vm("panics", card_r.functions, "echo c >/proc/sysrq-trigger")
             tb.vm("hangs", [], "sleep 1000", timeout=25)
             tb.vm("private-ram", card_p.functions, "lspci -n -d 1d0f:", ram="private")
             tb.vm("anonymous-ram", card_a.functions, "lspci -n -d 1d0f:", ram="anonymous")
             panics, hangs, _, _ = tb.wait()
+            # The panicked QEMU vanished without a goodbye: the same card function must serve the next.
+            tb.vm("reconnects", card_r.functions, "lspci -n -d 1d0f:ec20 | grep -q ec20")
+            reconnects = tb.wait()[-1]
             second = subprocess.run([str(TOP / "qemu-testbed/env/setup"), "host"], capture_output=True, text=True,
                                     env={k: v for k, v in os.environ.items() if k != "BRAID_LOCKED"})
             log_p, log_a = (c.log.read_text(errors="replace") for c in (card_p, card_a))
@@ -145,6 +150,8 @@ def testbed_tests() -> list[Result]:
 
     expect("kernel_panic_fails_guest", not panics.ok and any("kernel splat" in r for r in panics.reasons),
            f"verdict: {panics.reasons} ({panics.serial})")
+    expect("card_serves_next_guest_after_qemu_crash", reconnects.ok, f"verdict: {reconnects.reasons} "
+           f"({reconnects.serial}; card log {card_r.log})")
     expect("hung_guest_times_out", not hangs.ok and "timed out" in hangs.reasons and hangs.seconds < 40,
            f"verdict: {hangs.reasons} after {hangs.seconds:.0f} s ({hangs.serial})")
     expect("card_refuses_private_guest_ram", private_refusal in log_p, f"card log: {card_p.log}")
