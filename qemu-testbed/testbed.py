@@ -122,12 +122,6 @@ class Card:
     log: Path
     functions: list[Function] = field(default_factory=list)
 
-    def function(self, kind: str, index: int = 0) -> Function:
-        matches = [f for f in self.functions if f.kind == kind]
-        if index >= len(matches):
-            raise TestbedError(f"card {self.name} has no {kind} function #{index}")
-        return matches[index]
-
 
 @dataclass
 class VmResult:
@@ -153,10 +147,10 @@ class Vm:
     def verdict(self, timed_out: bool) -> VmResult:
         log = self.serial.read_text(errors="replace") if self.serial.exists() else ""
         reasons = []
-        splats = [m.group(0).strip() for m in (SPLAT.search(line) for line in log.splitlines()) if m]
+        splats = [line.strip() for line in log.splitlines() if SPLAT.search(line)]
         if splats:
-            reasons.append(f"kernel splat: {splats[0]!r} (+{len(splats) - 1} more lines)" if len(splats) > 1
-                           else f"kernel splat: {splats[0]!r}")
+            more = f" (+{len(splats) - 1} more lines)" if len(splats) > 1 else ""
+            reasons.append(f"kernel splat: {splats[0]!r}{more}")
         done = DONE.search(log)
         status = int(done.group(1)) if done else None
         if timed_out:
