@@ -470,6 +470,12 @@ impl GuestDma {
         Ok(obj)
     }
 
+    /// Checks, without copying anything, that the device may `access` all
+    /// of `gpa..gpa + len` (for instance a ring the guest hands over).
+    pub fn check(&self, gpa: u64, len: usize, access: Access) -> Result<(), DmaError> {
+        self.access(gpa, len, access, |_| {})
+    }
+
     /// Device write of a plain-data object at guest address `gpa`.
     pub fn write_obj<T: ByteValued>(&self, gpa: u64, obj: &T) -> Result<(), DmaError> {
         self.write_slice(gpa, obj.as_slice())

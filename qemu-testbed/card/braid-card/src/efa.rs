@@ -30,6 +30,6 @@ pub fn function_config(id: PciId) -> FunctionConfig {
         kind: FunctionKind::Efa,
         identity: nitro_regs::identity(id),
         msix_vectors: MSIX_VECTORS,
-        registers: Box::new(REGISTERS),
+        registers: Box::new(|_| Box::new(REGISTERS)),
     }
 }

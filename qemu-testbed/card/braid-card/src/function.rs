@@ -20,7 +20,7 @@ use std::mem::size_of;
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use thiserror::Error;
 use tracing::{debug, info};
@@ -150,7 +150,7 @@ impl FunctionKind {
     /// Everything needed to build a function of this kind reporting `id`.
     pub fn config(self, id: PciId) -> FunctionConfig {
         match self {
-            FunctionKind::Ena => ena::function_config(id),
+            FunctionKind::Ena => ena::function_config(id, ena::EnaSettings::default()),
             FunctionKind::Efa => efa::function_config(id),
         }
     }
@@ -178,8 +178,12 @@ impl FromStr for FunctionKind {
     }
 }
 
+/// Builds a function's register file once the function's [`HostBus`]
+/// exists, so that the registers can reach guest memory and raise
+/// interrupts.
+pub type RegisterFactory = Box<dyn FnOnce(Arc<HostBus>) -> Box<dyn RegisterFile> + Send>;
+
 /// What distinguishes one function from another.
-#[derive(Debug)]
 pub struct FunctionConfig {
     /// The kind of function.
     pub kind: FunctionKind,
@@ -187,8 +191,63 @@ pub struct FunctionConfig {
     pub identity: PciIdentity,
     /// Number of MSI-X vectors.
     pub msix_vectors: u16,
-    /// The BAR0 control registers.
-    pub registers: Box<dyn RegisterFile>,
+    /// Builds the BAR0 control registers.
+    pub registers: RegisterFactory,
+}
+
+impl fmt::Debug for FunctionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FunctionConfig")
+            .field("kind", &self.kind)
+            .field("identity", &self.identity)
+            .field("msix_vectors", &self.msix_vectors)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The function's upstream side: guest memory as it reaches it by DMA, and
+/// its MSI-X vectors. Shared (`Arc`) between the function and whatever
+/// device logic runs outside the vfio-user thread (timers, later the data
+/// path); it takes no lock shared with MMIO handling.
+#[derive(Debug)]
+pub struct HostBus {
+    dma: GuestDma,
+    msix: MsixVectors,
+    /// Bus Master Enable and MSI-X Enable are both set: the function may
+    /// send MSI-X messages.
+    msix_allowed: AtomicBool,
+}
+
+impl HostBus {
+    /// A bus with no guest memory mapped and `vectors` unassigned MSI-X
+    /// vectors.
+    pub fn new(vectors: u16) -> Self {
+        Self {
+            dma: GuestDma::new(),
+            msix: MsixVectors::new(vectors),
+            msix_allowed: AtomicBool::new(false),
+        }
+    }
+
+    /// Guest memory as the function reaches it by DMA.
+    pub fn dma(&self) -> &GuestDma {
+        &self.dma
+    }
+
+    /// The MSI-X vectors.
+    pub fn msix(&self) -> &MsixVectors {
+        &self.msix
+    }
+
+    /// Sends MSI-X `vector`, if the guest allows the function to: like a
+    /// real function, it sends nothing while Bus Master Enable or MSI-X
+    /// Enable is clear.
+    pub fn signal_msix(&self, vector: u16) -> Result<Delivery, MsixError> {
+        if !self.msix_allowed.load(Ordering::Acquire) {
+            return Ok(Delivery::NoTrigger);
+        }
+        self.msix.trigger(vector)
+    }
 }
 
 /// Why a function could not be built.
@@ -277,12 +336,8 @@ pub struct Function {
     kind: FunctionKind,
     identity: PciIdentity,
     registers: Mutex<Registers>,
-    msix: MsixVectors,
-    dma: GuestDma,
+    bus: Arc<HostBus>,
     memory: DeviceMemory,
-    /// Bus Master Enable and MSI-X Enable are both set: the function may
-    /// send MSI-X messages.
-    msix_allowed: AtomicBool,
 }
 
 impl Function {
@@ -325,18 +380,18 @@ impl Function {
         let memory = DeviceMemory::new(&format!("braid-{kind}-bars"), MEMFD_SIZE as usize)
             .map_err(|source| FunctionError::DeviceMemory { kind, source })?;
 
+        let bus = Arc::new(HostBus::new(msix_vectors));
+        let file = registers(Arc::clone(&bus));
         Ok(Self {
             kind,
             identity,
             registers: Mutex::new(Registers {
                 config: config_space,
                 msix_table,
-                file: registers,
+                file,
             }),
-            msix: MsixVectors::new(msix_vectors),
-            dma: GuestDma::new(),
+            bus,
             memory,
-            msix_allowed: AtomicBool::new(false),
         })
     }
 
@@ -357,12 +412,17 @@ impl Function {
 
     /// Guest memory as the function reaches it by DMA.
     pub fn dma(&self) -> &GuestDma {
-        &self.dma
+        self.bus.dma()
     }
 
     /// The MSI-X vectors.
     pub fn msix(&self) -> &MsixVectors {
-        &self.msix
+        self.bus.msix()
+    }
+
+    /// The function's upstream side (DMA and MSI-X), shared.
+    pub fn bus(&self) -> &Arc<HostBus> {
+        &self.bus
     }
 
     /// The doorbell pages of BAR0, as the guest writes them.
@@ -401,7 +461,7 @@ impl Function {
 
     fn update_msix_allowed(&self, config: &ConfigSpace) {
         let allowed = config.bus_master_enabled() && config.msix_enabled();
-        self.msix_allowed.store(allowed, Ordering::Release);
+        self.bus.msix_allowed.store(allowed, Ordering::Release);
     }
 
     /// The vfio regions QEMU sees, indexed by VFIO PCI region index.
@@ -477,7 +537,7 @@ impl Function {
             IrqInfo {
                 index: VFIO_PCI_MSIX_IRQ_INDEX,
                 flags: VFIO_IRQ_INFO_EVENTFD,
-                count: self.msix.count().into(),
+                count: self.msix().count().into(),
             },
             // Declared (empty) so that QEMU's probe of the error and
             // device-request indices gets an answer rather than an error.
@@ -598,17 +658,14 @@ impl Function {
         count: u32,
         fds: Vec<File>,
     ) -> Result<(), MsixError> {
-        self.msix.set_irqs(index, flags, start, count, fds)
+        self.msix().set_irqs(index, flags, start, count, fds)
     }
 
     /// Sends MSI-X `vector`, if the guest allows the function to: like a
     /// real function, it sends nothing while Bus Master Enable or MSI-X
     /// Enable is clear.
     pub fn signal_msix(&self, vector: u16) -> Result<Delivery, MsixError> {
-        if !self.msix_allowed.load(Ordering::Acquire) {
-            return Ok(Delivery::NoTrigger);
-        }
-        self.msix.trigger(vector)
+        self.bus.signal_msix(vector)
     }
 
     /// Function reset (`VFIO_USER_DEVICE_RESET`, and FLR once implemented):
@@ -629,9 +686,11 @@ impl Function {
     /// The client went away: forget its DMA mappings and eventfds and reset
     /// the function, so the next client starts from power-on state.
     pub fn disconnect(&self) {
-        self.dma.clear();
-        self.msix.clear();
+        // Stop the device logic first, so that nothing uses the client's
+        // memory or eventfds while they go away.
         self.reset();
+        self.dma().clear();
+        self.msix().clear();
         debug!(function = %self.kind, "client state dropped");
     }
 }

@@ -6,7 +6,8 @@
 //! ([`pci::msix`]), card-owned memory mapped into its BARs
 //! ([`device_memory`]), DMA into guest memory that QEMU shares ([`dma`]),
 //! and a function-specific register file ([`ena`], [`efa`], sharing
-//! [`nitro_regs`]).
+//! [`nitro_regs`]). The ENA function implements its control plane (admin
+//! queue, features, I/O queue bookkeeping, asynchronous events, reset).
 //! [`server`] connects a function to its vfio-user socket.
 
 pub mod device_memory;

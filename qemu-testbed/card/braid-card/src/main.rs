@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::{io, mem, ptr, thread};
 
+use braid_card::ena::{self, EnaSettings};
 use braid_card::function::{Function, FunctionKind};
 use braid_card::pci::PciId;
 use braid_card::server::{FunctionServer, ServeError};
@@ -63,6 +65,27 @@ impl FromStr for IdOverride {
     }
 }
 
+/// A `--mac PATH=MAC` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MacOverride {
+    socket: PathBuf,
+    mac: [u8; 6],
+}
+
+impl FromStr for MacOverride {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (socket, mac) = s.rsplit_once('=').ok_or_else(|| {
+            format!("'{s}' is not PATH=MAC (for example /run/braid/ena.sock=02:00:00:00:00:01)")
+        })?;
+        Ok(Self {
+            socket: PathBuf::from(socket),
+            mac: ena::parse_mac(mac).map_err(|e| e.to_string())?,
+        })
+    }
+}
+
 fn parse_filter(s: &str) -> Result<String, String> {
     EnvFilter::try_new(s)
         .map(|_| s.to_owned())
@@ -90,6 +113,12 @@ struct Cli {
     /// KIND instead of the default (ena=1d0f:ec20, efa=1d0f:efa1).
     #[arg(long = "id", value_name = "KIND=VVVV:DDDD")]
     ids: Vec<IdOverride>,
+
+    /// Give the ENA function on socket PATH the MAC address MAC (unicast,
+    /// e.g. 02:00:00:00:00:01). Without it, a locally administered address
+    /// is derived from the socket path.
+    #[arg(long = "mac", value_name = "PATH=MAC")]
+    macs: Vec<MacOverride>,
 
     /// Log filter: a level (error, warn, info, debug, trace) or
     /// tracing-subscriber directives such as `info,braid_card::dma=debug`.
@@ -184,13 +213,51 @@ fn start(
         }
     }
 
+    let mut macs = HashMap::new();
+    for o in &cli.macs {
+        if !cli
+            .functions
+            .iter()
+            .any(|f| f.kind == FunctionKind::Ena && f.socket == o.socket)
+        {
+            return Err(format!(
+                "--mac names {}, which is not the socket of an ena --function",
+                o.socket.display()
+            ));
+        }
+        if macs.insert(&o.socket, o.mac).is_some() {
+            return Err(format!(
+                "--mac is given more than once for {}",
+                o.socket.display()
+            ));
+        }
+    }
+
     let mut servers = Vec::new();
     for spec in &cli.functions {
         let id = ids
             .get(&spec.kind)
             .copied()
             .unwrap_or(spec.kind.default_id());
-        let function = Function::of_kind(spec.kind, id).map_err(|e| e.to_string())?;
+        let config = match spec.kind {
+            // Each ENA function gets a MAC address of its own: the one
+            // given, or one derived from its socket path (stable across
+            // runs).
+            FunctionKind::Ena => {
+                let mut settings = EnaSettings::derived_from(spec.socket.as_os_str().as_bytes());
+                let source = match macs.get(&spec.socket) {
+                    Some(&mac) => {
+                        settings.mac = mac;
+                        "--mac"
+                    }
+                    None => "derived from the socket path",
+                };
+                info!(function = %spec.kind, mac = %ena::format_mac(&settings.mac), source, "MAC address");
+                ena::function_config(id, settings)
+            }
+            kind => kind.config(id),
+        };
+        let function = Function::new(config).map_err(|e| e.to_string())?;
         info!(function = %spec.kind, %id, "function created");
         let server =
             FunctionServer::bind(&spec.socket, Arc::new(function)).map_err(|e| e.to_string())?;
@@ -274,6 +341,8 @@ mod tests {
             "--function=efa:/tmp/efa.sock",
             "--id",
             "ena=1d0f:ec21",
+            "--mac",
+            "/tmp/ena.sock=02:00:00:00:00:01",
             "--log-level",
             "debug",
         ])
@@ -296,6 +365,13 @@ mod tests {
             vec![IdOverride {
                 kind: FunctionKind::Ena,
                 id: PciId::new(0x1d0f, 0xec21)
+            }]
+        );
+        assert_eq!(
+            cli.macs,
+            vec![MacOverride {
+                socket: "/tmp/ena.sock".into(),
+                mac: [2, 0, 0, 0, 0, 1]
             }]
         );
     }
@@ -324,6 +400,15 @@ mod tests {
                 "invalid log filter",
             ),
             (&["--function", "ena:/x", "--bogus"], "--bogus"),
+            (&["--function", "ena:/x", "--mac", "/x"], "is not PATH=MAC"),
+            (
+                &["--function", "ena:/x", "--mac", "/x=01:00:5e:00:00:01"],
+                "multicast",
+            ),
+            (
+                &["--function", "ena:/x", "--mac", "/x=02:00:5e"],
+                "is not a MAC address",
+            ),
         ];
         for (args, expected) in cases {
             let argv = std::iter::once("braid-card").chain(args.iter().copied());

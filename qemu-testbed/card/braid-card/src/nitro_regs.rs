@@ -4,9 +4,10 @@
 //! `drivers/infiniband/hw/efa/efa_regs_defs.h`), so the card declares them
 //! once, as braid.ko's `regs.rs` does.
 //!
-//! So far only these read-only identification registers hold values; every
-//! other register reads as zero and ignores writes until the admin queue,
-//! reset and MMIO-read mechanisms are implemented.
+//! [`IdentityRegisters`] serves just these identification registers (every
+//! other offset reads as zero and ignores writes): the EFA function's whole
+//! register file for now, and the identity part of the ENA one
+//! ([`crate::ena`]), whose control registers live in [`crate::ena::regs`].
 
 use tracing::debug;
 

@@ -1,0 +1,684 @@
+//! The ENA (Elastic Network Adapter) function's control plane, as the
+//! Linux `ena` driver drives it (`drivers/net/ethernet/amazon/ena/`):
+//!
+//! * [`regs`] holds the BAR0 register map beyond the identity registers;
+//!   the register file here serves it, including read-less register reads
+//!   (the device DMA-writes the value) and device reset, admin-queue
+//!   restart and quiescence through `DEV_CTL`/`DEV_STS`.
+//! * [`admin`] runs the admin submission and completion queues.
+//! * [`features`] answers GET_FEATURE and SET_FEATURE.
+//! * [`queues`] keeps the I/O SQs and CQs (CREATE/DESTROY) as resources.
+//! * [`aenq`] posts asynchronous events: link up once the driver
+//!   configures the queue, then a keep-alive with the drop counters every
+//!   period, from a timer thread that stops on reset.
+//!
+//! The data path (moving packets through the I/O queues) is not
+//! implemented yet.
+
+pub mod admin;
+pub mod aenq;
+pub mod features;
+pub mod queues;
+pub mod regs;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use self::admin::{AdminQueue, Command, CommandResult, Entry, Refused, acq, opcode};
+use self::aenq::{Aenq, Event, PostError};
+use self::features::{DeviceAttributes, FeatureState};
+use self::queues::IoQueues;
+use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
+use crate::nitro_regs::{self, AMAZON_VENDOR_ID, IdentityRegisters};
+use crate::pci::PciId;
+
+/// ENA virtual function (`PCI_DEV_ID_ENA_VF`), the default identity.
+pub const DEFAULT_ID: PciId = PciId::new(AMAZON_VENDOR_ID, 0xec20);
+/// MSI-X vectors: one for the admin/AENQ queues plus eight I/O queue pairs.
+pub const MSIX_VECTORS: u16 = 1 + queues::MAX_IO_QUEUES;
+/// The vector of the admin completion queue and the AENQ.
+pub const ADMIN_VECTOR: u16 = 0;
+/// Keep-alive period, as on Nitro.
+pub const KEEP_ALIVE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The identity registers: device version 0.10 (the specification version
+/// the Nitro devices report), controller 0.0.1 (`MIN_ENA_CTRL_VER`, the
+/// oldest the driver accepts), 48-bit DMA (`ENA_MAX_PHYS_ADDR_SIZE_BITS`),
+/// 2 s reset timeout.
+pub const REGISTERS: IdentityRegisters = IdentityRegisters {
+    kind: FunctionKind::Ena,
+    version: nitro_regs::version(0, 10),
+    controller_version: nitro_regs::controller_version(0, 0, 0, 1),
+    caps: nitro_regs::caps(48, 20),
+};
+
+/// Per-function settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnaSettings {
+    /// The permanent MAC address.
+    pub mac: [u8; 6],
+    /// Interval between keep-alive events.
+    pub keep_alive: Duration,
+}
+
+impl EnaSettings {
+    /// Settings whose MAC address is derived from `seed` (for instance the
+    /// socket path): a locally administered unicast address, the same for
+    /// the same seed.
+    pub fn derived_from(seed: &[u8]) -> Self {
+        Self {
+            mac: derive_mac(seed),
+            keep_alive: KEEP_ALIVE_PERIOD,
+        }
+    }
+}
+
+impl Default for EnaSettings {
+    fn default() -> Self {
+        Self::derived_from(b"braid-ena-0")
+    }
+}
+
+/// A locally administered unicast MAC address hashed (FNV-1a) from `seed`.
+pub fn derive_mac(seed: &[u8]) -> [u8; 6] {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = seed
+        .iter()
+        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    let b = hash.to_le_bytes();
+    // Bit 1 of the first octet: locally administered; bit 0: multicast.
+    [(b[0] & !0x01) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
+#[cfg(test)]
+mod mac_tests {
+    use super::*;
+
+    #[test]
+    fn derived_macs_are_stable_local_unicast_and_distinct() {
+        let a = derive_mac(b"/run/braid/ena0.sock");
+        assert_eq!(a, derive_mac(b"/run/braid/ena0.sock"));
+        assert_ne!(a, derive_mac(b"/run/braid/ena1.sock"));
+        assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
+        assert_eq!(parse_mac(&format_mac(&a)), Ok(a));
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(parse_mac("02:00:5e:10:00:01"), Ok([2, 0, 0x5e, 0x10, 0, 1]));
+        for bad in [
+            "02:00:5e:10:00",
+            "02:00:5e:10:00:01:02",
+            "2:00:5e:10:00:01",
+            "zz:00:5e:10:00:01",
+            "",
+        ] {
+            assert!(matches!(parse_mac(bad), Err(MacError::Syntax(_))), "{bad}");
+        }
+        assert!(matches!(
+            parse_mac("01:00:5e:00:00:01"),
+            Err(MacError::Multicast(_))
+        ));
+        assert!(matches!(
+            parse_mac("ff:ff:ff:ff:ff:ff"),
+            Err(MacError::Multicast(_))
+        ));
+        assert_eq!(parse_mac("00:00:00:00:00:00"), Err(MacError::Zero));
+    }
+}
+
+/// A MAC address the card cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    /// Not six colon-separated hexadecimal octets.
+    #[error("'{0}' is not a MAC address (six hexadecimal octets separated by ':')")]
+    Syntax(String),
+    /// A multicast (or broadcast) address.
+    #[error("{0} is a multicast address; a NIC needs a unicast one")]
+    Multicast(String),
+    /// All zeros.
+    #[error("00:00:00:00:00:00 is not a valid MAC address")]
+    Zero,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` into a unicast, non-zero MAC address.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], MacError> {
+    let syntax = || MacError::Syntax(s.to_owned());
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for octet in &mut mac {
+        let part = parts.next().ok_or_else(syntax)?;
+        if part.len() != 2 {
+            return Err(syntax());
+        }
+        *octet = u8::from_str_radix(part, 16).map_err(|_| syntax())?;
+    }
+    if parts.next().is_some() {
+        return Err(syntax());
+    }
+    if mac[0] & 0x01 != 0 {
+        return Err(MacError::Multicast(s.to_owned()));
+    }
+    if mac == [0; 6] {
+        return Err(MacError::Zero);
+    }
+    Ok(mac)
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Everything needed to build an ENA function reporting `id` with
+/// `settings`.
+pub fn function_config(id: PciId, settings: EnaSettings) -> FunctionConfig {
+    FunctionConfig {
+        kind: FunctionKind::Ena,
+        identity: nitro_regs::identity(id),
+        msix_vectors: MSIX_VECTORS,
+        registers: Box::new(move |bus| Box::new(EnaRegisters::new(bus, settings))),
+    }
+}
+
+/// Device counters, cumulative since reset (the data path will count).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets sent.
+    pub tx_pkts: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets received.
+    pub rx_pkts: u64,
+    /// Received packets dropped.
+    pub rx_drops: u64,
+    /// Packets to send dropped.
+    pub tx_drops: u64,
+}
+
+/// `ena_admin_aq_get_stats_cmd` fields and `enum ena_admin_get_stats_*`.
+mod stats {
+    pub const TYPE: usize = 16;
+    pub const SCOPE: usize = 17;
+    pub const TYPE_BASIC: u8 = 0;
+    pub const SCOPE_ETH_TRAFFIC: u8 = 1;
+}
+
+/// The device state behind the registers, shared with the timer thread.
+#[derive(Debug)]
+struct EnaState {
+    settings: EnaSettings,
+    attrs: DeviceAttributes,
+    /// Changes on every reset; a timer thread of an older epoch exits.
+    epoch: u64,
+    admin: AdminQueue,
+    aenq: Aenq,
+    features: FeatureState,
+    queues: IoQueues,
+    counters: Counters,
+    /// The link-up event is still to be reported.
+    link_event_pending: bool,
+    /// A timer thread of this epoch runs.
+    timer_running: bool,
+    intr_mask: u32,
+    dev_ctl: u32,
+    dev_sts: u32,
+    mmio_reg_read: u32,
+    mmio_resp: u64,
+}
+
+impl EnaState {
+    fn new(settings: EnaSettings) -> Self {
+        Self {
+            settings,
+            attrs: DeviceAttributes {
+                mac: settings.mac,
+                device_version: REGISTERS.version,
+            },
+            epoch: 0,
+            admin: AdminQueue::default(),
+            aenq: Aenq::default(),
+            features: FeatureState::default(),
+            queues: IoQueues::default(),
+            counters: Counters::default(),
+            link_event_pending: true,
+            timer_running: false,
+            intr_mask: 0,
+            dev_ctl: 0,
+            dev_sts: regs::DEV_STS_READY,
+            mmio_reg_read: 0,
+            mmio_resp: 0,
+        }
+    }
+
+    /// Drops every queue and setting; the device keeps `dev_sts` and
+    /// `mmio_resp` for the caller to decide. Stops the timer (by epoch).
+    fn clear(&mut self) {
+        self.epoch += 1;
+        self.admin = AdminQueue::default();
+        self.aenq = Aenq::default();
+        self.features = FeatureState::default();
+        self.queues = IoQueues::default();
+        self.counters = Counters::default();
+        self.link_event_pending = true;
+        self.timer_running = false;
+        self.intr_mask = 0;
+    }
+
+    fn register(&self, offset: u64) -> u32 {
+        let lo = |v: u64| v as u32;
+        let hi = |v: u64| (v >> 32) as u32;
+        match offset {
+            regs::AQ_BASE_LO => lo(self.admin.sq.base),
+            regs::AQ_BASE_HI => hi(self.admin.sq.base),
+            regs::AQ_CAPS => self.admin.sq.caps,
+            regs::ACQ_BASE_LO => lo(self.admin.cq.base),
+            regs::ACQ_BASE_HI => hi(self.admin.cq.base),
+            regs::ACQ_CAPS => self.admin.cq.caps,
+            regs::AQ_DB => self.admin.doorbell,
+            regs::ACQ_TAIL => self.admin.cq_tail.into(),
+            regs::AENQ_CAPS => self.aenq.ring.caps,
+            regs::AENQ_BASE_LO => lo(self.aenq.ring.base),
+            regs::AENQ_BASE_HI => hi(self.aenq.ring.base),
+            regs::AENQ_HEAD_DB => self.aenq.head_doorbell,
+            regs::AENQ_TAIL => self.aenq.tail.into(),
+            regs::INTR_MASK => self.intr_mask,
+            regs::DEV_CTL => self.dev_ctl,
+            regs::DEV_STS => self.dev_sts,
+            regs::MMIO_REG_READ => self.mmio_reg_read,
+            regs::MMIO_RESP_LO => lo(self.mmio_resp),
+            regs::MMIO_RESP_HI => hi(self.mmio_resp),
+            // VERSION, CONTROLLER_VERSION, CAPS; CAPS_EXT and every
+            // unassigned offset read 0.
+            other => REGISTERS.register(other),
+        }
+    }
+
+    fn interrupts_masked(&self) -> bool {
+        self.intr_mask & regs::INTR_MASK_ADMIN != 0
+    }
+
+    fn execute(&mut self, command: &Command, bus: &HostBus) -> CommandResult {
+        let dma = bus.dma();
+        let opcode = command.opcode();
+        debug!(opcode, command_id = command.command_id(), "admin command");
+        match opcode {
+            opcode::CREATE_SQ => self
+                .queues
+                .create_sq(&command.entry, dma, &self.features.llq),
+            opcode::DESTROY_SQ => self.queues.destroy_sq(&command.entry),
+            opcode::CREATE_CQ => self.queues.create_cq(&command.entry, dma, MSIX_VECTORS),
+            opcode::DESTROY_CQ => self.queues.destroy_cq(&command.entry),
+            opcode::GET_FEATURE | opcode::SET_FEATURE => {
+                let before = self.aenq.enabled_groups;
+                let mut ctx = features::Context {
+                    attrs: &self.attrs,
+                    state: &mut self.features,
+                    aenq: &mut self.aenq,
+                    queues: &self.queues,
+                    dma,
+                };
+                let result = if opcode == opcode::GET_FEATURE {
+                    features::get(command, &mut ctx)
+                } else {
+                    features::set(command, &mut ctx)
+                };
+                if self.aenq.enabled_groups != before {
+                    // Re-report the link state to a newly enabled group.
+                    self.link_event_pending = true;
+                }
+                result
+            }
+            opcode::GET_STATS => self.get_stats(command),
+            other => Err(Refused::new(
+                admin::Status::BadOpcode,
+                format!("opcode {other} is not an ENA admin opcode"),
+            )),
+        }
+    }
+
+    fn get_stats(&self, command: &Command) -> CommandResult {
+        let kind = command.entry.u8(stats::TYPE);
+        let scope = command.entry.u8(stats::SCOPE);
+        if kind != stats::TYPE_BASIC {
+            return Err(Refused::unsupported(format!("statistics type {kind}")));
+        }
+        if scope != stats::SCOPE_ETH_TRAFFIC {
+            return Err(Refused::unsupported(format!(
+                "statistics scope {scope} (the device counts per device only)"
+            )));
+        }
+        let c = &self.counters;
+        let mut resp = Entry::default();
+        let values = [
+            c.tx_bytes, c.tx_pkts, c.rx_bytes, c.rx_pkts, c.rx_drops, c.tx_drops,
+        ];
+        for (i, value) in values.into_iter().enumerate() {
+            resp.set_u32(acq::BODY + 8 * i, value as u32);
+            resp.set_u32(acq::BODY + 8 * i + 4, (value >> 32) as u32);
+        }
+        Ok(resp)
+    }
+
+    /// Posts `event`; returns whether it reached the queue.
+    fn post(&mut self, bus: &HostBus, event: Event) -> bool {
+        match self.aenq.post(bus.dma(), event) {
+            Ok(()) => {
+                debug!(?event, tail = self.aenq.tail, "AENQ event");
+                true
+            }
+            Err(PostError::GroupDisabled(_) | PostError::NotConfigured) => false,
+            Err(err @ PostError::Full { .. }) => {
+                // The driver has not consumed earlier events yet (it reads
+                // none before probe completes); keep-alives are periodic.
+                debug!(?event, error = %err, "AENQ event not posted");
+                false
+            }
+            Err(err) => {
+                warn!(?event, error = %err, "AENQ event dropped");
+                false
+            }
+        }
+    }
+
+    /// Reports the link state if still pending; returns whether an event
+    /// was written.
+    fn flush_link_event(&mut self, bus: &HostBus) -> bool {
+        if !self.link_event_pending || !self.aenq.armed() {
+            return false;
+        }
+        let posted = self.post(bus, Event::LinkChange { up: true });
+        if posted {
+            self.link_event_pending = false;
+        }
+        posted
+    }
+
+    fn signal(&self, bus: &HostBus) {
+        if self.interrupts_masked() {
+            return;
+        }
+        if let Err(err) = bus.signal_msix(ADMIN_VECTOR) {
+            warn!(error = %err, "cannot signal the admin interrupt");
+        }
+    }
+}
+
+/// The ENA register file: [`EnaState`] behind a lock, shared with the
+/// AENQ timer thread.
+pub struct EnaRegisters {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for EnaRegisters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnaRegisters").finish_non_exhaustive()
+    }
+}
+
+/// What the register file and its timer thread share.
+#[derive(Debug)]
+struct Shared {
+    bus: Arc<HostBus>,
+    state: Mutex<EnaState>,
+    /// Wakes a sleeping timer thread when the epoch changes.
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, EnaState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl EnaRegisters {
+    /// The registers of a function reaching the host through `bus`.
+    pub fn new(bus: Arc<HostBus>, settings: EnaSettings) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                bus,
+                state: Mutex::new(EnaState::new(settings)),
+                wake: Condvar::new(),
+            }),
+        }
+    }
+
+    fn write_register(&self, offset: u64, value: u32) {
+        let bus = &self.shared.bus;
+        let mut state = self.shared.lock();
+        let set_lo = |v: &mut u64| *v = (*v & !0xffff_ffff) | u64::from(value);
+        let set_hi = |v: &mut u64| *v = (*v & 0xffff_ffff) | (u64::from(value) << 32);
+        match offset {
+            regs::AQ_BASE_LO => set_lo(&mut state.admin.sq.base),
+            regs::AQ_BASE_HI => set_hi(&mut state.admin.sq.base),
+            regs::AQ_CAPS => {
+                state.admin.sq.caps = value;
+                state.admin.restart_sq();
+            }
+            regs::ACQ_BASE_LO => set_lo(&mut state.admin.cq.base),
+            regs::ACQ_BASE_HI => set_hi(&mut state.admin.cq.base),
+            regs::ACQ_CAPS => {
+                state.admin.cq.caps = value;
+                state.admin.restart_cq();
+            }
+            regs::AQ_DB => self.admin_doorbell(&mut state, value),
+            regs::AENQ_CAPS => {
+                state.aenq.ring.caps = value;
+                state.aenq.restart();
+            }
+            regs::AENQ_BASE_LO => set_lo(&mut state.aenq.ring.base),
+            regs::AENQ_BASE_HI => set_hi(&mut state.aenq.ring.base),
+            regs::AENQ_HEAD_DB => {
+                state.aenq.head_doorbell = value;
+                if state.flush_link_event(bus) {
+                    state.signal(bus);
+                }
+                self.ensure_timer(&mut state);
+            }
+            regs::INTR_MASK => state.intr_mask = value,
+            regs::DEV_CTL => self.device_control(&mut state, value),
+            regs::MMIO_REG_READ => {
+                state.mmio_reg_read = value;
+                Self::readless(&state, bus, value);
+            }
+            regs::MMIO_RESP_LO => set_lo(&mut state.mmio_resp),
+            regs::MMIO_RESP_HI => set_hi(&mut state.mmio_resp),
+            _ => debug!(
+                offset = format_args!("{offset:#x}"),
+                value = format_args!("{value:#x}"),
+                "write to a read-only or unassigned register ignored"
+            ),
+        }
+    }
+
+    fn admin_doorbell(&self, state: &mut EnaState, tail: u32) {
+        let bus = &self.shared.bus;
+        let mut admin = std::mem::take(&mut state.admin);
+        let result = admin.ring(tail, bus.dma(), |command| state.execute(command, bus));
+        state.admin = admin;
+        match result {
+            Ok(0) => {}
+            Ok(_) => state.signal(bus),
+            Err(err) => {
+                warn!(error = %err, "admin doorbell refused");
+                if matches!(err, admin::AdminQueueError::Completion { .. }) {
+                    state.dev_sts |= regs::DEV_STS_FATAL_ERROR;
+                }
+            }
+        }
+        // A SET_FEATURE(AENQ_CONFIG) may have enabled events.
+        if state.flush_link_event(bus) {
+            state.signal(bus);
+        }
+        self.ensure_timer(state);
+    }
+
+    fn device_control(&self, state: &mut EnaState, value: u32) {
+        let previous = state.dev_ctl;
+        state.dev_ctl = value;
+        if value & regs::DEV_CTL_DEV_RESET != 0 {
+            if previous & regs::DEV_CTL_DEV_RESET == 0 {
+                let reason = regs::DEV_CTL_RESET_REASON.get(value);
+                info!(reason = regs::reset_reason_name(reason), "device reset");
+                state.clear();
+                self.shared.wake.notify_all();
+                state.dev_sts = regs::DEV_STS_RESET_IN_PROGRESS;
+            }
+            return;
+        }
+        if state.dev_sts & regs::DEV_STS_RESET_IN_PROGRESS != 0 {
+            // The driver released the reset bit: the reset is done.
+            state.dev_sts = regs::DEV_STS_READY | regs::DEV_STS_RESET_FINISHED;
+            debug!("device reset finished");
+        }
+        if value & regs::DEV_CTL_AQ_RESTART != 0 {
+            state.admin.restart_sq();
+            state.admin.restart_cq();
+            state.dev_sts &= !regs::DEV_STS_AQ_RESTART_IN_PROGRESS;
+            state.dev_sts |= regs::DEV_STS_AQ_RESTART_FINISHED;
+            debug!("admin queue restarted");
+        }
+        if value & regs::DEV_CTL_QUIESCENT != 0 {
+            // No I/O is in flight without a data path: quiescence is
+            // immediate.
+            state.dev_sts &= !regs::DEV_STS_QUIESCENT_STATE_IN_PROGRESS;
+            state.dev_sts |= regs::DEV_STS_QUIESCENT_STATE_ACHIEVED;
+        }
+        if value & regs::DEV_CTL_IO_RESUME != 0 {
+            state.dev_sts &= !(regs::DEV_STS_QUIESCENT_STATE_ACHIEVED
+                | regs::DEV_STS_QUIESCENT_STATE_IN_PROGRESS);
+        }
+    }
+
+    /// Serves a read-less register read: DMA-writes
+    /// `ena_admin_ena_mmio_req_read_less_resp` with the request id last.
+    fn readless(state: &EnaState, bus: &HostBus, request: u32) {
+        let req_id = regs::MMIO_REG_READ_REQ_ID.get(request) as u16;
+        let reg_off = regs::MMIO_REG_READ_REG_OFF.get(request) as u16;
+        let value = state.register(u64::from(reg_off));
+        let address = state.mmio_resp;
+        if address == 0 {
+            warn!(req_id, reg_off, "read-less read with no response address");
+            return;
+        }
+        let mut body = [0u8; 6];
+        body[..2].copy_from_slice(&reg_off.to_le_bytes());
+        body[2..].copy_from_slice(&value.to_le_bytes());
+        let result = bus
+            .dma()
+            .write_slice(address.wrapping_add(2), &body)
+            .and_then(|()| {
+                std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+                bus.dma().write_slice(address, &req_id.to_le_bytes())
+            });
+        if let Err(err) = result {
+            warn!(req_id, reg_off, error = %err, "read-less response not delivered");
+        }
+    }
+
+    /// Starts the keep-alive timer once the AENQ is armed with the
+    /// keep-alive group enabled.
+    fn ensure_timer(&self, state: &mut EnaState) {
+        let wanted =
+            state.aenq.armed() && state.aenq.enabled_groups & (1 << aenq::group::KEEP_ALIVE) != 0;
+        if !wanted || state.timer_running {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let epoch = state.epoch;
+        let period = state.settings.keep_alive;
+        let spawned = thread::Builder::new()
+            .name("ena-aenq".into())
+            .spawn(move || keep_alive_loop(&shared, epoch, period));
+        match spawned {
+            Ok(_) => {
+                state.timer_running = true;
+                debug!(epoch, ?period, "keep-alive timer started");
+            }
+            Err(err) => warn!(error = %err, "cannot start the keep-alive timer"),
+        }
+    }
+}
+
+/// The timer thread: one keep-alive per period until the device's epoch
+/// moves on (reset, disconnect) or the registers are dropped.
+fn keep_alive_loop(shared: &Shared, epoch: u64, period: Duration) {
+    let mut state = shared.lock();
+    loop {
+        // Waiting releases the lock; a reset wakes the thread early.
+        let (guard, _) = shared
+            .wake
+            .wait_timeout_while(state, period, |s| s.epoch == epoch)
+            .unwrap_or_else(PoisonError::into_inner);
+        state = guard;
+        if state.epoch != epoch {
+            debug!(epoch, "keep-alive timer stopped");
+            return;
+        }
+        let event = Event::KeepAlive {
+            rx_drops: state.counters.rx_drops,
+            tx_drops: state.counters.tx_drops,
+        };
+        let link = state.flush_link_event(&shared.bus);
+        if state.post(&shared.bus, event) || link {
+            state.signal(&shared.bus);
+        }
+    }
+}
+
+impl Drop for EnaRegisters {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.epoch += 1;
+        self.shared.wake.notify_all();
+    }
+}
+
+impl RegisterFile for EnaRegisters {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let state = self.shared.lock();
+        read_dword_registers(offset, data, |off| state.register(off));
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
+            warn!(
+                offset = format_args!("{offset:#x}"),
+                len = data.len(),
+                "non-dword register write ignored"
+            );
+            return;
+        };
+        if offset % 4 != 0 {
+            warn!(
+                offset = format_args!("{offset:#x}"),
+                "unaligned register write ignored"
+            );
+            return;
+        }
+        self.write_register(offset, u32::from_le_bytes(bytes));
+    }
+
+    fn reset(&mut self) {
+        let mut state = self.shared.lock();
+        state.clear();
+        state.dev_ctl = 0;
+        state.dev_sts = regs::DEV_STS_READY;
+        state.mmio_reg_read = 0;
+        state.mmio_resp = 0;
+        self.shared.wake.notify_all();
+    }
+}
