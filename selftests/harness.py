@@ -43,6 +43,7 @@ PLAN = [
         "card/enumerate.sh",
         "braid/bind.sh",
         "braid/load_unload.sh",
+        "ena/probe.sh",
     ]),
 ]
 
