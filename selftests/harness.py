@@ -29,12 +29,16 @@ import testbed  # noqa: E402
 
 @dataclass
 class Boot:
-    """One VM boot: a card with these functions, one guest, these tests in this order."""
+    """One boot: a card with these functions and `vms` guests running these tests in this order.
+
+    One guest gets every function; with several, guest i gets function i alone (so `functions` has
+    one entry per guest) and its tests see BRAID_VM_INDEX=i and BRAID_VM_COUNT=vms."""
 
     name: str
     functions: list[str]
     tests: list[str]
     timeout: float = 600
+    vms: int = 1
 
 
 PLAN = [
@@ -45,6 +49,7 @@ PLAN = [
         "braid/load_unload.sh",
         "ena/probe.sh",
     ]),
+    Boot("pair", ["ena", "ena"], ["ena/ping.sh"], vms=2),
 ]
 
 
@@ -169,16 +174,26 @@ def guest_tests(plan: list[Boot]) -> list[Result]:
         try:
             with testbed.Testbed(f"check-{boot.name}", timeout=boot.timeout) as tb:
                 card = tb.card("card0", boot.functions)
-                tb.vm(boot.name, card.functions, "sh /braid/src/selftests/run-guest " + " ".join(boot.tests))
-                (vm,) = tb.wait()
+                job = "sh /braid/src/selftests/run-guest " + " ".join(boot.tests)
+                if boot.vms == 1:
+                    tb.vm(boot.name, card.functions, job)
+                else:
+                    if len(card.functions) != boot.vms:
+                        raise testbed.TestbedError(f"boot {boot.name}: {boot.vms} guests need one function each")
+                    for i, fn in enumerate(card.functions):
+                        tb.vm(f"{boot.name}{i}", [fn], job,
+                              env={"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
+                vms = tb.wait()
         except testbed.TestbedError as e:
             results.append(Result(f"{boot.name}:testbed", "fail", str(e)))
             continue
-        ktap = vm.scratch / "ktap.log"
-        results += parse_ktap(ktap.read_text(errors="replace") if ktap.exists() else "", boot.name)
-        results.append(Result(f"{boot.name}:guest-clean", "pass" if vm.ok else "fail",
-                              "; ".join(vm.reasons) + f" (serial log: {vm.serial})"))
-        testbed.progress(f"guest: boot '{boot.name}' done in {vm.seconds:.1f} s (logs: {vm.serial.parent})")
+        for vm in vms:
+            ktap = vm.scratch / "ktap.log"
+            results += parse_ktap(ktap.read_text(errors="replace") if ktap.exists() else "", vm.name)
+            results.append(Result(f"{vm.name}:guest-clean", "pass" if vm.ok else "fail",
+                                  "; ".join(vm.reasons) + f" (serial log: {vm.serial})"))
+        seconds = max(vm.seconds for vm in vms)
+        testbed.progress(f"guest: boot '{boot.name}' done in {seconds:.1f} s (logs: {vms[0].serial.parent})")
     return results
 
 
@@ -194,14 +209,15 @@ def main() -> int:
 
     plan = PLAN
     if args.test:
-        plan = [Boot(b.name, b.functions, [t for t in b.tests if any(p in t for p in args.test)], b.timeout)
+        plan = [Boot(b.name, b.functions, [t for t in b.tests if any(p in t for p in args.test)], b.timeout, b.vms)
                 for b in PLAN]
         plan = [b for b in plan if b.tests]
         if not plan:
             ap.error(f"no guest test matches {args.test}; see --list")
     if args.list:
         for b in plan:
-            print(f"boot {b.name}: card functions {','.join(b.functions)}")
+            guests = f", {b.vms} guests (one function each)" if b.vms > 1 else ""
+            print(f"boot {b.name}: card functions {','.join(b.functions)}{guests}")
             for t in b.tests:
                 print(f"  {t}")
         return 0

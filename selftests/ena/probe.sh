@@ -52,8 +52,7 @@ mtu_limits() {
 }
 ktap_check mtu_limits mtu_limits
 
-# Up and straight down again: without a data path (not emulated yet) the driver's TX watchdog
-# would reset the device after ~5 s of up.
+# Up and straight down again (traffic is ena/ping.sh's business).
 link_up() {
 	for d in $devs; do
 		n=$(netdev_of "$d")

@@ -205,26 +205,30 @@ impl fmt::Debug for FunctionConfig {
     }
 }
 
-/// The function's upstream side: guest memory as it reaches it by DMA, and
-/// its MSI-X vectors. Shared (`Arc`) between the function and whatever
-/// device logic runs outside the vfio-user thread (timers, later the data
-/// path); it takes no lock shared with MMIO handling.
+/// The function's upstream side: guest memory as it reaches it by DMA, its
+/// MSI-X vectors, and the card-owned memory behind the mapped BAR pages
+/// (doorbells, LLQ). Shared (`Arc`) between the function and whatever
+/// device logic runs outside the vfio-user thread (timers, the data path);
+/// it takes no lock shared with MMIO handling.
 #[derive(Debug)]
 pub struct HostBus {
     dma: GuestDma,
     msix: MsixVectors,
+    /// The card-owned memory behind BAR0's doorbell pages and BAR2.
+    memory: Arc<DeviceMemory>,
     /// Bus Master Enable and MSI-X Enable are both set: the function may
     /// send MSI-X messages.
     msix_allowed: AtomicBool,
 }
 
 impl HostBus {
-    /// A bus with no guest memory mapped and `vectors` unassigned MSI-X
-    /// vectors.
-    pub fn new(vectors: u16) -> Self {
+    /// A bus with no guest memory mapped, `vectors` unassigned MSI-X
+    /// vectors, and the function's device memory (doorbells, LLQ area).
+    pub fn new(vectors: u16, memory: Arc<DeviceMemory>) -> Self {
         Self {
             dma: GuestDma::new(),
             msix: MsixVectors::new(vectors),
+            memory,
             msix_allowed: AtomicBool::new(false),
         }
     }
@@ -237,6 +241,21 @@ impl HostBus {
     /// The MSI-X vectors.
     pub fn msix(&self) -> &MsixVectors {
         &self.msix
+    }
+
+    /// The doorbell pages of BAR0 as the guest writes them (offset 0 is
+    /// BAR0 offset [`layout::DOORBELL_OFFSET`]).
+    pub fn doorbells(&self) -> Result<VolatileSlice<'_>, DeviceMemoryRange> {
+        self.memory.slice(
+            layout::MEMFD_BAR0_OFFSET + layout::DOORBELL_OFFSET,
+            layout::DOORBELL_SIZE as usize,
+        )
+    }
+
+    /// The LLQ memory behind BAR2.
+    pub fn llq_memory(&self) -> Result<VolatileSlice<'_>, DeviceMemoryRange> {
+        self.memory
+            .slice(layout::MEMFD_BAR2_OFFSET, layout::BAR2_SIZE as usize)
     }
 
     /// Sends MSI-X `vector`, if the guest allows the function to: like a
@@ -329,15 +348,16 @@ struct Registers {
 /// One PCI function of the card.
 ///
 /// A `Function` is shared (`Arc`) between the vfio-user thread that serves
-/// QEMU and, later, the data-path threads: DMA and MSI-X delivery take no
-/// lock shared with MMIO handling.
+/// QEMU and the device logic's own threads (through its [`HostBus`]): DMA,
+/// MSI-X delivery and the mapped BAR pages take no lock shared with MMIO
+/// handling.
 #[derive(Debug)]
 pub struct Function {
     kind: FunctionKind,
     identity: PciIdentity,
     registers: Mutex<Registers>,
     bus: Arc<HostBus>,
-    memory: DeviceMemory,
+    memory: Arc<DeviceMemory>,
 }
 
 impl Function {
@@ -378,9 +398,10 @@ impl Function {
             .build();
 
         let memory = DeviceMemory::new(&format!("braid-{kind}-bars"), MEMFD_SIZE as usize)
+            .map(Arc::new)
             .map_err(|source| FunctionError::DeviceMemory { kind, source })?;
 
-        let bus = Arc::new(HostBus::new(msix_vectors));
+        let bus = Arc::new(HostBus::new(msix_vectors, Arc::clone(&memory)));
         let file = registers(Arc::clone(&bus));
         Ok(Self {
             kind,
@@ -427,16 +448,12 @@ impl Function {
 
     /// The doorbell pages of BAR0, as the guest writes them.
     pub fn doorbells(&self) -> Result<VolatileSlice<'_>, DeviceMemoryRange> {
-        self.memory.slice(
-            layout::MEMFD_BAR0_OFFSET + layout::DOORBELL_OFFSET,
-            layout::DOORBELL_SIZE as usize,
-        )
+        self.bus.doorbells()
     }
 
     /// The LLQ memory behind BAR2.
     pub fn llq_memory(&self) -> Result<VolatileSlice<'_>, DeviceMemoryRange> {
-        self.memory
-            .slice(layout::MEMFD_BAR2_OFFSET, layout::BAR2_SIZE as usize)
+        self.bus.llq_memory()
     }
 
     fn lock(&self) -> MutexGuard<'_, Registers> {

@@ -233,6 +233,8 @@ fn start(
         }
     }
 
+    // One switch joins every ENA function of this card.
+    let switch = Arc::new(ena::switch::Switch::new());
     let mut servers = Vec::new();
     for spec in &cli.functions {
         let id = ids
@@ -253,7 +255,7 @@ fn start(
                     None => "derived from the socket path",
                 };
                 info!(function = %spec.kind, mac = %ena::format_mac(&settings.mac), source, "MAC address");
-                ena::function_config(id, settings)
+                ena::function_config_on(id, settings, Arc::clone(&switch))
             }
             kind => kind.config(id),
         };

@@ -177,6 +177,25 @@ impl LlqConfig {
         share.min(u64::from(MAX_QUEUE_DEPTH)) as u16
     }
 
+    /// Bytes per LLQ entry.
+    pub fn entry_bytes(&self) -> usize {
+        llq::ENTRY_SIZE_BYTES as usize
+    }
+
+    /// Descriptors in a packet's first entry, ahead of the inline header.
+    pub fn descs_before_header(&self) -> usize {
+        usize::from(self.descs_before_header)
+    }
+
+    /// Descriptors in each further entry of a packet.
+    pub fn descs_per_entry(&self) -> usize {
+        if self.stride == llq::STRIDE_SINGLE {
+            1
+        } else {
+            self.entry_bytes() / super::queues::SQ_DESC_SIZE as usize
+        }
+    }
+
     /// Offset in BAR2 of TX queue `idx`'s descriptors.
     pub fn queue_offset(&self, idx: u16) -> u32 {
         u32::from(idx) * u32::from(self.max_depth()) * llq::ENTRY_SIZE_BYTES

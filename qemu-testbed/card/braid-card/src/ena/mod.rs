@@ -1,5 +1,5 @@
-//! The ENA (Elastic Network Adapter) function's control plane, as the
-//! Linux `ena` driver drives it (`drivers/net/ethernet/amazon/ena/`):
+//! The ENA (Elastic Network Adapter) function, as the Linux `ena` driver
+//! drives it (`drivers/net/ethernet/amazon/ena/`):
 //!
 //! * [`regs`] holds the BAR0 register map beyond the identity registers;
 //!   the register file here serves it, including read-less register reads
@@ -11,30 +11,36 @@
 //! * [`aenq`] posts asynchronous events: link up once the driver
 //!   configures the queue, then a keep-alive with the drop counters every
 //!   period, from a timer thread that stops on reset.
-//!
-//! The data path (moving packets through the I/O queues) is not
-//! implemented yet.
+//! * [`datapath`] moves packets through the I/O queues, from a per-function
+//!   polling thread (its polling policy is documented on `datapath_loop`
+//!   and in docs/card.md).
+//! * [`switch`] joins the ENA functions of a card.
 
 pub mod admin;
 pub mod aenq;
+pub mod datapath;
 pub mod features;
 pub mod queues;
 pub mod regs;
+pub mod switch;
 
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
 use self::admin::{AdminQueue, Command, CommandResult, Entry, Refused, acq, opcode};
 use self::aenq::{Aenq, Event, PostError};
+use self::datapath::DataPath;
 use self::features::{DeviceAttributes, FeatureState};
 use self::queues::IoQueues;
+use self::switch::{Port, PortId, Switch};
 use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
 use crate::nitro_regs::{self, AMAZON_VENDOR_ID, IdentityRegisters};
 use crate::pci::PciId;
@@ -182,17 +188,23 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 }
 
 /// Everything needed to build an ENA function reporting `id` with
-/// `settings`.
+/// `settings`, alone on a switch of its own.
 pub fn function_config(id: PciId, settings: EnaSettings) -> FunctionConfig {
+    function_config_on(id, settings, Arc::new(Switch::new()))
+}
+
+/// Everything needed to build an ENA function reporting `id` with
+/// `settings`, attached to `switch` (shared by the functions of a card).
+pub fn function_config_on(id: PciId, settings: EnaSettings, switch: Arc<Switch>) -> FunctionConfig {
     FunctionConfig {
         kind: FunctionKind::Ena,
         identity: nitro_regs::identity(id),
         msix_vectors: MSIX_VECTORS,
-        registers: Box::new(move |bus| Box::new(EnaRegisters::new(bus, settings))),
+        registers: Box::new(move |bus| Box::new(EnaRegisters::new(bus, settings, switch))),
     }
 }
 
-/// Device counters, cumulative since reset (the data path will count).
+/// Device counters, cumulative since reset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Bytes sent.
@@ -228,6 +240,7 @@ struct EnaState {
     aenq: Aenq,
     features: FeatureState,
     queues: IoQueues,
+    datapath: DataPath,
     counters: Counters,
     /// The link-up event is still to be reported.
     link_event_pending: bool,
@@ -253,6 +266,7 @@ impl EnaState {
             aenq: Aenq::default(),
             features: FeatureState::default(),
             queues: IoQueues::default(),
+            datapath: DataPath::default(),
             counters: Counters::default(),
             link_event_pending: true,
             timer_running: false,
@@ -272,6 +286,7 @@ impl EnaState {
         self.aenq = Aenq::default();
         self.features = FeatureState::default();
         self.queues = IoQueues::default();
+        self.datapath = DataPath::default();
         self.counters = Counters::default();
         self.link_event_pending = true;
         self.timer_running = false;
@@ -316,11 +331,30 @@ impl EnaState {
         let opcode = command.opcode();
         debug!(opcode, command_id = command.command_id(), "admin command");
         match opcode {
-            opcode::CREATE_SQ => self
-                .queues
-                .create_sq(&command.entry, dma, &self.features.llq),
+            opcode::CREATE_SQ => {
+                let result = self
+                    .queues
+                    .create_sq(&command.entry, dma, &self.features.llq);
+                if let (Ok(resp), Ok(direction)) = (
+                    &result,
+                    queues::Direction::from_identity(command.entry.u8(4)),
+                ) {
+                    self.datapath
+                        .sq_created(bus, direction, resp.u16(acq::BODY));
+                }
+                result
+            }
             opcode::DESTROY_SQ => self.queues.destroy_sq(&command.entry),
-            opcode::CREATE_CQ => self.queues.create_cq(&command.entry, dma, MSIX_VECTORS),
+            opcode::CREATE_CQ => {
+                let result = self.queues.create_cq(&command.entry, dma, MSIX_VECTORS);
+                if let Ok(resp) = &result {
+                    let idx = resp.u16(acq::BODY);
+                    if let Some(cq) = self.queues.cq(idx) {
+                        self.datapath.cq_created(bus, idx, cq);
+                    }
+                }
+                result
+            }
             opcode::DESTROY_CQ => self.queues.destroy_cq(&command.entry),
             opcode::GET_FEATURE | opcode::SET_FEATURE => {
                 let before = self.aenq.enabled_groups;
@@ -436,6 +470,24 @@ struct Shared {
     state: Mutex<EnaState>,
     /// Wakes a sleeping timer thread when the epoch changes.
     wake: Condvar,
+    /// The card's switch and this function's port on it.
+    switch: Arc<Switch>,
+    port: PortId,
+    /// Tells the data-path thread to exit.
+    stop: AtomicBool,
+}
+
+impl Port for Shared {
+    fn receive(&self, frame: &[u8]) {
+        let mut state = self.lock();
+        let EnaState {
+            datapath,
+            queues,
+            counters,
+            ..
+        } = &mut *state;
+        datapath.receive(&self.bus, queues, counters, frame);
+    }
 }
 
 impl Shared {
@@ -445,15 +497,33 @@ impl Shared {
 }
 
 impl EnaRegisters {
-    /// The registers of a function reaching the host through `bus`.
-    pub fn new(bus: Arc<HostBus>, settings: EnaSettings) -> Self {
-        Self {
-            shared: Arc::new(Shared {
+    /// The registers of a function reaching the host through `bus`,
+    /// attached to `switch`; starts the function's data-path thread.
+    pub fn new(bus: Arc<HostBus>, settings: EnaSettings, switch: Arc<Switch>) -> Self {
+        let shared = Arc::new_cyclic(|me: &Weak<Shared>| {
+            let port = switch.attach(me.clone() as Weak<dyn Port>);
+            Shared {
                 bus,
                 state: Mutex::new(EnaState::new(settings)),
                 wake: Condvar::new(),
-            }),
+                switch,
+                port,
+                stop: AtomicBool::new(false),
+            }
+        });
+        let worker = Arc::clone(&shared);
+        if let Err(err) = thread::Builder::new()
+            .name("ena-datapath".into())
+            .spawn(move || datapath_loop(&worker))
+        {
+            warn!(error = %err, "cannot start the data-path thread");
         }
+        Self { shared }
+    }
+
+    /// Whether MSI-X `vector` is auto-masked after an interrupt.
+    pub fn vector_masked(&self, vector: u16) -> bool {
+        self.shared.lock().datapath.is_masked(vector)
     }
 
     fn write_register(&self, offset: u64, value: u32) {
@@ -552,8 +622,8 @@ impl EnaRegisters {
             debug!("admin queue restarted");
         }
         if value & regs::DEV_CTL_QUIESCENT != 0 {
-            // No I/O is in flight without a data path: quiescence is
-            // immediate.
+            // The data path works under the state lock this write holds:
+            // no I/O is in flight, so quiescence is immediate.
             state.dev_sts &= !regs::DEV_STS_QUIESCENT_STATE_IN_PROGRESS;
             state.dev_sts |= regs::DEV_STS_QUIESCENT_STATE_ACHIEVED;
         }
@@ -639,8 +709,71 @@ fn keep_alive_loop(shared: &Shared, epoch: u64, period: Duration) {
     }
 }
 
+/// Shortest and longest idle sleep of the data-path thread.
+const POLL_SLEEP_MIN: Duration = Duration::from_micros(20);
+const POLL_SLEEP_MAX: Duration = Duration::from_millis(1);
+/// How long the thread keeps polling without sleeping after activity.
+const POLL_BUSY: Duration = Duration::from_micros(200);
+/// Sleep while the function has no I/O queue at all.
+const POLL_NO_QUEUES: Duration = Duration::from_millis(10);
+
+/// The data-path thread of a function, polling BAR0's mapped doorbell
+/// pages (guest stores there never trap) with an adaptive policy:
+///
+/// * after any activity (a TX doorbell moved, an unmask write) it polls
+///   again at once, yielding the CPU between passes, for
+///   [`POLL_BUSY`] (200 µs): a driver that rang once usually rings again
+///   soon (the next packet, the unmask after NAPI);
+/// * then it sleeps between passes, starting at 20 µs and doubling up to
+///   1 ms, so an idle function costs about a thousand short passes per
+///   second (the host's two cores are shared with QEMU's TCG threads);
+/// * with no I/O queue created it sleeps 10 ms between passes.
+///
+/// RX needs no polling: the switch delivers frames from the sender's
+/// thread, which reads the RX doorbell at that moment. Frames are handed
+/// to the switch after the function's lock is released, so two functions
+/// sending to each other never wait on each other's locks.
+fn datapath_loop(shared: &Shared) {
+    debug!("data-path thread started");
+    let mut last_activity = Instant::now();
+    let mut sleep = POLL_SLEEP_MIN;
+    while !shared.stop.load(Ordering::Acquire) {
+        let (active, frames, has_queues) = {
+            let mut state = shared.lock();
+            let has_queues = state.queues.count() > 0;
+            let EnaState {
+                datapath,
+                queues,
+                features,
+                counters,
+                ..
+            } = &mut *state;
+            let (active, frames) = datapath.poll(&shared.bus, queues, &features.llq, counters);
+            (active, frames, has_queues)
+        };
+        for frame in &frames {
+            shared.switch.forward(shared.port, frame);
+        }
+        if active {
+            last_activity = Instant::now();
+            sleep = POLL_SLEEP_MIN;
+            thread::yield_now();
+        } else if !has_queues {
+            thread::sleep(POLL_NO_QUEUES);
+        } else if last_activity.elapsed() < POLL_BUSY {
+            thread::yield_now();
+        } else {
+            thread::sleep(sleep);
+            sleep = (sleep * 2).min(POLL_SLEEP_MAX);
+        }
+    }
+    debug!("data-path thread stopped");
+}
+
 impl Drop for EnaRegisters {
     fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.switch.detach(self.shared.port);
         let mut state = self.shared.lock();
         state.epoch += 1;
         self.shared.wake.notify_all();

@@ -37,6 +37,21 @@ const _: () = {
     assert!(RX_SQ_DOORBELLS >= MAX_IO_QUEUES as u32 * REGISTER_STRIDE);
 };
 
+/// BAR0 offset of the doorbell of SQ `idx` of `direction`.
+pub fn sq_doorbell(direction: Direction, idx: u16) -> u32 {
+    SQ_DOORBELLS
+        + match direction {
+            Direction::Tx => 0,
+            Direction::Rx => RX_SQ_DOORBELLS,
+        }
+        + u32::from(idx) * REGISTER_STRIDE
+}
+
+/// BAR0 offset of the interrupt-unmask register of CQ `idx`.
+pub fn cq_unmask(idx: u16) -> u32 {
+    CQ_UNMASK + u32::from(idx) * REGISTER_STRIDE
+}
+
 /// `ena_admin_aq_create_cq_cmd` / `ena_admin_acq_create_cq_resp_desc`.
 mod create_cq {
     pub const CAPS_1: usize = 4;
@@ -99,7 +114,8 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn from_identity(identity: u8) -> Result<Self, Refused> {
+    /// The direction an `sq_identity` byte names.
+    pub fn from_identity(identity: u8) -> Result<Self, Refused> {
         match (identity >> DIRECTION_SHIFT) & DIRECTION_MASK {
             1 => Ok(Direction::Tx),
             2 => Ok(Direction::Rx),
@@ -259,10 +275,7 @@ impl IoQueues {
             create_cq::RESP_HEAD_DB_OFFSET,
             CQ_HEAD_DOORBELLS + u32::from(idx) * REGISTER_STRIDE,
         );
-        resp.set_u32(
-            create_cq::RESP_UNMASK_OFFSET,
-            CQ_UNMASK + u32::from(idx) * REGISTER_STRIDE,
-        );
+        resp.set_u32(create_cq::RESP_UNMASK_OFFSET, cq_unmask(idx));
         Ok(resp)
     }
 
@@ -362,12 +375,7 @@ impl IoQueues {
             ?placement,
             "SQ created"
         );
-        let doorbell = SQ_DOORBELLS
-            + match direction {
-                Direction::Tx => 0,
-                Direction::Rx => RX_SQ_DOORBELLS,
-            }
-            + u32::from(idx) * REGISTER_STRIDE;
+        let doorbell = sq_doorbell(direction, idx);
         let mut resp = Entry::default();
         resp.set_u16(create_sq::RESP_SQ_IDX, idx);
         resp.set_u32(create_sq::RESP_DOORBELL_OFFSET, doorbell);

@@ -49,11 +49,13 @@ impl Rig {
     }
 
     fn with_period(depth: u16, keep_alive: Duration) -> Self {
-        let settings = EnaSettings {
-            mac: [0x02, 0x11, 0x22, 0x33, 0x44, 0x55],
-            keep_alive,
-        };
-        let f = Function::new(function_config(DEFAULT_ID, settings)).unwrap();
+        let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+        Self::build(depth, keep_alive, mac, Arc::new(switch::Switch::new()))
+    }
+
+    fn build(depth: u16, keep_alive: Duration, mac: [u8; 6], switch: Arc<switch::Switch>) -> Self {
+        let settings = EnaSettings { mac, keep_alive };
+        let f = Function::new(function_config_on(DEFAULT_ID, settings, switch)).unwrap();
         let ram = memfd::create("braid-ena-test", RAM_SIZE, false).unwrap();
         f.dma()
             .map(
@@ -795,3 +797,5 @@ fn random_submissions_always_complete_with_a_status() {
     assert!(completed >= 300);
     assert_eq!(rig.rd(regs::DEV_STS) & regs::DEV_STS_FATAL_ERROR, 0);
 }
+
+mod datapath;
