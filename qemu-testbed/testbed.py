@@ -32,7 +32,8 @@ GUESTROOT = CACHE / "guestroot"
 KERNEL_IMAGE = CACHE / "kernel/build/arch/x86/boot/bzImage"
 KERNEL_MODULES = CACHE / "kernel/modroot/lib/modules"
 MODULE_OUT = CACHE / "module"
-CARD_BINARY = CACHE / "card-target/release/braid-card"
+# BRAID_CARD_BINARY runs another build of the card (a work tree's own) against the same cache.
+CARD_BINARY = Path(os.environ.get("BRAID_CARD_BINARY", CACHE / "card-target/release/braid-card"))
 RUNS = CACHE / "runs"
 KEEP_RUNS = 20
 
