@@ -16,6 +16,7 @@ pub mod efa;
 pub mod ena;
 pub mod function;
 pub mod memfd;
+pub mod net;
 pub mod nitro_regs;
 pub mod pci;
 pub mod server;
