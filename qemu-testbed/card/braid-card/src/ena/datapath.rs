@@ -16,31 +16,51 @@
 //!   as many buffers as it needs, each completed by one
 //!   `ena_eth_io_rx_cdesc_base` (first/last flags on the first/last). No
 //!   buffer: the frame is dropped and counted.
+//! * **Offloads.** TX: checksums (IPv4 header, TCP/UDP) and TCP
+//!   segmentation as the descriptor's `meta_ctrl` asks, with the MSS from
+//!   the meta descriptor (cached per queue when the driver sets
+//!   META_STORE, as ena.ko does). RX: IPv4 header and TCP/UDP checksums
+//!   verified, the Toeplitz hash reported and used to pick the RX queue
+//!   through the indirection table ([`super::rss`]).
 //! * **Interrupts.** A CQ raises its MSI-X vector after writing
 //!   completions; the vector then stays masked (ENA's auto-mask) until the
 //!   driver writes `ena_eth_io_intr_reg` with the unmask bit to the unmask
 //!   register of a CQ on that vector (ena.ko unmasks through the RX CQ of a
 //!   TX/RX pair sharing one vector). Completions that arrive while masked
-//!   fire once on unmask.
+//!   fire once on unmask. The RX and TX delays of that write moderate the
+//!   vector: after an unmask, an RX (TX) completion interrupts no earlier
+//!   than the RX (TX) delay after it.
+//! * **Combined doorbell** (a braid extension, see [`BRAID_DOORBELL_UNMASK`]):
+//!   on a CQ created with it, one write to the CQ head doorbell carries
+//!   the head, a delay and the unmask bit.
 //!
 //! Phase bits follow [`phase_of`]: 1 on a ring's first pass, flipping on
 //! every wrap, for SQ entries (checked) and CQ entries (written).
 
 use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::time::{Duration, Instant};
 
 use tracing::{debug, trace, warn};
 use vm_memory::VolatileMemory;
 
 use super::Counters;
 use super::admin::phase_of;
-use super::features::LlqConfig;
+use super::features::{FeatureState, LlqConfig, Rss};
 use super::queues::{
     self, Direction, IoCq, IoQueues, MAX_CQS, MAX_IO_QUEUES, Placement, SQ_DESC_SIZE,
 };
+use super::rss;
 use crate::function::{HostBus, layout};
+use crate::net::{self, Headers, L3, SegmentError};
 
 /// Largest frame the card moves (jumbo MTU 9001 plus headers, rounded).
 pub const MAX_FRAME: usize = 9216;
+/// Largest packet a driver may hand to TCP segmentation (64 KiB of IP
+/// packet plus the Ethernet header and a VLAN tag).
+pub const MAX_TSO_FRAME: usize = 65536 + 18;
+/// Interrupt moderation resolution: one unit of the delays in
+/// `ena_eth_io_intr_reg` (reported by GET_FEATURE INTERRUPT_MODERATION).
+pub const INTR_DELAY_RESOLUTION: Duration = Duration::from_micros(1);
 /// Most descriptors one TX packet may use (meta descriptor included).
 pub const MAX_TX_DESCS: usize = 32;
 
@@ -57,6 +77,16 @@ mod tx {
     pub const REQ_ID_LO_SHIFT: u32 = 22;
     pub const ADDR_HI_MASK: u32 = 0xffff;
     pub const HEADER_LENGTH_SHIFT: u32 = 24;
+    /// `meta_ctrl` of the data descriptor: offload requests.
+    pub const TSO_EN: u32 = 1 << 7;
+    pub const L3_CSUM_EN: u32 = 1 << 13;
+    pub const L4_CSUM_EN: u32 = 1 << 14;
+    /// `ena_eth_io_tx_meta_desc`: MSS bits 13:10 in `len_ctrl` 19:16,
+    /// bits 9:0 in `word2` 31:22; META_STORE caches the descriptor.
+    pub const META_MSS_HI_SHIFT: u32 = 16;
+    pub const META_MSS_HI_MASK: u32 = 0xf;
+    pub const META_STORE: u32 = 1 << 21;
+    pub const META_MSS_LO_SHIFT: u32 = 22;
     /// `ena_eth_io_tx_cdesc`: bytes, and the phase bit in `flags` (byte 3).
     pub const CDESC_SIZE: usize = 8;
     pub const CDESC_FLAGS: usize = 3;
@@ -70,7 +100,12 @@ mod rx {
     pub const CDESC_FIRST: u32 = 1 << 26;
     pub const CDESC_LAST: u32 = 1 << 27;
     pub const L4_PROTO_SHIFT: u32 = 8;
+    pub const L3_CSUM_ERR: u32 = 1 << 13;
+    pub const L4_CSUM_ERR: u32 = 1 << 14;
     pub const IPV4_FRAG: u32 = 1 << 15;
+    pub const L4_CSUM_CHECKED: u32 = 1 << 16;
+    /// Bytes 8..12 of the completion: the RSS hash.
+    pub const CDESC_HASH: usize = 8;
     /// `enum ena_eth_io_l3_proto_index` / `ena_eth_io_l4_proto_index`.
     pub const L3_IPV4: u32 = 8;
     pub const L3_IPV6: u32 = 11;
@@ -80,6 +115,30 @@ mod rx {
 
 /// `ena_eth_io_intr_reg`: `INTR_UNMASK`.
 pub const INTR_UNMASK: u32 = 1 << 30;
+/// `ena_eth_io_intr_reg`: RX delay (bits 14:0) and TX delay (29:15), in
+/// [`INTR_DELAY_RESOLUTION`] units.
+const INTR_RX_DELAY_MASK: u32 = 0x7fff;
+const INTR_TX_DELAY_SHIFT: u32 = 15;
+
+/// The braid extension: a CQ created with this bit in `cq_caps_1` (bit 7,
+/// reserved in ENA) takes [`combined`] values in its head doorbell, so one
+/// write reports the head, sets the moderation delay and unmasks. The card
+/// offers it through [`super::features::BRAID_CAP_CQ_DOORBELL_UNMASK`].
+pub const BRAID_DOORBELL_UNMASK: u8 = 1 << 7;
+
+/// The value of a combined doorbell write.
+pub mod combined {
+    /// The driver's free-running CQ head (completions consumed).
+    pub const HEAD_MASK: u32 = 0xffff;
+    /// Interrupt delay for this CQ's completions, in resolution units.
+    pub const DELAY_SHIFT: u32 = 16;
+    /// Interrupt delay bits (14).
+    pub const DELAY_MASK: u32 = 0x3fff;
+    /// Unmask the CQ's vector (the bit of `ena_eth_io_intr_reg`).
+    pub const UNMASK: u32 = super::INTR_UNMASK;
+    /// Must be zero.
+    pub const RESERVED: u32 = 1 << 31;
+}
 
 /// A malformed TX packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,19 +163,75 @@ enum TxError {
     Dma(usize, String),
     #[error("device memory: {0}")]
     DeviceMemory(String),
+    #[error("TSO: {0}")]
+    Segmentation(#[from] SegmentError),
+    #[error("TSO requested on a frame without TCP/IP headers")]
+    TsoHeaders,
+}
+
+/// The offloads a TX packet asks for (its first data descriptor's
+/// `meta_ctrl`), and the MSS of its meta descriptor if it carries one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct TxOffload {
+    tso: bool,
+    l3_csum: bool,
+    l4_csum: bool,
+    /// MSS of a meta descriptor, and whether the driver stores it.
+    meta: Option<(u16, bool)>,
+}
+
+/// Interrupt state of one MSI-X vector.
+#[derive(Debug, Clone, Copy, Default)]
+struct Vector {
+    /// The vector fired and the driver has not unmasked it yet.
+    masked: bool,
+    /// Completions not yet signalled, per direction.
+    pending_rx: bool,
+    pending_tx: bool,
+    /// When the pending completions may interrupt.
+    due: Option<Instant>,
+    /// Moderation delays set by the last unmask.
+    rx_delay: Duration,
+    tx_delay: Duration,
+    /// When the driver last unmasked.
+    unmasked_at: Option<Instant>,
+}
+
+impl Vector {
+    fn delay(&self, direction: Direction) -> Duration {
+        match direction {
+            Direction::Rx => self.rx_delay,
+            Direction::Tx => self.tx_delay,
+        }
+    }
+
+    /// When completions of the pending directions may interrupt.
+    fn pending_due(&self) -> Option<Instant> {
+        let since = self.unmasked_at?;
+        [
+            (self.pending_rx, Direction::Rx),
+            (self.pending_tx, Direction::Tx),
+        ]
+        .into_iter()
+        .filter(|&(pending, _)| pending)
+        .map(|(_, d)| since + self.delay(d))
+        .min()
+    }
 }
 
 /// What the data path keeps per function beyond the queue bookkeeping:
-/// consumer positions and the auto-mask state of each vector.
+/// consumer positions, cached TX meta descriptors, the driver's CQ heads
+/// and the interrupt state of each vector.
 #[derive(Debug, Clone)]
 pub struct DataPath {
     tx_head: Vec<u16>,
     rx_head: Vec<u16>,
     cq_tail: Vec<u16>,
-    /// The vector fired and the driver has not unmasked it yet.
-    masked: Vec<bool>,
-    /// Completions were written while the vector was masked.
-    pending: Vec<bool>,
+    /// The driver's CQ heads as last written to the head doorbells.
+    cq_head: Vec<u16>,
+    /// The MSS of the last stored meta descriptor, per TX queue.
+    tx_mss: Vec<u16>,
+    vectors: Vec<Vector>,
 }
 
 impl Default for DataPath {
@@ -125,8 +240,9 @@ impl Default for DataPath {
             tx_head: vec![0; MAX_IO_QUEUES.into()],
             rx_head: vec![0; MAX_IO_QUEUES.into()],
             cq_tail: vec![0; MAX_CQS.into()],
-            masked: vec![false; usize::from(super::MSIX_VECTORS)],
-            pending: vec![false; usize::from(super::MSIX_VECTORS)],
+            cq_head: vec![0; MAX_CQS.into()],
+            tx_mss: vec![0; MAX_IO_QUEUES.into()],
+            vectors: vec![Vector::default(); usize::from(super::MSIX_VECTORS)],
         }
     }
 }
@@ -157,6 +273,17 @@ fn le16(bytes: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([bytes[off], bytes[off + 1]])
 }
 
+/// What one pass of [`DataPath::poll`] found.
+#[derive(Debug, Default)]
+pub struct Poll {
+    /// A doorbell moved or an unmask was written.
+    pub active: bool,
+    /// Frames to switch.
+    pub frames: Vec<Vec<u8>>,
+    /// When a moderated interrupt comes due.
+    pub next_interrupt: Option<Instant>,
+}
+
 /// A TX packet as parsed from its descriptors.
 struct TxPacket {
     /// Slots (LLQ entries or host descriptors) it used.
@@ -165,6 +292,7 @@ struct TxPacket {
     req_id: Option<u16>,
     /// Whether the driver asked for a completion.
     comp_req: bool,
+    offload: TxOffload,
     frame: Result<Vec<u8>, TxError>,
 }
 
@@ -174,30 +302,62 @@ enum TxRing<'a> {
     Host(u64),
 }
 
-/// RX status bits for the protocols the card recognises; no checksum is
-/// checked (none is advertised), so the checksum bits stay clear.
-fn rx_protocols(frame: &[u8]) -> u32 {
-    let ethertype = frame
-        .get(12..14)
-        .map_or(0, |t| u16::from_be_bytes([t[0], t[1]]));
-    let l4 = |proto: u8| match proto {
-        6 => rx::L4_TCP << rx::L4_PROTO_SHIFT,
-        17 => rx::L4_UDP << rx::L4_PROTO_SHIFT,
+/// RX status bits: the protocols the card recognises and what its
+/// checksum engine found (IPv4 header; TCP/UDP of unfragmented packets).
+fn rx_status(frame: &[u8], headers: Option<&Headers>) -> u32 {
+    let Some(h) = headers else { return 0 };
+    let l3 = match h.l3 {
+        L3::Ipv4 => rx::L3_IPV4,
+        L3::Ipv6 => rx::L3_IPV6,
+    };
+    if h.fragment {
+        return l3 | rx::IPV4_FRAG;
+    }
+    let l4 = match h.protocol {
+        net::PROTO_TCP => rx::L4_TCP << rx::L4_PROTO_SHIFT,
+        net::PROTO_UDP => rx::L4_UDP << rx::L4_PROTO_SHIFT,
         _ => 0,
     };
-    match ethertype {
-        0x0800 if frame.len() >= 34 => {
-            let flags_frag = u16::from_be_bytes([frame[20], frame[21]]);
-            let fragment = flags_frag & 0x3fff != 0;
-            if fragment {
-                rx::L3_IPV4 | rx::IPV4_FRAG
-            } else {
-                rx::L3_IPV4 | l4(frame[23])
-            }
-        }
-        0x86dd if frame.len() >= 54 => rx::L3_IPV6 | l4(frame[20]),
-        _ => 0,
+    let check = net::verify_checksums(frame, h);
+    let mut status = l3 | l4;
+    if check.l3_bad {
+        status |= rx::L3_CSUM_ERR;
     }
+    if check.l4_checked {
+        status |= rx::L4_CSUM_CHECKED;
+        if check.l4_bad {
+            status |= rx::L4_CSUM_ERR;
+        }
+    }
+    status
+}
+
+/// Applies the offloads a TX packet asked for: TCP segmentation (with the
+/// packet's or the queue's stored MSS) or the checksums. A frame the card
+/// cannot parse goes out as the driver built it, except under TSO, which
+/// cannot be honoured without headers.
+fn apply_tx_offloads(
+    mut frame: Vec<u8>,
+    offload: TxOffload,
+    mss: u16,
+) -> Result<Vec<Vec<u8>>, TxError> {
+    let headers = Headers::parse(&frame);
+    if offload.tso {
+        let h = headers.ok_or(TxError::TsoHeaders)?;
+        return Ok(net::segment_tcp(&frame, &h, usize::from(mss), MAX_FRAME)?);
+    }
+    if frame.len() > MAX_FRAME {
+        return Err(TxError::TooLong);
+    }
+    if let Some(h) = headers {
+        if offload.l3_csum {
+            net::fill_ipv4_checksum(&mut frame, &h);
+        }
+        if offload.l4_csum {
+            net::fill_l4_checksum(&mut frame, &h);
+        }
+    }
+    Ok(vec![frame])
 }
 
 impl DataPath {
@@ -215,76 +375,187 @@ impl DataPath {
                 w.swap(0, Ordering::AcqRel)
             });
         }
+        if direction == Direction::Tx {
+            if let Some(mss) = self.tx_mss.get_mut(usize::from(idx)) {
+                *mss = 0;
+            }
+        }
     }
 
-    /// A new CQ starts at position 0, its vector unmasked.
+    /// A new CQ starts at position 0, its vector unmasked and unmoderated.
     pub fn cq_created(&mut self, bus: &HostBus, idx: u16, cq: &IoCq) {
         if let Some(tail) = self.cq_tail.get_mut(usize::from(idx)) {
             *tail = 0;
+            self.cq_head[usize::from(idx)] = 0;
             doorbell_word(bus, queues::cq_unmask(idx), |w| w.swap(0, Ordering::AcqRel));
+            doorbell_word(bus, queues::cq_head_doorbell(idx), |w| {
+                w.swap(0, Ordering::AcqRel)
+            });
         }
         if let Some(v) = cq.msix_vector.map(usize::from) {
-            self.masked[v] = false;
-            self.pending[v] = false;
+            self.vectors[v] = Vector::default();
         }
     }
 
-    /// Raises `cq`'s vector, or leaves it pending while auto-masked.
-    fn notify(&mut self, bus: &HostBus, cq: &IoCq) {
-        let Some(vector) = cq.msix_vector else {
-            return;
-        };
-        let v = usize::from(vector);
-        if self.masked[v] {
-            self.pending[v] = true;
-            return;
-        }
-        self.masked[v] = true;
-        self.pending[v] = false;
+    /// Signals `vector` and masks it.
+    fn fire(&mut self, bus: &HostBus, vector: u16) {
+        let v = &mut self.vectors[usize::from(vector)];
+        v.masked = true;
+        v.pending_rx = false;
+        v.pending_tx = false;
+        v.due = None;
         trace!(vector, "I/O interrupt");
         if let Err(err) = bus.signal_msix(vector) {
             warn!(vector, error = %err, "cannot signal an I/O interrupt");
         }
     }
 
-    /// Whether `vector` is auto-masked (for tests and logs).
-    pub fn is_masked(&self, vector: u16) -> bool {
-        self.masked
-            .get(usize::from(vector))
-            .copied()
-            .unwrap_or(false)
+    /// Completions of `direction` were written to `cq`: raises its vector
+    /// now, or once its moderation delay has passed, or leaves it pending
+    /// while auto-masked.
+    fn notify(&mut self, bus: &HostBus, cq: &IoCq, direction: Direction) {
+        let Some(vector) = cq.msix_vector else {
+            return;
+        };
+        let v = &mut self.vectors[usize::from(vector)];
+        match direction {
+            Direction::Rx => v.pending_rx = true,
+            Direction::Tx => v.pending_tx = true,
+        }
+        if v.masked {
+            return;
+        }
+        v.due = v.pending_due();
+        if v.due.is_none_or(|due| due <= Instant::now()) {
+            self.fire(bus, vector);
+        }
     }
 
-    /// One pass over the doorbell pages: unmask writes, then TX doorbells.
-    /// Returns whether anything happened and the frames to switch.
+    /// The driver unmasked `vector`, with these moderation delays.
+    fn unmask(&mut self, bus: &HostBus, vector: u16, rx_delay: Duration, tx_delay: Duration) {
+        let v = &mut self.vectors[usize::from(vector)];
+        v.masked = false;
+        v.rx_delay = rx_delay;
+        v.tx_delay = tx_delay;
+        v.unmasked_at = Some(Instant::now());
+        if v.pending_rx || v.pending_tx {
+            v.due = v.pending_due();
+            if v.due.is_none_or(|due| due <= Instant::now()) {
+                self.fire(bus, vector);
+            }
+        }
+    }
+
+    /// Fires the vectors whose moderation delay has passed; returns when
+    /// the next one is due.
+    fn fire_due(&mut self, bus: &HostBus) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for vector in 0..self.vectors.len() as u16 {
+            let v = &self.vectors[usize::from(vector)];
+            match v.due {
+                Some(due) if !v.masked && due <= now => self.fire(bus, vector),
+                Some(due) if !v.masked => next = Some(next.map_or(due, |n| n.min(due))),
+                _ => {}
+            }
+        }
+        next
+    }
+
+    /// Whether a moderated interrupt waits for its delay to pass.
+    pub fn interrupt_due(&self) -> bool {
+        self.vectors.iter().any(|v| !v.masked && v.due.is_some())
+    }
+
+    /// Whether `vector` is auto-masked (for tests and logs).
+    pub fn is_masked(&self, vector: u16) -> bool {
+        self.vectors
+            .get(usize::from(vector))
+            .is_some_and(|v| v.masked)
+    }
+
+    /// The CQ head the driver last reported for `cq`.
+    pub fn cq_head(&self, cq: u16) -> u16 {
+        self.cq_head.get(usize::from(cq)).copied().unwrap_or(0)
+    }
+
+    /// Unmask, head and combined doorbell writes of every CQ.
+    fn poll_cq_doorbells(
+        &mut self,
+        bus: &HostBus,
+        queues: &IoQueues,
+        counters: &mut Counters,
+    ) -> bool {
+        let mut active = false;
+        for idx in 0..MAX_CQS {
+            let Some(cq) = queues.cq(idx) else { continue };
+            let take = |w: &AtomicU32| {
+                if w.load(Ordering::Acquire) == 0 {
+                    0
+                } else {
+                    w.swap(0, Ordering::AcqRel)
+                }
+            };
+            let value = doorbell_word(bus, queues::cq_unmask(idx), take);
+            if value & INTR_UNMASK != 0 {
+                active = true;
+                counters.unmask_writes += 1;
+                if let Some(v) = cq.msix_vector {
+                    trace!(cq = idx, vector = v, "unmask");
+                    let rx = INTR_DELAY_RESOLUTION * (value & INTR_RX_DELAY_MASK);
+                    let tx =
+                        INTR_DELAY_RESOLUTION * (value >> INTR_TX_DELAY_SHIFT & INTR_RX_DELAY_MASK);
+                    self.unmask(bus, v, rx, tx);
+                }
+            }
+            let head_db = queues::cq_head_doorbell(idx);
+            if cq.combined_doorbell {
+                let value = doorbell_word(bus, head_db, take);
+                if value == 0 {
+                    continue;
+                }
+                active = true;
+                counters.combined_writes += 1;
+                if value & combined::RESERVED != 0 {
+                    warn!(
+                        cq = idx,
+                        value = format_args!("{value:#x}"),
+                        "combined doorbell with reserved bit set; ignored"
+                    );
+                    continue;
+                }
+                self.cq_head[usize::from(idx)] = (value & combined::HEAD_MASK) as u16;
+                if let (true, Some(v)) = (value & combined::UNMASK != 0, cq.msix_vector) {
+                    let delay = INTR_DELAY_RESOLUTION
+                        * (value >> combined::DELAY_SHIFT & combined::DELAY_MASK);
+                    let vs = self.vectors[usize::from(v)];
+                    let (rx, tx) = match cq.sq.map(|(d, _)| d) {
+                        Some(Direction::Tx) => (vs.rx_delay, delay),
+                        _ => (delay, vs.tx_delay),
+                    };
+                    self.unmask(bus, v, rx, tx);
+                }
+            } else {
+                let head = doorbell_word(bus, head_db, |w| w.load(Ordering::Acquire)) as u16;
+                if head != self.cq_head[usize::from(idx)] {
+                    counters.head_writes += 1;
+                    self.cq_head[usize::from(idx)] = head;
+                }
+            }
+        }
+        active
+    }
+
+    /// One pass over the doorbell pages: unmask and CQ head writes, TX
+    /// doorbells, moderated interrupts that came due.
     pub fn poll(
         &mut self,
         bus: &HostBus,
         queues: &IoQueues,
         llq: &LlqConfig,
         counters: &mut Counters,
-    ) -> (bool, Vec<Vec<u8>>) {
-        let mut active = false;
-        for idx in 0..MAX_CQS {
-            let Some(cq) = queues.cq(idx) else { continue };
-            let value = doorbell_word(bus, queues::cq_unmask(idx), |w| {
-                if w.load(Ordering::Acquire) == 0 {
-                    0
-                } else {
-                    w.swap(0, Ordering::AcqRel)
-                }
-            });
-            if value & INTR_UNMASK != 0 {
-                active = true;
-                if let Some(v) = cq.msix_vector {
-                    trace!(cq = idx, vector = v, "unmask");
-                    self.masked[usize::from(v)] = false;
-                    if self.pending[usize::from(v)] {
-                        self.notify(bus, cq);
-                    }
-                }
-            }
-        }
+    ) -> Poll {
+        let mut active = self.poll_cq_doorbells(bus, queues, counters);
         let mut frames = Vec::new();
         for idx in 0..MAX_IO_QUEUES {
             let Some(sq) = queues.sq(Direction::Tx, idx) else {
@@ -322,13 +593,25 @@ impl DataPath {
             while head != tail {
                 let packet = Self::parse_tx(bus, &ring, sq.depth, head, tail);
                 head = head.wrapping_add(packet.slots.max(1));
-                let status = u8::from(packet.frame.is_err());
-                match packet.frame {
-                    Ok(frame) => {
-                        counters.tx_pkts += 1;
-                        counters.tx_bytes += frame.len() as u64;
-                        trace!(sq = idx, len = frame.len(), req_id = ?packet.req_id, "TX");
-                        frames.push(frame);
+                let mss = &mut self.tx_mss[usize::from(idx)];
+                if let Some((meta_mss, store)) = packet.offload.meta {
+                    if store {
+                        *mss = meta_mss;
+                    }
+                }
+                let packet_mss = packet.offload.meta.map_or(*mss, |(m, _)| m);
+                let sent = packet
+                    .frame
+                    .and_then(|frame| apply_tx_offloads(frame, packet.offload, packet_mss));
+                let status = u8::from(sent.is_err());
+                match sent {
+                    Ok(segments) => {
+                        for frame in segments {
+                            counters.tx_pkts += 1;
+                            counters.tx_bytes += frame.len() as u64;
+                            trace!(sq = idx, len = frame.len(), req_id = ?packet.req_id, "TX");
+                            frames.push(frame);
+                        }
                     }
                     Err(err) => {
                         counters.tx_drops += 1;
@@ -342,10 +625,15 @@ impl DataPath {
             }
             self.tx_head[usize::from(idx)] = head;
             if completed {
-                self.notify(bus, cq);
+                self.notify(bus, cq, Direction::Tx);
             }
         }
-        (active, frames)
+        let next_interrupt = self.fire_due(bus);
+        Poll {
+            active,
+            frames,
+            next_interrupt,
+        }
     }
 
     /// Writes one `ena_eth_io_tx_cdesc` with the phase byte last.
@@ -423,6 +711,7 @@ impl DataPath {
             slots: 0,
             req_id: None,
             comp_req: false,
+            offload: TxOffload::default(),
             frame: Err(TxError::Unterminated(0)),
         };
         let published = tail.wrapping_sub(head);
@@ -469,9 +758,18 @@ impl DataPath {
                 error.get_or_insert(TxError::First(n));
             }
             let last = len_ctrl & tx::LAST != 0;
-            if len_ctrl & tx::META_DESC == 0 {
+            if len_ctrl & tx::META_DESC != 0 {
+                if n == 0 {
+                    let mss_hi = (len_ctrl >> tx::META_MSS_HI_SHIFT) & tx::META_MSS_HI_MASK;
+                    let mss = (mss_hi << 10) | (le32(&d, 8) >> tx::META_MSS_LO_SHIFT);
+                    packet.offload.meta = Some((mss as u16, len_ctrl & tx::META_STORE != 0));
+                }
+            } else {
                 let addr_hi = le32(&d, 12);
                 if packet.req_id.is_none() {
+                    packet.offload.tso = meta_ctrl & tx::TSO_EN != 0;
+                    packet.offload.l3_csum = meta_ctrl & tx::L3_CSUM_EN != 0;
+                    packet.offload.l4_csum = meta_ctrl & tx::L4_CSUM_EN != 0;
                     let req_id = ((meta_ctrl >> tx::REQ_ID_LO_SHIFT)
                         | (((len_ctrl >> tx::REQ_ID_HI_SHIFT) & tx::REQ_ID_HI_MASK) << 10))
                         as u16;
@@ -498,8 +796,13 @@ impl DataPath {
                 }
                 let len = (len_ctrl & tx::LENGTH_MASK) as usize;
                 let addr = u64::from(le32(&d, 8)) | (u64::from(addr_hi & tx::ADDR_HI_MASK) << 32);
+                let limit = if packet.offload.tso {
+                    MAX_TSO_FRAME
+                } else {
+                    MAX_FRAME
+                };
                 if len > 0 && error.is_none() {
-                    if frame.len() + len > MAX_FRAME {
+                    if frame.len() + len > limit {
                         error = Some(TxError::TooLong);
                     } else {
                         let start = frame.len();
@@ -526,17 +829,18 @@ impl DataPath {
         packet
     }
 
-    /// Delivers `frame` into the first RX queue: posted buffers by DMA,
-    /// one completion per buffer. Returns whether it was delivered; a
-    /// drop is counted in `rx_drops`.
+    /// Delivers `frame` into the RX queue its RSS hash selects: posted
+    /// buffers by DMA, one completion per buffer. Returns whether it was
+    /// delivered; a drop is counted in `rx_drops`.
     pub fn receive(
         &mut self,
         bus: &HostBus,
         queues: &IoQueues,
+        features: &FeatureState,
         counters: &mut Counters,
         frame: &[u8],
     ) -> bool {
-        let delivered = self.try_receive(bus, queues, frame);
+        let delivered = self.try_receive(bus, queues, &features.rss, frame);
         match delivered {
             Ok(()) => {
                 counters.rx_pkts += 1;
@@ -554,10 +858,21 @@ impl DataPath {
         &mut self,
         bus: &HostBus,
         queues: &IoQueues,
+        rss: &Rss,
         frame: &[u8],
     ) -> Result<(), &'static str> {
-        let (idx, sq) = (0..MAX_IO_QUEUES)
-            .find_map(|i| queues.sq(Direction::Rx, i).map(|sq| (i, sq)))
+        let headers = Headers::parse(frame);
+        let hash = rss::hash(rss, frame, headers.as_ref());
+        // The table's queue, or the first RX queue if the table names one
+        // that is gone (the driver rewrites the table after changing its
+        // queues).
+        let wanted = rss::queue(rss, hash);
+        let (idx, sq) = queues
+            .sq(Direction::Rx, wanted)
+            .map(|sq| (wanted, sq))
+            .or_else(|| {
+                (0..MAX_IO_QUEUES).find_map(|i| queues.sq(Direction::Rx, i).map(|sq| (i, sq)))
+            })
             .ok_or("no RX queue")?;
         let cq = queues.cq(sq.cq).ok_or("RX queue without CQ")?;
         if usize::from(cq.entry_size) < rx::CDESC_SIZE {
@@ -609,7 +924,7 @@ impl DataPath {
                 .map_err(|_| "RX buffer not writable")?;
             off += chunk;
         }
-        let protocols = rx_protocols(frame);
+        let protocols = rx_status(frame, headers.as_ref());
         let count = buffers.len();
         let mut off = 0;
         for (i, &(len, req_id, _)) in buffers.iter().enumerate() {
@@ -628,6 +943,7 @@ impl DataPath {
             let mut body = [0u8; rx::CDESC_SIZE - 4];
             body[..2].copy_from_slice(&(chunk as u16).to_le_bytes());
             body[2..4].copy_from_slice(&req_id.to_le_bytes());
+            body[rx::CDESC_HASH - 4..rx::CDESC_HASH].copy_from_slice(&hash.to_le_bytes());
             dma.write_slice(gpa + 4, &body)
                 .and_then(|()| {
                     fence(Ordering::Release);
@@ -637,8 +953,8 @@ impl DataPath {
             *tail = tail.wrapping_add(1);
         }
         self.rx_head[usize::from(idx)] = head.wrapping_add(count as u16);
-        trace!(rq = idx, len = frame.len(), buffers = count, "RX");
-        self.notify(bus, cq);
+        trace!(rq = idx, len = frame.len(), buffers = count, hash, "RX");
+        self.notify(bus, cq, Direction::Rx);
         Ok(())
     }
 }

@@ -109,7 +109,27 @@ const LINK_TYPE_100G: u32 = 0x80;
 /// `ENA_ADMIN_GET_FEATURE_LINK_DESC_DUPLEX_MASK`: full duplex.
 const LINK_FLAG_DUPLEX: u32 = 1 << 1;
 /// Interrupt moderation resolution in microseconds.
-const INTR_DELAY_RESOLUTION_US: u16 = 1;
+const INTR_DELAY_RESOLUTION_US: u16 = super::datapath::INTR_DELAY_RESOLUTION.as_micros() as u16;
+
+/// Device capabilities (`capabilities` of the device attributes): bits
+/// 0..=2 are ENA's (`enum ena_admin_aq_caps_id`: ENI stats, SRD info,
+/// customer metrics; the card offers none). Bit 31 is braid's: CQs can be
+/// created with a combined head + unmask doorbell
+/// ([`super::datapath::BRAID_DOORBELL_UNMASK`]). Drivers ignore bits they
+/// do not know.
+pub const BRAID_CAP_CQ_DOORBELL_UNMASK: u32 = 1 << 31;
+
+/// `ena_admin_feature_offload_desc`: what the card's offload engines do.
+pub mod offload {
+    /// TX: IPv4 header checksum, TCP/UDP checksum over IPv4 and IPv6 with
+    /// a pseudo-header seed (`_PART`) or without (`_FULL`), TSO for IPv4
+    /// and IPv6 with CWR handled (`TSO_ECN`).
+    pub const TX: u32 =
+        (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7);
+    /// RX: IPv4 header checksum, TCP/UDP checksum over IPv4 and IPv6, the
+    /// RSS hash in every completion.
+    pub const RX: u32 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 3);
+}
 
 /// Hints (`ena_admin_ena_hw_hints`), in milliseconds unless noted.
 mod hints {
@@ -209,8 +229,10 @@ pub mod rss {
     pub const KEY_PARTS: usize = 10;
     /// Size of `ena_admin_feature_rss_flow_hash_control`.
     pub const KEY_STRUCT_SIZE: usize = 8 + 4 * KEY_PARTS;
-    /// `ENA_ADMIN_TOEPLITZ` and `ENA_ADMIN_CRC32` as `1 << func` bits.
-    pub const SUPPORTED_FUNCS: u32 = (1 << 1) | (1 << 2);
+    /// `ENA_ADMIN_TOEPLITZ` as a `1 << func` bit: the only function the
+    /// card computes (ENA's CRC32 variant is not specified well enough to
+    /// reproduce).
+    pub const SUPPORTED_FUNCS: u32 = 1 << 1;
     /// The function selected at reset (Toeplitz).
     pub const DEFAULT_FUNC: u32 = 1 << 1;
     /// `ENA_ADMIN_RSS_PROTO_NUM`.
@@ -417,7 +439,7 @@ pub fn get(command: &Command, ctx: &mut Context<'_>) -> CommandResult {
             r.set_u32(RESP, 0);
             r.set_u32(RESP + 4, ctx.attrs.device_version);
             r.set_u32(RESP + 8, supported_features());
-            r.set_u32(RESP + 12, 0);
+            r.set_u32(RESP + 12, BRAID_CAP_CQ_DOORBELL_UNMASK);
             r.set_u32(RESP + 16, ADDR_WIDTH);
             r.set_u32(RESP + 20, ADDR_WIDTH);
             r.set_bytes(RESP + 24, &ctx.attrs.mac);
@@ -496,8 +518,9 @@ pub fn get(command: &Command, ctx: &mut Context<'_>) -> CommandResult {
             // No accelerated LLQ modes: accel_mode.get stays zero.
         }
         id::STATELESS_OFFLOAD_CONFIG => {
-            // No checksum, TSO or RX hash offloads: tx, rx_supported and
-            // rx_enabled are all zero.
+            r.set_u32(RESP, offload::TX);
+            r.set_u32(RESP + 4, offload::RX);
+            r.set_u32(RESP + 8, offload::RX);
         }
         id::RSS_HASH_FUNCTION => {
             if command.control_buffer().is_some() {

@@ -22,6 +22,7 @@ pub mod datapath;
 pub mod features;
 pub mod queues;
 pub mod regs;
+pub mod rss;
 pub mod switch;
 
 #[cfg(test)]
@@ -29,7 +30,7 @@ mod tests;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -219,6 +220,13 @@ pub struct Counters {
     pub rx_drops: u64,
     /// Packets to send dropped.
     pub tx_drops: u64,
+    /// Interrupt-unmask register writes the data path saw (writes between
+    /// two of its passes count once).
+    pub unmask_writes: u64,
+    /// CQ head doorbell changes the data path saw.
+    pub head_writes: u64,
+    /// Combined head + unmask doorbell writes the data path saw.
+    pub combined_writes: u64,
 }
 
 /// `ena_admin_aq_get_stats_cmd` fields and `enum ena_admin_get_stats_*`.
@@ -475,6 +483,8 @@ struct Shared {
     port: PortId,
     /// Tells the data-path thread to exit.
     stop: AtomicBool,
+    /// The data-path thread, to wake it.
+    worker: OnceLock<thread::Thread>,
 }
 
 impl Port for Shared {
@@ -483,10 +493,18 @@ impl Port for Shared {
         let EnaState {
             datapath,
             queues,
+            features,
             counters,
             ..
         } = &mut *state;
-        datapath.receive(&self.bus, queues, counters, frame);
+        datapath.receive(&self.bus, queues, features, counters, frame);
+        if datapath.interrupt_due() {
+            // The data-path thread fires moderated interrupts: wake it so
+            // that it does not oversleep the delay.
+            if let Some(worker) = self.worker.get() {
+                worker.unpark();
+            }
+        }
     }
 }
 
@@ -509,14 +527,18 @@ impl EnaRegisters {
                 switch,
                 port,
                 stop: AtomicBool::new(false),
+                worker: OnceLock::new(),
             }
         });
         let worker = Arc::clone(&shared);
-        if let Err(err) = thread::Builder::new()
+        match thread::Builder::new()
             .name("ena-datapath".into())
             .spawn(move || datapath_loop(&worker))
         {
-            warn!(error = %err, "cannot start the data-path thread");
+            Ok(handle) => {
+                let _ = shared.worker.set(handle.thread().clone());
+            }
+            Err(err) => warn!(error = %err, "cannot start the data-path thread"),
         }
         Self { shared }
     }
@@ -738,7 +760,7 @@ fn datapath_loop(shared: &Shared) {
     let mut last_activity = Instant::now();
     let mut sleep = POLL_SLEEP_MIN;
     while !shared.stop.load(Ordering::Acquire) {
-        let (active, frames, has_queues) = {
+        let (poll, has_queues) = {
             let mut state = shared.lock();
             let has_queues = state.queues.count() > 0;
             let EnaState {
@@ -748,22 +770,27 @@ fn datapath_loop(shared: &Shared) {
                 counters,
                 ..
             } = &mut *state;
-            let (active, frames) = datapath.poll(&shared.bus, queues, &features.llq, counters);
-            (active, frames, has_queues)
+            let poll = datapath.poll(&shared.bus, queues, &features.llq, counters);
+            (poll, has_queues)
         };
-        for frame in &frames {
+        for frame in &poll.frames {
             shared.switch.forward(shared.port, frame);
         }
-        if active {
+        // A moderated interrupt that comes due bounds the sleep.
+        let until_interrupt = poll
+            .next_interrupt
+            .map(|due| due.saturating_duration_since(Instant::now()));
+        let nap = |d: Duration| thread::park_timeout(until_interrupt.map_or(d, |u| u.min(d)));
+        if poll.active {
             last_activity = Instant::now();
             sleep = POLL_SLEEP_MIN;
             thread::yield_now();
         } else if !has_queues {
-            thread::sleep(POLL_NO_QUEUES);
+            nap(POLL_NO_QUEUES);
         } else if last_activity.elapsed() < POLL_BUSY {
             thread::yield_now();
         } else {
-            thread::sleep(sleep);
+            nap(sleep);
             sleep = (sleep * 2).min(POLL_SLEEP_MAX);
         }
     }

@@ -7,6 +7,7 @@
 use tracing::debug;
 
 use super::admin::{CommandResult, Entry, Refused, Status, acq};
+use super::datapath::BRAID_DOORBELL_UNMASK;
 use super::features::LlqConfig;
 use crate::dma::{Access, GuestDma};
 use crate::function::layout;
@@ -52,6 +53,11 @@ pub fn cq_unmask(idx: u16) -> u32 {
     CQ_UNMASK + u32::from(idx) * REGISTER_STRIDE
 }
 
+/// BAR0 offset of the head doorbell of CQ `idx`.
+pub fn cq_head_doorbell(idx: u16) -> u32 {
+    CQ_HEAD_DOORBELLS + u32::from(idx) * REGISTER_STRIDE
+}
+
 /// `ena_admin_aq_create_cq_cmd` / `ena_admin_acq_create_cq_resp_desc`.
 mod create_cq {
     pub const CAPS_1: usize = 4;
@@ -61,6 +67,9 @@ mod create_cq {
     pub const BASE: usize = 12;
     /// `INTERRUPT_MODE_ENABLED` in `cq_caps_1`.
     pub const INTERRUPT_MODE: u8 = 1 << 5;
+    /// `cq_caps_1` bits ENA reserves (4:0 and 6), which must be zero; bit 7
+    /// selects braid's combined doorbell.
+    pub const RESERVED: u8 = 0x5f;
     /// `CQ_ENTRY_SIZE_WORDS` in `cq_caps_2`.
     pub const ENTRY_SIZE_WORDS_MASK: u8 = 0x1f;
     pub const RESP_CQ_IDX: usize = super::acq::BODY;
@@ -146,6 +155,9 @@ pub struct IoCq {
     pub base: u64,
     /// The SQ completing into it.
     pub sq: Option<(Direction, u16)>,
+    /// Its head doorbell takes braid's combined head + unmask writes
+    /// ([`super::datapath::combined`]).
+    pub combined_doorbell: bool,
 }
 
 /// A created submission queue.
@@ -228,7 +240,14 @@ impl IoQueues {
             return Err(Refused::illegal(format!("CQ entry size of {words} words")));
         }
         let entry_size = u16::from(words) * 4;
-        let msix_vector = if cmd.u8(create_cq::CAPS_1) & create_cq::INTERRUPT_MODE != 0 {
+        let caps_1 = cmd.u8(create_cq::CAPS_1);
+        if caps_1 & create_cq::RESERVED != 0 {
+            return Err(Refused::illegal(format!(
+                "CQ caps {caps_1:#x} set reserved bits"
+            )));
+        }
+        let combined_doorbell = caps_1 & BRAID_DOORBELL_UNMASK != 0;
+        let msix_vector = if caps_1 & create_cq::INTERRUPT_MODE != 0 {
             let vector = cmd.u32(create_cq::MSIX_VECTOR);
             // Vector 0 belongs to the admin queue and the AENQ.
             if vector == 0 || vector >= u32::from(msix_vectors) {
@@ -257,6 +276,7 @@ impl IoQueues {
             msix_vector,
             base,
             sq: None,
+            combined_doorbell,
         });
         let idx = idx as u16;
         debug!(
@@ -264,6 +284,7 @@ impl IoQueues {
             depth,
             entry_size,
             ?msix_vector,
+            combined_doorbell,
             base = format_args!("{base:#x}"),
             "CQ created"
         );
@@ -271,10 +292,7 @@ impl IoQueues {
         resp.set_u16(create_cq::RESP_CQ_IDX, idx);
         resp.set_u16(create_cq::RESP_ACTUAL_DEPTH, depth);
         resp.set_u32(create_cq::RESP_NUMA_OFFSET, 0);
-        resp.set_u32(
-            create_cq::RESP_HEAD_DB_OFFSET,
-            CQ_HEAD_DOORBELLS + u32::from(idx) * REGISTER_STRIDE,
-        );
+        resp.set_u32(create_cq::RESP_HEAD_DB_OFFSET, cq_head_doorbell(idx));
         resp.set_u32(create_cq::RESP_UNMASK_OFFSET, cq_unmask(idx));
         Ok(resp)
     }

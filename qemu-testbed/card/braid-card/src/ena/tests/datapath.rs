@@ -70,6 +70,18 @@ impl Nic {
         llq: bool,
         keep_alive: Duration,
     ) -> Self {
+        Self::build(switch, n, depth, llq, keep_alive, 0)
+    }
+
+    /// A function whose CQs are created with these extra `cq_caps_1` bits.
+    fn build(
+        switch: &Arc<switch::Switch>,
+        n: u8,
+        depth: u16,
+        llq: bool,
+        keep_alive: Duration,
+        cq_caps: u8,
+    ) -> Self {
         let mut rig = Rig::build(32, keep_alive, mac(n), Arc::clone(switch));
         let irq = EventFd::new(EFD_NONBLOCK).unwrap();
         // SAFETY: `into_raw_fd` hands over sole ownership of a valid fd.
@@ -84,7 +96,9 @@ impl Nic {
             )
             .unwrap();
         let cq = |rig: &mut Rig, words, base| {
-            let r = rig.exec(create_cq(depth, words, IO_VECTOR.into(), base));
+            let mut cmd = create_cq(depth, words, IO_VECTOR.into(), base);
+            cmd.set_u8(4, cmd.u8(4) | cq_caps);
+            let r = rig.exec(cmd);
             assert_eq!(r.u8(acq::STATUS), OK);
             (r.u16(acq::BODY), r.u32(acq::BODY + 12))
         };
@@ -179,6 +193,17 @@ impl Nic {
     /// pushed header split into buffers of `chunk` bytes, as ena_com_prepare_tx
     /// lays it out; rings the doorbell when `ring`.
     fn send_chunked(&mut self, frame: &[u8], req_id: u16, chunk: usize, ring: bool) {
+        self.send_offloaded(frame, req_id, chunk, TxOffload::default());
+        if ring {
+            self.ring_tx();
+        }
+    }
+
+    /// Like [`Self::send_chunked`] (without ringing), with offload requests
+    /// in the data descriptor's `meta_ctrl` and, if `offload.meta`, a meta
+    /// descriptor first carrying the MSS (with META_STORE), as
+    /// ena_com_create_meta builds it.
+    fn send_offloaded(&mut self, frame: &[u8], req_id: u16, chunk: usize, offload: TxOffload) {
         let push = if self.llq.is_some() {
             frame.len().min(96)
         } else {
@@ -199,6 +224,11 @@ impl Nic {
                 let mut entries: Vec<[u8; 128]> = vec![[0; 128]];
                 entries[0][32..32 + push].copy_from_slice(&frame[..push]);
                 let (mut pos, mut left) = (0usize, 2usize);
+                if let Some(mss) = offload.meta {
+                    entries[0][..16].copy_from_slice(&self.meta_desc(self.tx_tail, mss));
+                    pos = 1;
+                    left = 1;
+                }
                 for (i, &(addr, len)) in bufs.iter().enumerate() {
                     if left == 0 {
                         entries.push([0; 128]);
@@ -206,13 +236,16 @@ impl Nic {
                         left = 8;
                     }
                     let slot = self.tx_tail.wrapping_add(entries.len() as u16 - 1);
-                    let d = self.tx_desc(
+                    let mut d = self.tx_desc(
                         slot,
                         (i == 0, i + 1 == bufs.len()),
                         req_id,
                         (addr, len),
                         push as u8,
                     );
+                    if i == 0 {
+                        offload.apply(&mut d);
+                    }
                     entries.last_mut().unwrap()[pos * 16..pos * 16 + 16].copy_from_slice(&d);
                     pos += 1;
                     left -= 1;
@@ -224,23 +257,45 @@ impl Nic {
                 }
             }
             None => {
+                if let Some(mss) = offload.meta {
+                    let d = self.meta_desc(self.tx_tail, mss);
+                    let slot = u64::from(self.tx_tail & (self.depth - 1));
+                    self.rig.ram_write(TX_RING + slot * 16, &d);
+                    self.tx_tail = self.tx_tail.wrapping_add(1);
+                }
                 for (i, &(addr, len)) in bufs.iter().enumerate() {
-                    let d = self.tx_desc(
+                    let mut d = self.tx_desc(
                         self.tx_tail,
                         (i == 0, i + 1 == bufs.len()),
                         req_id,
                         (addr, len),
                         0,
                     );
+                    if i == 0 {
+                        offload.apply(&mut d);
+                    }
                     let slot = u64::from(self.tx_tail & (self.depth - 1));
                     self.rig.ram_write(TX_RING + slot * 16, &d);
                     self.tx_tail = self.tx_tail.wrapping_add(1);
                 }
             }
         }
-        if ring {
-            self.ring_tx();
-        }
+    }
+
+    /// An `ena_eth_io_tx_meta_desc` with `mss` (FIRST, META_STORE, EXT_VALID).
+    fn meta_desc(&self, slot: u16, mss: u16) -> [u8; 16] {
+        let len_ctrl = 1 << 23
+            | 1 << 14
+            | u32::from(mss >> 10) << 16
+            | 1 << 20
+            | self.phase(slot) << 24
+            | 1 << 26
+            | 1 << 21;
+        let word2 = 20 | 14 << 8 | 5 << 16 | u32::from(mss & 0x3ff) << 22;
+        let mut d = [0u8; 16];
+        d[..4].copy_from_slice(&len_ctrl.to_le_bytes());
+        d[8..12].copy_from_slice(&word2.to_le_bytes());
+        d
     }
 
     fn ring_tx(&self) {
@@ -310,6 +365,34 @@ impl Nic {
         std::array::from_fn(|i| {
             u64::from(r.u32(acq::BODY + 8 * i)) | u64::from(r.u32(acq::BODY + 8 * i + 4)) << 32
         })
+    }
+}
+
+/// Offload requests of a TX packet, as ena_com_prepare_tx encodes them.
+#[derive(Debug, Clone, Copy, Default)]
+struct TxOffload {
+    /// A meta descriptor with this MSS leads the packet.
+    meta: Option<u16>,
+    tso: bool,
+    l3_csum: bool,
+    l4_csum: bool,
+}
+
+impl TxOffload {
+    /// Sets the request bits in a first data descriptor; with a meta
+    /// descriptor ahead of it, the meta descriptor is the FIRST one.
+    fn apply(&self, d: &mut [u8; 16]) {
+        let mut len_ctrl = u32::from_le_bytes(d[..4].try_into().unwrap());
+        let mut meta_ctrl = u32::from_le_bytes(d[4..8].try_into().unwrap());
+        if self.meta.is_some() {
+            len_ctrl &= !(1 << 26);
+        }
+        meta_ctrl |= u32::from(self.tso) << 7
+            | u32::from(self.l3_csum) << 13
+            | u32::from(self.l4_csum) << 14
+            | u32::from(self.l4_csum && !self.tso) << 17;
+        d[..4].copy_from_slice(&len_ctrl.to_le_bytes());
+        d[4..8].copy_from_slice(&meta_ctrl.to_le_bytes());
     }
 }
 
@@ -601,3 +684,4 @@ fn keep_alive_events_carry_the_drop_counters() {
         assert_eq!(e.u32(aenq::layout::KEEP_ALIVE_TX_DROPS), tx);
     }
 }
+mod offload;
