@@ -19,7 +19,7 @@ use std::fs::File;
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use thiserror::Error;
@@ -337,6 +337,50 @@ enum Bar0Part {
     Doorbells,
 }
 
+/// Guest accesses QEMU forwarded to the card (each one a trap: a vfio-user
+/// message and its reply), by region. Mapped BAR pages never show up here.
+#[derive(Debug, Default)]
+pub struct TrapCounters {
+    /// BAR0 control registers.
+    pub registers: AtomicU64,
+    /// Any other BAR access (BAR0 doorbells, BAR2, the MSI-X table in BAR4):
+    /// only when QEMU could not map them.
+    pub other_bars: AtomicU64,
+    /// Configuration space.
+    pub config: AtomicU64,
+}
+
+/// A snapshot of [`TrapCounters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrapCounts {
+    /// BAR0 control registers.
+    pub registers: u64,
+    /// Other BAR accesses.
+    pub other_bars: u64,
+    /// Configuration space.
+    pub config: u64,
+}
+
+impl TrapCounters {
+    fn count(&self, index: u32, offset: u64) {
+        let counter = match index {
+            VFIO_PCI_BAR0_REGION_INDEX if offset < layout::REGISTERS_SIZE => &self.registers,
+            VFIO_PCI_CONFIG_REGION_INDEX => &self.config,
+            _ => &self.other_bars,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> TrapCounts {
+        TrapCounts {
+            registers: self.registers.load(Ordering::Relaxed),
+            other_bars: self.other_bars.load(Ordering::Relaxed),
+            config: self.config.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// State touched by guest MMIO and config accesses, serialized by one lock.
 #[derive(Debug)]
 struct Registers {
@@ -356,6 +400,7 @@ pub struct Function {
     kind: FunctionKind,
     identity: PciIdentity,
     registers: Mutex<Registers>,
+    traps: TrapCounters,
     bus: Arc<HostBus>,
     memory: Arc<DeviceMemory>,
 }
@@ -411,6 +456,7 @@ impl Function {
                 msix_table,
                 file,
             }),
+            traps: TrapCounters::default(),
             bus,
             memory,
         })
@@ -615,6 +661,7 @@ impl Function {
     /// Handles `VFIO_USER_REGION_READ`.
     pub fn region_read(&self, index: u32, offset: u64, data: &mut [u8]) -> Result<(), AccessError> {
         Self::check_access(index, offset, data.len())?;
+        self.traps.count(index, offset);
         let mut registers = self.lock();
         match index {
             VFIO_PCI_BAR0_REGION_INDEX => {
@@ -640,6 +687,7 @@ impl Function {
     /// Handles `VFIO_USER_REGION_WRITE`.
     pub fn region_write(&self, index: u32, offset: u64, data: &[u8]) -> Result<(), AccessError> {
         Self::check_access(index, offset, data.len())?;
+        self.traps.count(index, offset);
         let mut registers = self.lock();
         match index {
             VFIO_PCI_BAR0_REGION_INDEX => {
@@ -664,6 +712,11 @@ impl Function {
             }
             _ => Err(AccessError::NoSuchRegion { index }),
         }
+    }
+
+    /// Guest accesses that trapped to the card so far.
+    pub fn trap_counts(&self) -> TrapCounts {
+        self.traps.snapshot()
     }
 
     /// Handles `VFIO_USER_DEVICE_SET_IRQS`.

@@ -207,3 +207,25 @@ fn reset_and_disconnect() {
     assert!(!f.msix().is_assigned(0), "disconnect drops them");
     assert_eq!(f.dma().num_mappings(), 0);
 }
+
+#[test]
+fn forwarded_accesses_are_counted_by_region() {
+    use braid_card::function::TrapCounts;
+    let f = function(FunctionKind::Ena);
+    let mut word = [0u8; 4];
+    f.region_read(0, 0, &mut word).unwrap();
+    f.region_write(0, 0x4c, &[1, 0, 0, 0]).unwrap();
+    f.region_read(CONFIG, 0, &mut word).unwrap();
+    // A doorbell write QEMU forwards instead of storing to the mapping.
+    f.region_write(0, 0x1000, &[1, 0, 0, 0]).unwrap();
+    // Refused accesses are not counted.
+    assert!(f.region_read(0, 0x4000, &mut word).is_err());
+    assert_eq!(
+        f.trap_counts(),
+        TrapCounts {
+            registers: 2,
+            other_bars: 1,
+            config: 1
+        }
+    );
+}
