@@ -145,7 +145,7 @@ pub enum DmaError {
     },
     /// A device access touches memory QEMU announced without an fd.
     #[error(
-        "guest address {at:#x} (in a {len}-byte access at {gpa:#x}) is read-only guest memory QEMU did not share (e.g. a ROM)"
+        "guest address {at:#x} (in a {len}-byte access at {gpa:#x}) lies in a region QEMU announced without sharing it (a ROM, or a device's BAR: peer-to-peer DMA is not supported)"
     )]
     NotAccessible {
         /// Start of the access.

@@ -823,10 +823,28 @@ impl DataPath {
                 return packet;
             }
         }
-        // Too many descriptors: give up on the slots seen.
-        packet.slots = (slot + 1).min(published);
+        // Too many descriptors: skip the rest of the packet, up to its LAST
+        // descriptor within what the doorbell published, so that its tail
+        // is not taken for the next packet.
         packet.frame = Err(TxError::TooManyDescriptors);
-        packet
+        loop {
+            if left == 0 {
+                slot += 1;
+                pos = 0;
+                left = per_line;
+            }
+            if slot >= published {
+                packet.slots = published;
+                return packet;
+            }
+            let d = Self::tx_desc(bus, ring, depth, head.wrapping_add(slot), pos, &mut entry);
+            pos += 1;
+            left -= 1;
+            if d.map_or(true, |d| le32(&d, 0) & tx::LAST != 0) {
+                packet.slots = slot + 1;
+                return packet;
+            }
+        }
     }
 
     /// Delivers `frame` into the RX queue its RSS hash selects: posted

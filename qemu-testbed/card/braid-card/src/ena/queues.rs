@@ -252,7 +252,8 @@ impl IoQueues {
             // Vector 0 belongs to the admin queue and the AENQ.
             if vector == 0 || vector >= u32::from(msix_vectors) {
                 return Err(Refused::illegal(format!(
-                    "CQ MSI-X vector {vector} (I/O vectors are 1..{msix_vectors})"
+                    "CQ MSI-X vector {vector} (I/O vectors are 1..={})",
+                    msix_vectors - 1
                 )));
             }
             Some(vector as u16)

@@ -376,3 +376,22 @@ fn reserved_cq_caps_are_refused() {
     assert_eq!(r.u8(acq::STATUS), OK);
     assert_eq!(r.u32(acq::BODY + 8), cq_head_doorbell(r.u16(acq::BODY)));
 }
+
+#[test]
+fn a_packet_with_too_many_descriptors_is_skipped_whole() {
+    for llq in [false, true] {
+        let (mut a, mut b) = pair(64, llq, false);
+        b.post_rx(8);
+        // 40 buffers of 10 bytes, COMP_REQ on every descriptor: one error
+        // completion for the packet, and its tail not read as a packet.
+        a.send_chunked(&frame(mac(2), mac(1), 400 + 96, 0), 3, 10, true);
+        let (req_id, status) = a.tx_completion();
+        assert_eq!(req_id, 3, "llq {llq}");
+        assert_ne!(status, 0);
+        a.send(&frame(mac(2), mac(1), 100, 1), 4);
+        assert_eq!(a.tx_completion(), (4, 0), "llq {llq}");
+        assert_eq!(a.stats()[5], 1, "one drop, llq {llq}");
+        b.receive();
+        assert!(b.no_rx_completion());
+    }
+}
