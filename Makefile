@@ -3,7 +3,7 @@
 
 SETUP := qemu-testbed/env/setup
 
-.PHONY: run check setup lint clean distclean
+.PHONY: run check bench setup lint clean distclean
 
 ## run: boot a VM with the card attached, load braid.ko and show what it bound
 run:
@@ -14,6 +14,11 @@ run:
 check:
 	@$(SETUP) host
 	@selftests/harness.py
+
+## bench: benchmarks, side by side in one run; results and the machine go to docs/bench/
+bench:
+	@$(SETUP) host
+	@bench/net.py
 
 ## setup: only bring the build root, guest root, kernel, braid.ko and the card up to date
 setup:

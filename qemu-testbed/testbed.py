@@ -219,11 +219,12 @@ class Testbed:
 
     def vm(self, name: str, functions: list[Function], job: str, *, memory_mb: int = 1024, smp: int = 1,
            interactive: bool = False, env: dict[str, str] | None = None, ram: str = "shared",
-           timeout: float | None = None) -> Vm:
+           timeout: float | None = None, devices: list[str] | None = None) -> Vm:
         """Boots a guest with `functions` attached (each behind its own PCIe root port) that runs `job` (sh).
 
         `ram` is "shared" (memfd, share=on: what the card needs), or, for the testbed's own tests of
-        the card's refusal, "private" (memfd, share=off) or "anonymous" (no memory backend)."""
+        the card's refusal, "private" (memfd, share=off) or "anonymous" (no memory backend).
+        `devices` are further QEMU arguments (e.g. a virtio-net NIC the benchmarks compare with)."""
         backends = {"shared": "share=on", "private": "share=off", "anonymous": None}
         if ram not in backends:
             raise TestbedError(f"unknown guest RAM kind {ram!r} (one of {', '.join(backends)})")
@@ -263,6 +264,7 @@ class Testbed:
             args += ["-device", f"pcie-root-port,id={port},chassis={i + 1},slot={i + 1},bus=pcie.0,addr={0x10 + i:#x}",
                      "-device", json.dumps({"driver": "vfio-user-pci", "bus": port, "id": f"{fn.kind}{i}",
                                             "socket": {"type": "unix", "path": str(fn.socket)}})]
+        args += devices or []
         (scratch / "qemu.cmdline").write_text(" ".join(args) + "\n")
         qemu_log = self.dir / f"{name}.qemu.log"
         proc = subprocess.Popen(args, env=qenv, preexec_fn=_die_with_parent,

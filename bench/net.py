@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Network benchmark: the card's ENA function against QEMU's virtio-net, side by side in one run.
+
+Two guests (1 vCPU each), each with one ENA function of the same card and one virtio-net NIC joined
+to the other guest's by `-netdev dgram` over loopback UDP (the baseline DESIGN.md measured). Guest 0
+alternates the two NICs every round: ping RTT (100 echoes 20 ms apart) and a 10 s iperf3 TCP stream.
+The card's trapped register accesses are counted over the whole run.
+
+Writes docs/bench/net.md (table + machine) and docs/bench/net.json (raw numbers) unless --no-write.
+Run: make bench   (or bench/net.py --rounds 1 --seconds 3 --no-write for a quick look)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(TOP / "qemu-testbed"))
+import testbed  # noqa: E402
+
+
+def free_udp_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")))
+    qemu, env = testbed.qemu_command()
+    version = subprocess.run(qemu + ["--version"], env=env, capture_output=True, text=True).stdout.splitlines()
+    rev = subprocess.run(["git", "-C", str(TOP), "describe", "--always", "--dirty"], capture_output=True,
+                         text=True).stdout.strip()
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "memory": f"{mem_kb // 1024 // 1024} GiB",
+            "host kernel": platform.release(), "qemu": version[0] if version else "?",
+            "accelerator": "kvm" if testbed.host_has_hw_virt() else "tcg", "braid": rev or "?"}
+
+
+def summarise(results: Path, nics: list[str], rounds: int) -> dict[str, dict[str, float]]:
+    out = {}
+    for nic in nics:
+        rtts: list[float] = []
+        gbits: list[float] = []
+        retrans = 0
+        for r in range(1, rounds + 1):
+            rtts += [float(x) for x in (results / f"{nic}-{r}.ping").read_text().split()]
+            report = json.loads((results / f"{nic}-{r}.iperf3.json").read_text())
+            gbits.append(report["end"]["sum_received"]["bits_per_second"] / 1e6)
+            retrans += report["end"]["sum_sent"].get("retransmits", 0)
+        if not rtts or not gbits:
+            raise testbed.TestbedError(f"no {nic} measurements in {results}")
+        out[nic] = {"tcp_mbit_s": statistics.median(gbits), "tcp_runs": gbits, "retransmits": retrans,
+                    "rtt_p50_ms": percentile(rtts, 50), "rtt_p99_ms": percentile(rtts, 99), "pings": len(rtts)}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per NIC (default 3)")
+    ap.add_argument("--seconds", type=int, default=10, help="iperf3 duration per round (default 10)")
+    ap.add_argument("--driver", default="ena", help="guest driver for the ENA function (default ena)")
+    ap.add_argument("--no-write", action="store_true", help="print the table, do not update docs/bench/")
+    ap.add_argument("--no-setup", action="store_true", help="skip qemu-testbed/env/setup")
+    args = ap.parse_args()
+    if args.rounds < 1 or args.seconds < 1:
+        ap.error("--rounds and --seconds must be at least 1")
+
+    testbed.lock_cache()
+    if not args.no_setup:
+        testbed.setup()
+    p0, p1 = free_udp_ports(2)
+    env = {"BRAID_NET_DRIVER": args.driver, "BENCH_ROUNDS": str(args.rounds), "BENCH_SECONDS": str(args.seconds)}
+    job = "sh /braid/src/bench/guest/net.sh"
+    timeout = 300 + args.rounds * (2 * args.seconds + 30)
+    with testbed.Testbed("bench-net", timeout=timeout) as tb:
+        card = tb.card("card0", ["ena", "ena"])
+        for i, (local, remote) in enumerate([(p0, p1), (p1, p0)]):
+            nic = ["-netdev", f"dgram,id=vn0,local.type=inet,local.host=127.0.0.1,local.port={local},"
+                              f"remote.type=inet,remote.host=127.0.0.1,remote.port={remote}",
+                   "-device", f"virtio-net-pci,netdev=vn0,mac=52:54:00:00:00:0{i + 1}"]
+            tb.vm(f"bench{i}", [card.functions[i]], job, env={**env, "BRAID_VM_INDEX": str(i)}, devices=nic)
+        testbed.progress(f"benchmark: 2 guests, {args.rounds} rounds x ({args.driver}, virtio-net), "
+                         f"{args.seconds} s iperf3 each; logs in {tb.dir}")
+        started = time.monotonic()
+        results = tb.wait()
+        failed = [r for r in results if not r.ok]
+        if failed:
+            for r in failed:
+                print(f"{r.name}: {'; '.join(r.reasons)} (serial log: {r.serial})", file=sys.stderr)
+            return 1
+        summary = summarise(results[0].scratch / "results", [args.driver, "virtio"], args.rounds)
+        elapsed = time.monotonic() - started
+
+    ena, virtio = summary[args.driver], summary["virtio"]
+    ratio_tcp = ena["tcp_mbit_s"] / virtio["tcp_mbit_s"]
+    ratio_rtt = ena["rtt_p50_ms"] / virtio["rtt_p50_ms"]
+    rows = [("iperf3 TCP, 1 stream (Mbit/s, median of rounds)", "tcp_mbit_s", "{:.0f}"),
+            ("TCP retransmits (all rounds)", "retransmits", "{:d}"),
+            ("ping RTT p50 (ms)", "rtt_p50_ms", "{:.3f}"),
+            ("ping RTT p99 (ms)", "rtt_p99_ms", "{:.3f}")]
+    table = [f"| | card ENA ({args.driver}) | virtio-net (dgram) |", "|---|---|---|"]
+    table += [f"| {label} | {fmt.format(ena[key])} | {fmt.format(virtio[key])} |" for label, key, fmt in rows]
+    verdict = (f"TCP throughput {ratio_tcp:.2f}x virtio-net (goal >= 3x); "
+               f"ping p50 {ratio_rtt:.2f}x virtio-net (goal <= 0.3x)")
+    print("\n".join(table))
+    print(verdict)
+    if args.no_write:
+        return 0
+    m = machine()
+    out = TOP / "docs/bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "net.json").write_text(json.dumps({"machine": m, "rounds": args.rounds, "seconds": args.seconds,
+                                              "results": summary}, indent=2) + "\n")
+    md = ["# Network benchmark: the card's ENA function vs virtio-net", "",
+          f"Produced by `make bench` (`bench/net.py --rounds {args.rounds} --seconds {args.seconds}`) "
+          f"in {elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host; each has one ENA function of "
+          "the same card (the upstream `ena` driver unless stated) and one virtio-net NIC joined to the "
+          "other guest's by QEMU's `-netdev dgram` over loopback. Guest 0 alternates the NICs every round: "
+          f"{100} pings 20 ms apart, then a {args.seconds} s iperf3 TCP stream to guest 1. MTU 1500 on both.",
+          "", *table, "", f"**{verdict}.**", "",
+          "Per-round TCP results (Mbit/s): " + "; ".join(
+              f"{nic}: " + ", ".join(f"{v:.0f}" for v in summary[nic]["tcp_runs"]) for nic in summary), "",
+          "## Machine", "", *[f"- {k}: {v}" for k, v in m.items()], ""]
+    (out / "net.md").write_text("\n".join(md))
+    print(f"wrote {out / 'net.md'} and {out / 'net.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except testbed.TestbedError as err:
+        print(f"bench: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
