@@ -48,6 +48,11 @@ class Reg:
     ACQ_CAPS = 0x28
     AQ_DB = 0x2C
     ACQ_TAIL = 0x30
+    AENQ_CAPS = 0x34
+    AENQ_BASE_LO = 0x38
+    AENQ_BASE_HI = 0x3C
+    AENQ_HEAD_DB = 0x40
+    AENQ_TAIL = 0x44
     INTR_MASK = 0x4C
     DEV_CTL = 0x54
     DEV_STS = 0x58
@@ -102,6 +107,7 @@ class Feature:
     DEVICE_ATTRIBUTES = 1
     RSS_HASH_FUNCTION = 10
     MTU = 14
+    AENQ_CONFIG = 26
     UNASSIGNED = 30  # between HOST_ATTR_CONFIG (28)/PHC_CONFIG (29) and FEATURES_OPCODE_NUM (32)
 
 
@@ -120,6 +126,7 @@ ACQ_BODY = 8
 CTRL_BUF = 4  # ena_admin_ctrl_buff_info {u32 length; ena_common_mem_addr address}
 FEAT_ID, FEAT_VERSION = 17, 18  # ena_admin_get_set_feature_common_desc at 16
 SET_FEAT_U = 20  # the union of ena_admin_set_feat_cmd (mtu: u32)
+AENQ_ENABLED_GROUPS = SET_FEAT_U + 4  # ena_admin_feature_aenq_desc {supported_groups, enabled_groups}
 CQ_CAPS_1, CQ_CAPS_2, CQ_DEPTH, CQ_MSIX_VECTOR, CQ_BA = 4, 5, 6, 8, 12  # ena_admin_aq_create_cq_cmd
 CQ_INTERRUPT_MODE = 1 << 5  # ENA_ADMIN_AQ_CREATE_CQ_CMD_INTERRUPT_MODE_ENABLED_MASK
 SQ_IDENTITY, SQ_CAPS_2, SQ_CAPS_3, SQ_CQ_IDX, SQ_DEPTH, SQ_BA = 4, 6, 7, 8, 10, 12  # create_sq_cmd
@@ -139,6 +146,14 @@ RESP_CQ_IDX = ACQ_BODY  # ena_admin_acq_create_cq_resp_desc.cq_idx
 RESP_SQ_IDX, RESP_SQ_DOORBELL = ACQ_BODY, ACQ_BODY + 4  # ena_admin_acq_create_sq_resp_desc
 RESP_DEV_MAC, RESP_DEV_MAX_MTU = ACQ_BODY + 24, ACQ_BODY + 32  # ena_admin_device_attr_feature_desc
 RSS_FLOW_HASH_CONTROL_SIZE = 48  # sizeof(struct ena_admin_feature_rss_flow_hash_control)
+
+# ena_admin_aenq_entry: ena_admin_aenq_common_desc {u16 group; u16 syndrome; u8 flags (bit 0
+# phase); ...}, then for LINK_CHANGE ena_admin_aenq_link_change_desc.flags (bit 0 link up) at 16.
+AENQ_GROUP_LINK_CHANGE, AENQ_GROUP_FATAL_ERROR = 0, 1  # enum ena_admin_aenq_group
+AENQ_FLAGS, AENQ_LINK_FLAGS = 4, 16
+AENQ_FLAG_PHASE = 0x1
+AENQ_LINK_STATUS_UP = 0x1
+AENQ_DEPTH = 16
 
 # ena_eth_io_defs.h: ena_eth_io_tx_desc {len_ctrl, meta_ctrl, buff_addr_lo, buff_addr_hi_hdr_sz}.
 TX_DESC_SIZE = 16
@@ -394,6 +409,14 @@ def set_mtu(mtu: int) -> bytearray:
     return entry
 
 
+def set_aenq_groups(groups: int) -> bytearray:
+    """ena_admin_set_feat_cmd with ena_admin_feature_aenq_desc."""
+    entry = command(Op.SET_FEATURE)
+    entry[FEAT_ID] = Feature.AENQ_CONFIG
+    struct.pack_into("<I", entry, AENQ_ENABLED_GROUPS, groups)
+    return entry
+
+
 def create_cq(depth: int, base: int, *, words: int = TX_CDESC_WORDS, vector: int | None = None) -> bytearray:
     """ena_admin_aq_create_cq_cmd; `vector` set means interrupt mode."""
     entry = command(Op.CREATE_CQ)
@@ -591,7 +614,7 @@ class Hostile:
         self.llq_bar = self.fn.bar_address(2)  # device memory, not RAM: DMA must not reach it
         if not self.llq_bar:
             raise CheckFailed("BAR2 has no address")
-        self.pages = dma_pages(6)  # AQ, ACQ, TX SQ, TX CQ, packet buffer, spare
+        self.pages = dma_pages(7)  # AQ, ACQ, TX SQ, TX CQ, packet buffer, spare, AENQ
         self.aq = AdminQueue(self.bar, self.pages[0], self.pages[1])
         self.buffer = self.pages[4]
         self.frame = bytes([0xFF] * 6 + [0x02, 0, 0, 0, 0, 0x01]) + b"\x88\xb5" + bytes(range(46))
@@ -690,6 +713,39 @@ class Hostile:
         expect("max_mtu", c.u32(RESP_DEV_MAX_MTU), CARD_MAX_MTU)
         self.aq.run(f"SET_FEATURE(MTU {CARD_MAX_MTU})", set_mtu(CARD_MAX_MTU), Status.SUCCESS)
         expect("DEV_STS FATAL_ERROR", self.bar.read32(Reg.DEV_STS) & DEV_STS_FATAL_ERROR, 0)
+
+    # The AENQ: a head doorbell beyond the ring hands over no slot.
+
+    def case_aq_set_aenq_unsupported_group_illegal_parameter(self) -> None:
+        self.refused("SET_FEATURE(AENQ_CONFIG) enabling FATAL_ERROR (not supported)",
+                     set_aenq_groups(1 << AENQ_GROUP_FATAL_ERROR), Status.ILLEGAL_PARAMETER)
+
+    def case_aenq_head_beyond_ring_no_event(self) -> None:
+        """ena_com_admin_init_aenq's order, but the head doorbell claims more slots than the ring
+        has: the card must not write the pending link-change event anywhere."""
+        aenq = self.pages[6]
+        aenq.clear()
+        self.bar.write32(Reg.AENQ_BASE_LO, aenq.gpa)
+        self.bar.write32(Reg.AENQ_BASE_HI, aenq.gpa >> 32)
+        self.bar.write32(Reg.AENQ_CAPS, AENQ_DEPTH | (AQ_ENTRY_SIZE << QUEUE_CAPS_ENTRY_SIZE_SHIFT))
+        self.aq.run("SET_FEATURE(AENQ_CONFIG) enabling LINK_CHANGE", set_aenq_groups(1 << AENQ_GROUP_LINK_CHANGE),
+                    Status.SUCCESS)
+        self.bar.write32(Reg.AENQ_HEAD_DB, AENQ_DEPTH + 5)
+        time.sleep(0.05)
+        expect(f"AENQ_TAIL after a head doorbell of {AENQ_DEPTH + 5} (depth {AENQ_DEPTH})",
+               self.bar.read32(Reg.AENQ_TAIL), 0)
+        if any(aenq.view):
+            raise CheckFailed("the card wrote into the AENQ although no slot was handed over")
+
+    def case_aenq_link_event_after_valid_head(self) -> None:
+        aenq = self.pages[6]
+        self.bar.write32(Reg.AENQ_HEAD_DB, AENQ_DEPTH)  # the whole ring, as ena_com does
+        wait_for("the link-change event in AENQ entry 0", lambda: aenq.view[AENQ_FLAGS] & AENQ_FLAG_PHASE)
+        group, _, _ = struct.unpack_from("<HHB", aenq.view, 0)
+        flags = struct.unpack_from("<I", aenq.view, AENQ_LINK_FLAGS)[0]
+        expect("AENQ entry 0 (group, link status)", (group, flags & AENQ_LINK_STATUS_UP),
+               (AENQ_GROUP_LINK_CHANGE, AENQ_LINK_STATUS_UP))
+        expect("AENQ_TAIL", self.bar.read32(Reg.AENQ_TAIL), 1)
 
     # TX queue in host memory, malformed packets.
 
@@ -877,6 +933,9 @@ PLAN: list[tuple[str, str | None]] = [
         "aq_control_buffer_too_short_malformed_request",
         "aq_doorbell_beyond_ring_ignored",
         "aq_still_serves_after_bad_commands",
+        "aq_set_aenq_unsupported_group_illegal_parameter",
+        "aenq_head_beyond_ring_no_event",
+        "aenq_link_event_after_valid_head",
         TXQ,
     )],
     *[(name, TXQ) for name in (
