@@ -48,6 +48,7 @@ PLAN = [
         "braid/bind.sh",
         "braid/load_unload.sh",
         "ena/probe.sh",
+        "ena/hostile.sh",
     ]),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh"], vms=2),
 ]
