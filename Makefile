@@ -3,7 +3,7 @@
 
 SETUP := qemu-testbed/env/setup
 
-.PHONY: run check bench setup lint clean distclean
+.PHONY: run check bench fuzz setup lint clean distclean
 
 ## run: boot a VM with the card attached, load braid.ko and show what it bound
 run:
@@ -19,6 +19,13 @@ check:
 bench:
 	@$(SETUP) host
 	@bench/net.py
+
+## fuzz: the card's bounded random tests (admin commands, TX descriptors, frames), run long
+FUZZ_ROUNDS ?= 100000
+fuzz:
+	@$(SETUP) host
+	@BRAID_FUZZ_ROUNDS=$(FUZZ_ROUNDS) cargo test --release --manifest-path qemu-testbed/card/Cargo.toml \
+		--target-dir "$${BRAID_CACHE:-/var/cache/braid}/card-target" --lib random_
 
 ## setup: only bring the build root, guest root, kernel, braid.ko and the card up to date
 setup:

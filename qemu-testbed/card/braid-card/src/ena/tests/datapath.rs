@@ -684,4 +684,5 @@ fn keep_alive_events_carry_the_drop_counters() {
         assert_eq!(e.u32(aenq::layout::KEEP_ALIVE_TX_DROPS), tx);
     }
 }
+mod fuzz;
 mod offload;

@@ -728,11 +728,19 @@ fn aenq_link_up_and_keep_alive_cadence() {
     assert_eq!(rig.rd(regs::AENQ_TAIL), 0);
 }
 
-/// xorshift64*: a small deterministic generator for the fuzz test.
-struct Rng(u64);
+/// Rounds of a bounded random test: `BRAID_FUZZ_ROUNDS`, or `default`.
+pub(super) fn fuzz_rounds(default: u64) -> u64 {
+    std::env::var("BRAID_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64*: a small deterministic generator for the fuzz tests.
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -754,7 +762,7 @@ fn random_submissions_always_complete_with_a_status() {
         opcode::GET_STATS,
     ];
     let mut completed = 0;
-    for round in 0..300 {
+    for round in 0..fuzz_rounds(300) {
         let burst = 1 + (rng.next() % 16) as usize;
         let mut ids = Vec::new();
         for _ in 0..burst {
