@@ -49,7 +49,7 @@ PLAN = [
         "braid/load_unload.sh",
         "ena/probe.sh",
     ]),
-    Boot("pair", ["ena", "ena"], ["ena/ping.sh"], vms=2),
+    Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
 ]
 
 
