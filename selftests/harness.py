@@ -50,7 +50,7 @@ PLAN = [
         "ena/probe.sh",
         "ena/hostile.sh",
     ]),
-    Boot("pair", ["ena", "ena"], ["ena/ping.sh"], vms=2),
+    Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
 ]
 
 

@@ -46,3 +46,15 @@ ktap_done() {
 	[ "$ktap_failed" -eq 0 ] && exit 0
 	exit 1
 }
+
+# ktap_check_diag NAME COMMAND...: as ktap_check, but the command runs in this shell (it may set
+# variables) and its output (measurements worth keeping in the log) becomes diagnostics whether it
+# passes or fails.
+ktap_check_diag() {
+	ktap_diag_name=$1
+	shift
+	"$@" >/tmp/ktap.case.out 2>&1
+	ktap_diag_rc=$?
+	tail -n 20 /tmp/ktap.case.out | sed 's/^/# /'
+	if [ $ktap_diag_rc -eq 0 ]; then ktap_pass "$ktap_diag_name"; else ktap_fail "$ktap_diag_name"; fi
+}
