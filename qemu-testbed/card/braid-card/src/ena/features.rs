@@ -296,7 +296,29 @@ pub struct Rss {
     pub table: Vec<u16>,
 }
 
+impl Rss {
+    /// RSS at reset: Toeplitz with the device's key, every flow to queue 0.
+    pub fn with_key(key: &[u32; rss::KEY_PARTS]) -> Self {
+        Self {
+            key: key.to_vec(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A fresh random RSS key for a device (from the OS's randomness, through
+/// the standard library's hasher seeding): ena.ko reads the device's key
+/// before programming Toeplitz and keeps it, so it must not be all zero,
+/// and a key an attacker cannot guess keeps flows from being steered.
+pub fn random_rss_key() -> [u32; rss::KEY_PARTS] {
+    use std::hash::BuildHasher;
+    let seed = std::collections::hash_map::RandomState::new();
+    std::array::from_fn(|i| seed.hash_one(i) as u32)
+}
+
 impl Default for Rss {
+    /// RSS with an all-zero key (the tests' starting point; a device starts
+    /// from [`Rss::with_key`]).
     fn default() -> Self {
         Self {
             func: rss::DEFAULT_FUNC,
@@ -347,6 +369,18 @@ pub struct DeviceAttributes {
     pub mac: [u8; 6],
     /// The VERSION register value.
     pub device_version: u32,
+    /// The RSS key the device starts with after every reset.
+    pub rss_key: [u32; rss::KEY_PARTS],
+}
+
+impl FeatureState {
+    /// The settings a device with `attrs` has after reset.
+    pub fn at_reset(attrs: &DeviceAttributes) -> Self {
+        Self {
+            rss: Rss::with_key(&attrs.rss_key),
+            ..Self::default()
+        }
+    }
 }
 
 /// Settings the driver changes.

@@ -263,16 +263,18 @@ struct EnaState {
 
 impl EnaState {
     fn new(settings: EnaSettings) -> Self {
+        let attrs = DeviceAttributes {
+            mac: settings.mac,
+            device_version: REGISTERS.version,
+            rss_key: features::random_rss_key(),
+        };
         Self {
             settings,
-            attrs: DeviceAttributes {
-                mac: settings.mac,
-                device_version: REGISTERS.version,
-            },
+            features: FeatureState::at_reset(&attrs),
+            attrs,
             epoch: 0,
             admin: AdminQueue::default(),
             aenq: Aenq::default(),
-            features: FeatureState::default(),
             queues: IoQueues::default(),
             datapath: DataPath::default(),
             counters: Counters::default(),
@@ -292,7 +294,7 @@ impl EnaState {
         self.epoch += 1;
         self.admin = AdminQueue::default();
         self.aenq = Aenq::default();
-        self.features = FeatureState::default();
+        self.features = FeatureState::at_reset(&self.attrs);
         self.queues = IoQueues::default();
         self.datapath = DataPath::default();
         self.counters = Counters::default();

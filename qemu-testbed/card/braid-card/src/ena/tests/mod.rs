@@ -807,3 +807,27 @@ fn random_submissions_always_complete_with_a_status() {
 }
 
 mod datapath;
+
+/// The device's RSS key as GET_FEATURE(RSS_HASH_FUNCTION) returns it.
+fn device_rss_key(rig: &mut Rig) -> Vec<u8> {
+    let get = with_buffer(get_feature(id::RSS_HASH_FUNCTION), CTRL_BUF, 48);
+    assert_eq!(rig.status(get), OK);
+    rig.ram_read(CTRL_BUF + 8, 40)
+}
+
+#[test]
+fn each_device_has_its_own_nonzero_rss_key_across_resets() {
+    let mut a = Rig::new(8);
+    let mut b = Rig::new(8);
+    let key = device_rss_key(&mut a);
+    assert_ne!(
+        key,
+        vec![0; 40],
+        "ena.ko keeps the device's key: zero would hash every flow alike"
+    );
+    assert_ne!(device_rss_key(&mut b), key);
+    a.wr(regs::DEV_CTL, regs::DEV_CTL_DEV_RESET);
+    a.wr(regs::DEV_CTL, 0);
+    a.init_admin();
+    assert_eq!(device_rss_key(&mut a), key, "the default survives a reset");
+}
