@@ -462,11 +462,6 @@ impl DataPath {
         next
     }
 
-    /// Whether a moderated interrupt waits for its delay to pass.
-    pub fn interrupt_due(&self) -> bool {
-        self.vectors.iter().any(|v| !v.masked && v.due.is_some())
-    }
-
     /// Whether `vector` is auto-masked (for tests and logs).
     pub fn is_masked(&self, vector: u16) -> bool {
         self.vectors

@@ -487,6 +487,8 @@ struct Shared {
     stop: AtomicBool,
     /// The data-path thread, to wake it.
     worker: OnceLock<thread::Thread>,
+    /// A frame was delivered since the data-path thread's last pass.
+    kicked: AtomicBool,
 }
 
 impl Port for Shared {
@@ -499,10 +501,13 @@ impl Port for Shared {
             counters,
             ..
         } = &mut *state;
-        datapath.receive(&self.bus, queues, features, counters, frame);
-        if datapath.interrupt_due() {
-            // The data-path thread fires moderated interrupts: wake it so
-            // that it does not oversleep the delay.
+        let delivered = datapath.receive(&self.bus, queues, features, counters, frame);
+        drop(state);
+        if delivered {
+            // A received frame is usually answered soon (an unmask after
+            // NAPI, a reply or an ACK), and the data-path thread fires
+            // moderated interrupts: wake it and have it poll eagerly.
+            self.kicked.store(true, Ordering::Release);
             if let Some(worker) = self.worker.get() {
                 worker.unpark();
             }
@@ -530,6 +535,7 @@ impl EnaRegisters {
                 port,
                 stop: AtomicBool::new(false),
                 worker: OnceLock::new(),
+                kicked: AtomicBool::new(false),
             }
         });
         let worker = Arc::clone(&shared);
@@ -736,6 +742,10 @@ fn keep_alive_loop(shared: &Shared, epoch: u64, period: Duration) {
 /// Shortest and longest idle sleep of the data-path thread.
 const POLL_SLEEP_MIN: Duration = Duration::from_micros(20);
 const POLL_SLEEP_MAX: Duration = Duration::from_millis(1);
+/// Longest sleep while the function is warm (active within [`POLL_WARM`]).
+const POLL_SLEEP_MAX_WARM: Duration = Duration::from_micros(100);
+/// How long after activity the function counts as warm.
+const POLL_WARM: Duration = Duration::from_secs(1);
 /// How long the thread keeps polling without sleeping after activity.
 const POLL_BUSY: Duration = Duration::from_micros(200);
 /// Sleep while the function has no I/O queue at all.
@@ -749,12 +759,18 @@ const POLL_NO_QUEUES: Duration = Duration::from_millis(10);
 ///   [`POLL_BUSY`] (200 µs): a driver that rang once usually rings again
 ///   soon (the next packet, the unmask after NAPI);
 /// * then it sleeps between passes, starting at 20 µs and doubling up to
-///   1 ms, so an idle function costs about a thousand short passes per
-///   second (the host's two cores are shared with QEMU's TCG threads);
+///   [`POLL_SLEEP_MAX_WARM`] (100 µs) while the function was active within
+///   the last second (traffic that pauses between packets, such as
+///   request/response or ping: each sleep is latency added to a packet),
+///   and up to 1 ms once it has been idle longer, so an idle function
+///   costs about a thousand short passes per second (the host's two cores
+///   are shared with QEMU's TCG threads);
 /// * with no I/O queue created it sleeps 10 ms between passes.
 ///
 /// RX needs no polling: the switch delivers frames from the sender's
-/// thread, which reads the RX doorbell at that moment. Frames are handed
+/// thread, which reads the RX doorbell at that moment, and wakes this
+/// thread into its eager phase (what follows a frame is usually the
+/// driver's unmask and a reply). Frames are handed
 /// to the switch after the function's lock is released, so two functions
 /// sending to each other never wait on each other's locks.
 fn datapath_loop(shared: &Shared) {
@@ -783,7 +799,7 @@ fn datapath_loop(shared: &Shared) {
             .next_interrupt
             .map(|due| due.saturating_duration_since(Instant::now()));
         let nap = |d: Duration| thread::park_timeout(until_interrupt.map_or(d, |u| u.min(d)));
-        if poll.active {
+        if poll.active || shared.kicked.swap(false, Ordering::AcqRel) {
             last_activity = Instant::now();
             sleep = POLL_SLEEP_MIN;
             thread::yield_now();
@@ -793,7 +809,12 @@ fn datapath_loop(shared: &Shared) {
             thread::yield_now();
         } else {
             nap(sleep);
-            sleep = (sleep * 2).min(POLL_SLEEP_MAX);
+            let cap = if last_activity.elapsed() < POLL_WARM {
+                POLL_SLEEP_MAX_WARM
+            } else {
+                POLL_SLEEP_MAX
+            };
+            sleep = (sleep * 2).min(cap);
         }
     }
     debug!("data-path thread stopped");
