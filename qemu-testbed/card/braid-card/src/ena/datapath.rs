@@ -256,13 +256,16 @@ impl DataPath {
     }
 
     /// One pass over the doorbell pages: unmask writes, then TX doorbells.
-    /// Returns whether anything happened and the frames to switch.
+    /// Returns whether anything happened and the frames to switch. With
+    /// the link down (`link_up` false), well-formed packets are completed
+    /// as usual but dropped and counted in `tx_drops` instead of switched.
     pub fn poll(
         &mut self,
         bus: &HostBus,
         queues: &IoQueues,
         llq: &LlqConfig,
         counters: &mut Counters,
+        link_up: bool,
     ) -> (bool, Vec<Vec<u8>>) {
         let mut active = false;
         for idx in 0..MAX_CQS {
@@ -324,6 +327,10 @@ impl DataPath {
                 head = head.wrapping_add(packet.slots.max(1));
                 let status = u8::from(packet.frame.is_err());
                 match packet.frame {
+                    Ok(frame) if !link_up => {
+                        counters.tx_drops += 1;
+                        trace!(sq = idx, len = frame.len(), req_id = ?packet.req_id, "TX dropped: link down");
+                    }
                     Ok(frame) => {
                         counters.tx_pkts += 1;
                         counters.tx_bytes += frame.len() as u64;
