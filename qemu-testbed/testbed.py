@@ -4,7 +4,9 @@ A `Testbed` is a context manager. Inside it, `card()` starts a braid-card proces
 functions (one vfio-user socket each) and `vm()` starts a QEMU guest (q35, shared memfd RAM, TCG
 unless the host has real VT-x/AMD-V) with some of those functions attached and a job to run. `wait()`
 collects every guest's verdict: its job's exit status, a timeout, or a kernel splat in its serial log.
-On exit, whatever it started is stopped by PID (and children die with it even if it is killed: they
+Every card has a control socket (`Card.control("link", 0, "down")`), and guests drive their own
+cards through request files in their scratch directory (`card_control` in selftests/lib/card.sh;
+see `ControlChannel`). On exit, whatever it started is stopped by PID (and children die with it even if it is killed: they
 carry PR_SET_PDEATHSIG), so no process outlives it and it mounts nothing.
 
 Standard library only: the host needs nothing but python3.
@@ -19,8 +21,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,12 +120,64 @@ class Function:
     socket: Path
 
 
+# Control verbs and their arguments after FUNCTION (see braid-card's src/control.rs).
+CONTROL_VERBS = {"status": None, "link": "state", "fatal-error": None, "keep-alive": "action"}
+
+
+def control_request(words: list[str | int | Path]) -> dict:
+    """A control request from its words: ["status"], ["link", FUNCTION, "up"|"down"],
+    ["fatal-error", FUNCTION], ["keep-alive", FUNCTION, "pause"|"resume"]. FUNCTION is the card's
+    function index or socket path. Raises TestbedError on anything else (the card checks the values)."""
+    if not words or words[0] not in CONTROL_VERBS:
+        raise TestbedError(f"unknown control verb {words[0] if words else ''!r} (one of {', '.join(CONTROL_VERBS)})")
+    verb, rest = str(words[0]), list(words[1:])
+    if verb == "status":
+        if rest:
+            raise TestbedError("status takes no argument")
+        return {"verb": verb}
+    extra = CONTROL_VERBS[verb]
+    if len(rest) != (2 if extra else 1):
+        usage = f"{verb} FUNCTION" + (f" {extra.upper()}" if extra else "")
+        raise TestbedError(f"usage: {usage} (got {' '.join(map(str, words))!r})")
+    fn = rest[0]
+    request: dict = {"verb": verb, "function": fn if isinstance(fn, int) else str(fn)}
+    if extra:
+        request[extra] = str(rest[1])
+    return request
+
+
 @dataclass
 class Card:
     name: str
     proc: subprocess.Popen
     log: Path
     functions: list[Function] = field(default_factory=list)
+    control_socket: Path | None = None
+
+    def control(self, *verb: str | int | Path, timeout: float = 10.0) -> dict:
+        """Sends one request to the card's control socket (e.g. control("link", 0, "down")) and returns
+        the card's response: {"ok": true, "message": ..., "functions": [...]} or {"ok": false, "error": ...}.
+        Raises TestbedError when the request is malformed or the card cannot be reached."""
+        request = control_request(list(verb))
+        if self.control_socket is None:
+            raise TestbedError(f"card {self.name} has no control socket")
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(timeout)
+                sock.connect(str(self.control_socket))
+                sock.sendall(json.dumps(request).encode() + b"\n")
+                answer = b""
+                while not answer.endswith(b"\n"):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+        except OSError as e:
+            raise TestbedError(f"card {self.name}: control socket {self.control_socket}: {e}") from None
+        try:
+            return json.loads(answer)
+        except ValueError:
+            raise TestbedError(f"card {self.name}: unreadable control response {answer[:200]!r}") from None
 
 
 @dataclass
@@ -144,6 +200,8 @@ class Vm:
     deadline: float
     started: float
     result: VmResult | None = None
+    # The attached card functions, in attachment order: the guest's function i is functions[i].
+    functions: list[Function] = field(default_factory=list)
 
     def verdict(self, timed_out: bool) -> VmResult:
         log = self.serial.read_text(errors="replace") if self.serial.exists() else ""
@@ -180,6 +238,7 @@ class Testbed:
         self.cards: list[Card] = []
         self.vms: list[Vm] = []
         self.accel = "kvm" if host_has_hw_virt() else "tcg"
+        self.channel = ControlChannel(self)
 
     def __enter__(self) -> "Testbed":
         return self
@@ -198,18 +257,20 @@ class Testbed:
         sockdir = self.dir / name
         sockdir.mkdir()
         fns = [(kind, sockdir / f"{kind}{i}.sock") for i, kind in enumerate(functions)]
+        control = sockdir / "control.sock"
         cmd = [str(CARD_BINARY)]
         for kind, sock in fns:
             cmd += ["--function", f"{kind}:{sock}"]
+        cmd += ["--control", str(control)]
         cmd += args or []
         log = self.dir / f"{name}.log"
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                                 preexec_fn=_die_with_parent)
-        card = Card(name, proc, log, [])
+        card = Card(name, proc, log, [], control)
         card.functions = [Function(card, kind, sock) for kind, sock in fns]
         self.cards.append(card)
         deadline = time.monotonic() + 10
-        while not all(sock.exists() for _, sock in fns):
+        while not all(sock.exists() for sock in [control] + [sock for _, sock in fns]):
             if proc.poll() is not None:
                 raise TestbedError(f"card {name} exited with status {proc.returncode}: {log.read_text()[-2000:]}")
             if time.monotonic() > deadline:
@@ -272,8 +333,9 @@ class Testbed:
                                 stdout=None if interactive else qemu_log.open("wb"),
                                 stderr=None if interactive else subprocess.STDOUT)
         now = time.monotonic()
-        vm = Vm(name, proc, serial, scratch, now + (timeout or self.timeout), now)
+        vm = Vm(name, proc, serial, scratch, now + (timeout or self.timeout), now, functions=list(functions))
         self.vms.append(vm)
+        self.channel.start()
         return vm
 
     def wait(self) -> list[VmResult]:
@@ -294,10 +356,93 @@ class Testbed:
         return [vm.result for vm in self.vms if vm.result is not None]
 
     def stop(self) -> None:
+        self.channel.stop()
         for vm in self.vms:
             _stop(vm.proc)
         for card in self.cards:
             _stop(card.proc)
+
+
+class ControlChannel:
+    """Lets guest tests drive their own card: a guest writes a request file
+    /braid/scratch/control/<id>.req (its scratch directory on the host) holding one line, "VERB
+    [FUNCTION_INDEX] [ARGS...]", with FUNCTION_INDEX the guest's function index (attachment order, as
+    in the scratch file `functions`; default 0). A thread polls every running guest's control
+    directory every POLL seconds, sends the request to the control socket of the card that function
+    belongs to, naming the function by its socket path (`status I` answers with that function only), and
+    writes the response as one line of JSON to <id>.resp (atomically: a temporary file renamed), then
+    removes the request. Malformed requests get {"ok": false, "error": ...}."""
+
+    POLL = 0.1
+
+    def __init__(self, testbed: "Testbed"):
+        self.testbed = testbed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="control-channel", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.POLL):
+            for vm in list(self.testbed.vms):
+                if vm.proc.poll() is None:
+                    self.serve(vm)
+
+    def serve(self, vm: Vm) -> None:
+        """Answers every pending request of one guest."""
+        directory = vm.scratch / "control"
+        try:
+            pending = sorted(directory.glob("*.req"))
+        except OSError:
+            return
+        for req in pending:
+            try:
+                line = req.read_text(errors="replace").strip()
+            except OSError:
+                continue
+            response = self.answer(vm, line)
+            resp = req.with_suffix(".resp")
+            tmp = req.with_suffix(".resp.tmp")
+            try:
+                tmp.write_text(json.dumps(response, separators=(",", ":")) + "\n")
+                tmp.rename(resp)
+                req.unlink()
+            except OSError as e:
+                progress(f"{vm.name}: cannot answer control request {req.name}: {e}")
+
+    @staticmethod
+    def answer(vm: Vm, line: str) -> dict:
+        words = line.split()
+        try:
+            if not words:
+                raise TestbedError("empty request: write 'VERB [FUNCTION_INDEX] [ARGS...]'")
+            verb, args = words[0], words[1:]
+            index_arg = args[0] if args else "0"
+            if not index_arg.isdigit():
+                raise TestbedError(f"{index_arg!r} is not a function index (0 .. {len(vm.functions) - 1})")
+            index = int(index_arg)
+            if index >= len(vm.functions):
+                raise TestbedError(f"this guest has no function {index} (it has {len(vm.functions)})")
+            fn = vm.functions[index]
+            if verb == "status":
+                if len(args) > 1:
+                    raise TestbedError("usage: status [FUNCTION_INDEX]")
+                response = fn.card.control("status")
+                response["functions"] = [f for f in response.get("functions", []) if f["socket"] == str(fn.socket)]
+            else:
+                response = fn.card.control(verb, fn.socket, *args[1:])
+            response["guest_function"] = index
+            return response
+        except TestbedError as e:
+            return {"ok": False, "error": str(e)}
 
 
 def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:

@@ -49,6 +49,7 @@ PLAN = [
         "braid/load_unload.sh",
         "ena/probe.sh",
         "ena/hostile.sh",
+        "ena/faults.sh",
     ]),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
 ]
@@ -81,7 +82,9 @@ def parse_ktap(text: str, prefix: str) -> list[Result]:
         status = "skip" if directive.upper().startswith("SKIP") else ("pass" if m.group("ok") == "ok" else "fail")
         name = m.group("name").strip()
         if m.group("indent"):
-            cases.append(Result(name, status, "\n".join(diag[-20:])))
+            # A skipped case's detail is its reason.
+            detail = directive[4:].strip() if status == "skip" else "\n".join(diag[-20:])
+            cases.append(Result(name, status, detail))
         else:
             script = name.removesuffix(".sh")
             results += [Result(f"{prefix}:{script}:{c.name}", c.status, c.detail) for c in cases]

@@ -8,8 +8,10 @@
 //! and a function-specific register file ([`ena`], [`efa`], sharing
 //! [`nitro_regs`]). The ENA function implements its control plane (admin
 //! queue, features, I/O queue bookkeeping, asynchronous events, reset).
-//! [`server`] connects a function to its vfio-user socket.
+//! [`server`] connects a function to its vfio-user socket; [`control`]
+//! serves the operator's control socket (link, fatal error, keep-alive).
 
+pub mod control;
 pub mod device_memory;
 pub mod dma;
 pub mod efa;

@@ -11,11 +11,14 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::{io, mem, ptr, thread};
 
+use braid_card::control::{
+    self, Card, ControlServer, ControlledFunction, FunctionRef, KeepAliveAction, LinkState, Request,
+};
 use braid_card::ena::{self, EnaSettings};
 use braid_card::function::{Function, FunctionKind};
 use braid_card::pci::PciId;
 use braid_card::server::{FunctionServer, ServeError};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -101,9 +104,22 @@ fn parse_filter(s: &str) -> Result<String, String> {
 /// memory-backend=mem`. The card serves one QEMU at a time per socket and
 /// resets the function when QEMU disconnects. SIGINT/SIGTERM remove the
 /// sockets and exit 0.
+///
+/// `braid-card control --socket PATH VERB ...` talks to a running card's
+/// control socket (--control) instead.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about)]
+#[command(
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    /// Client mode (instead of serving functions).
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Serve a function of KIND (`ena` or `efa`) on the Unix socket PATH.
     /// Repeat for several functions.
     #[arg(long = "function", value_name = "KIND:PATH", required = true)]
@@ -125,12 +141,118 @@ struct Cli {
     /// Defaults to $RUST_LOG, or `info` when that is unset.
     #[arg(long, value_name = "FILTER", value_parser = parse_filter)]
     log_level: Option<String>,
+
+    /// Serve the card's control socket on the Unix socket PATH: status,
+    /// link up/down, fatal error and keep-alive pause/resume per function
+    /// (line-delimited JSON; see `braid-card control --help`).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send one request to a running card's control socket and print the
+    /// answer (exit status 1 when the card refuses it).
+    Control(ControlArgs),
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// The card's control socket (its --control PATH).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+
+    /// Print the card's JSON response as it is.
+    #[arg(long)]
+    json: bool,
+
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+/// A control request. FUNCTION is a function's index (the order of the
+/// card's --function arguments, from 0) or its socket path.
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Every function: kind, socket, MAC, link, keep-alive, state, counters.
+    Status,
+    /// Take an ENA function's link down or bring it up (the driver gets a
+    /// link-change event; no traffic passes while down).
+    Link {
+        /// The function.
+        #[arg(value_name = "FUNCTION")]
+        function: FunctionRef,
+        /// The new link state.
+        state: LinkState,
+    },
+    /// Fail an ENA function as hardware would, until the driver resets it.
+    FatalError {
+        /// The function.
+        #[arg(value_name = "FUNCTION")]
+        function: FunctionRef,
+    },
+    /// Pause or resume an ENA function's keep-alive events.
+    KeepAlive {
+        /// The function.
+        #[arg(value_name = "FUNCTION")]
+        function: FunctionRef,
+        /// Pause or resume.
+        action: KeepAliveAction,
+    },
+}
+
+impl Verb {
+    fn request(&self) -> Request {
+        match self {
+            Verb::Status => Request::Status {},
+            Verb::Link { function, state } => Request::Link {
+                function: function.clone(),
+                state: *state,
+            },
+            Verb::FatalError { function } => Request::FatalError {
+                function: function.clone(),
+            },
+            Verb::KeepAlive { function, action } => Request::KeepAlive {
+                function: function.clone(),
+                action: *action,
+            },
+        }
+    }
+}
+
+/// Client mode: one request, the answer on stdout (errors on stderr).
+fn run_control_client(args: &ControlArgs) -> ExitCode {
+    let response = match control::request(&args.socket, &args.verb.request()) {
+        Ok(response) => response,
+        Err(err) => {
+            eprintln!("braid-card control: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        println!("{}", response.to_line());
+    } else if response.ok {
+        if let Some(message) = &response.message {
+            println!("{message}");
+        }
+        print!("{}", control::format_table(&response.functions));
+    }
+    if response.ok {
+        ExitCode::SUCCESS
+    } else {
+        if !args.json {
+            let error = response.error.as_deref().unwrap_or("(no reason given)");
+            eprintln!("braid-card control: the card refused the request: {error}");
+        }
+        ExitCode::FAILURE
+    }
 }
 
 /// Something the main thread waits for.
 enum Event {
     Signal(libc::c_int),
     ServerFailed(ServeError),
+    ControlFailed(control::ControlServeError),
 }
 
 /// SIGINT and SIGTERM, to be received by `sigwait` rather than delivered.
@@ -203,6 +325,12 @@ fn start(
             dup.socket.display()
         ));
     }
+    if let Some(path) = cli.control.as_ref().filter(|p| seen.contains(p)) {
+        return Err(format!(
+            "--control {} is also a --function socket",
+            path.display()
+        ));
+    }
     let mut ids = HashMap::new();
     for o in &cli.ids {
         if ids.insert(o.kind, o.id).is_some() {
@@ -236,11 +364,13 @@ fn start(
     // One switch joins every ENA function of this card.
     let switch = Arc::new(ena::switch::Switch::new());
     let mut servers = Vec::new();
+    let mut controlled = Vec::new();
     for spec in &cli.functions {
         let id = ids
             .get(&spec.kind)
             .copied()
             .unwrap_or(spec.kind.default_id());
+        let mut ena_control = None;
         let config = match spec.kind {
             // Each ENA function gets a MAC address of its own: the one
             // given, or one derived from its socket path (stable across
@@ -255,7 +385,10 @@ fn start(
                     None => "derived from the socket path",
                 };
                 info!(function = %spec.kind, mac = %ena::format_mac(&settings.mac), source, "MAC address");
-                ena::function_config_on(id, settings, Arc::clone(&switch))
+                let (config, control) =
+                    ena::function_config_with_control(id, settings, Arc::clone(&switch));
+                ena_control = Some(control);
+                config
             }
             kind => kind.config(id),
         };
@@ -265,6 +398,24 @@ fn start(
             FunctionServer::bind(&spec.socket, Arc::new(function)).map_err(|e| e.to_string())?;
         sockets.push(spec.socket.clone());
         servers.push(server);
+        controlled.push(ControlledFunction {
+            socket: spec.socket.clone(),
+            kind: spec.kind,
+            ena: ena_control,
+        });
+    }
+
+    if let Some(path) = &cli.control {
+        let card = Arc::new(Card::new(controlled));
+        let server = ControlServer::bind(path, card).map_err(|e| e.to_string())?;
+        sockets.push(path.clone());
+        let events = events.clone();
+        thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                let _ = events.send(Event::ControlFailed(server.serve()));
+            })
+            .map_err(|e| format!("cannot start the control thread: {e}"))?;
     }
 
     for (n, server) in servers.into_iter().enumerate() {
@@ -281,14 +432,21 @@ fn start(
 
 fn remove_sockets(sockets: &[PathBuf]) {
     for path in sockets {
-        if let Err(err) = std::fs::remove_file(path) {
-            error!(path = %path.display(), error = %err, "cannot remove socket");
+        match std::fs::remove_file(path) {
+            // A socket whose server was dropped on a failed start is gone.
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                error!(path = %path.display(), error = %err, "cannot remove socket");
+            }
+            _ => {}
         }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Control(args)) = &cli.command {
+        return run_control_client(args);
+    }
     init_logging(cli.log_level.as_deref());
 
     if let Err(err) = block_termination_signals() {
@@ -314,6 +472,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Event::ServerFailed(err)) => {
+            error!("{err}");
+            ExitCode::FAILURE
+        }
+        Ok(Event::ControlFailed(err)) => {
             error!("{err}");
             ExitCode::FAILURE
         }
@@ -379,6 +541,62 @@ mod tests {
     }
 
     #[test]
+    fn serving_mode_takes_a_control_socket() {
+        let cli = Cli::try_parse_from([
+            "braid-card",
+            "--function",
+            "ena:/tmp/ena.sock",
+            "--control",
+            "/tmp/ctl.sock",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.control, Some(PathBuf::from("/tmp/ctl.sock")));
+    }
+
+    #[test]
+    fn parses_control_client_requests() {
+        let cases: &[(&[&str], Request, bool)] = &[
+            (&["status"], Request::Status {}, false),
+            (
+                &["--json", "link", "1", "down"],
+                Request::Link {
+                    function: FunctionRef::Index(1),
+                    state: LinkState::Down,
+                },
+                true,
+            ),
+            (
+                &["fatal-error", "/tmp/ena0.sock"],
+                Request::FatalError {
+                    function: FunctionRef::Socket("/tmp/ena0.sock".into()),
+                },
+                false,
+            ),
+            (
+                &["keep-alive", "0", "resume"],
+                Request::KeepAlive {
+                    function: FunctionRef::Index(0),
+                    action: KeepAliveAction::Resume,
+                },
+                false,
+            ),
+        ];
+        for (args, request, json) in cases {
+            let argv = ["braid-card", "control", "--socket", "/tmp/ctl.sock"]
+                .into_iter()
+                .chain(args.iter().copied());
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Some(Command::Control(c)) = cli.command else {
+                panic!("{args:?}: not the control subcommand");
+            };
+            assert_eq!(c.socket, PathBuf::from("/tmp/ctl.sock"));
+            assert_eq!(&c.verb.request(), request, "{args:?}");
+            assert_eq!(c.json, *json, "{args:?}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_arguments_with_a_message() {
         let cases: &[(&[&str], &str)] = &[
             (&[], "--function"),
@@ -410,6 +628,33 @@ mod tests {
             (
                 &["--function", "ena:/x", "--mac", "/x=02:00:5e"],
                 "is not a MAC address",
+            ),
+            (&["control", "status"], "--socket"),
+            (&["control", "--socket", "/c"], "Usage"),
+            (
+                &["control", "--socket", "/c", "reboot"],
+                "unrecognized subcommand 'reboot'",
+            ),
+            (&["control", "--socket", "/c", "link", "0"], "<STATE>"),
+            (
+                &["control", "--socket", "/c", "link", "0", "sideways"],
+                "invalid value 'sideways'",
+            ),
+            (
+                &["control", "--socket", "/c", "keep-alive", "0", "stop"],
+                "invalid value 'stop'",
+            ),
+            (&["control", "--socket", "/c", "fatal-error", ""], "not ''"),
+            (
+                &[
+                    "--function",
+                    "ena:/x",
+                    "control",
+                    "--socket",
+                    "/c",
+                    "status",
+                ],
+                "cannot be used with",
             ),
         ];
         for (args, expected) in cases {

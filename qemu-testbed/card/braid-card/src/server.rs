@@ -68,7 +68,7 @@ pub enum ServeError {
 /// Makes `path` available for a new listening socket: a missing path is
 /// fine, a stale socket nobody listens on is removed, anything else is an
 /// error.
-fn claim_socket_path(path: &Path) -> Result<(), ServeError> {
+pub(crate) fn claim_socket_path(path: &Path) -> Result<(), ServeError> {
     let path_error = |what, source| ServeError::Path {
         what,
         path: path.to_owned(),

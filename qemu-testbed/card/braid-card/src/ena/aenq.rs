@@ -28,9 +28,10 @@ pub mod group {
     pub const KEEP_ALIVE: u16 = 4;
 }
 
-/// The groups the card generates events for: link changes and
-/// keep-alives.
-pub const SUPPORTED_GROUPS: u32 = (1 << group::LINK_CHANGE) | (1 << group::KEEP_ALIVE);
+/// The groups the card generates events for: link changes, fatal errors
+/// (on the operator's request) and keep-alives.
+pub const SUPPORTED_GROUPS: u32 =
+    (1 << group::LINK_CHANGE) | (1 << group::FATAL_ERROR) | (1 << group::KEEP_ALIVE);
 
 /// `struct ena_admin_aenq_common_desc` and the event bodies.
 pub mod layout {
@@ -71,6 +72,9 @@ pub enum Event {
         /// Transmitted packets dropped since reset.
         tx_drops: u64,
     },
+    /// The device failed (`DEV_STS.FATAL_ERROR` is set); only a reset
+    /// brings it back. The event has no body and syndrome 0.
+    FatalError,
 }
 
 impl Event {
@@ -79,6 +83,7 @@ impl Event {
         match self {
             Event::LinkChange { .. } => group::LINK_CHANGE,
             Event::KeepAlive { .. } => group::KEEP_ALIVE,
+            Event::FatalError => group::FATAL_ERROR,
         }
     }
 
@@ -97,6 +102,7 @@ impl Event {
                 put_u64(&mut entry, layout::KEEP_ALIVE_RX_DROPS, rx_drops);
                 put_u64(&mut entry, layout::KEEP_ALIVE_TX_DROPS, tx_drops);
             }
+            Event::FatalError => {}
         }
         entry
     }

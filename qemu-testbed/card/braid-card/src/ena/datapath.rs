@@ -542,13 +542,16 @@ impl DataPath {
     }
 
     /// One pass over the doorbell pages: unmask and CQ head writes, TX
-    /// doorbells, moderated interrupts that came due.
+    /// doorbells, moderated interrupts that came due. With the link down
+    /// (`link_up` false), well-formed packets are completed as usual but
+    /// dropped and counted in `tx_drops` instead of switched.
     pub fn poll(
         &mut self,
         bus: &HostBus,
         queues: &IoQueues,
         llq: &LlqConfig,
         counters: &mut Counters,
+        link_up: bool,
     ) -> Poll {
         let mut active = self.poll_cq_doorbells(bus, queues, counters);
         let mut frames = Vec::new();
@@ -600,6 +603,10 @@ impl DataPath {
                     .and_then(|frame| apply_tx_offloads(frame, packet.offload, packet_mss));
                 let status = u8::from(sent.is_err());
                 match sent {
+                    Ok(segments) if !link_up => {
+                        counters.tx_drops += 1;
+                        trace!(sq = idx, segments = segments.len(), req_id = ?packet.req_id, "TX dropped: link down");
+                    }
                     Ok(segments) => {
                         for frame in segments {
                             counters.tx_pkts += 1;

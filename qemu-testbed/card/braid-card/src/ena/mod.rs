@@ -8,9 +8,13 @@
 //! * [`admin`] runs the admin submission and completion queues.
 //! * [`features`] answers GET_FEATURE and SET_FEATURE.
 //! * [`queues`] keeps the I/O SQs and CQs (CREATE/DESTROY) as resources.
-//! * [`aenq`] posts asynchronous events: link up once the driver
-//!   configures the queue, then a keep-alive with the drop counters every
-//!   period, from a timer thread that stops on reset.
+//! * [`aenq`] posts asynchronous events: the link state once the driver
+//!   configures the queue and on every change, then a keep-alive with the
+//!   drop counters every period, from a timer thread that stops on reset,
+//!   and a fatal-error event when the card is told to fail.
+//! * [`EnaControl`] is the card operator's handle on a function (the
+//!   control socket, `crate::control`): link up/down, an injected fatal
+//!   error, keep-alives paused, and the counters.
 //! * [`datapath`] moves packets through the I/O queues, from a per-function
 //!   polling thread (its polling policy is documented on `datapath_loop`
 //!   and in docs/card.md).
@@ -20,6 +24,7 @@ pub mod admin;
 pub mod aenq;
 pub mod datapath;
 pub mod features;
+pub mod operator;
 pub mod queues;
 pub mod regs;
 pub mod rss;
@@ -34,12 +39,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use self::admin::{AdminQueue, Command, CommandResult, Entry, Refused, acq, opcode};
 use self::aenq::{Aenq, Event, PostError};
-use self::datapath::DataPath;
+use self::datapath::{DataPath, Poll};
 use self::features::{DeviceAttributes, FeatureState};
+pub use self::operator::EnaControl;
 use self::queues::IoQueues;
 use self::switch::{Port, PortId, Switch};
 use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
@@ -197,12 +203,30 @@ pub fn function_config(id: PciId, settings: EnaSettings) -> FunctionConfig {
 /// Everything needed to build an ENA function reporting `id` with
 /// `settings`, attached to `switch` (shared by the functions of a card).
 pub fn function_config_on(id: PciId, settings: EnaSettings, switch: Arc<Switch>) -> FunctionConfig {
-    FunctionConfig {
+    function_config_with_control(id, settings, switch).0
+}
+
+/// As [`function_config_on`], plus the operator's [`EnaControl`] handle on
+/// the function, usable once the function is built.
+pub fn function_config_with_control(
+    id: PciId,
+    settings: EnaSettings,
+    switch: Arc<Switch>,
+) -> (FunctionConfig, EnaControl) {
+    let control = EnaControl::default();
+    let slot = Arc::clone(&control.shared);
+    let config = FunctionConfig {
         kind: FunctionKind::Ena,
         identity: nitro_regs::identity(id),
         msix_vectors: MSIX_VECTORS,
-        registers: Box::new(move |bus| Box::new(EnaRegisters::new(bus, settings, switch))),
-    }
+        registers: Box::new(move |bus| {
+            let registers = EnaRegisters::new(bus, settings, switch);
+            // The factory runs once per function: the slot is empty.
+            let _ = slot.set(Arc::downgrade(&registers.shared));
+            Box::new(registers)
+        }),
+    };
+    (config, control)
 }
 
 /// Device counters, cumulative since reset.
@@ -250,8 +274,18 @@ struct EnaState {
     queues: IoQueues,
     datapath: DataPath,
     counters: Counters,
-    /// The link-up event is still to be reported.
+    /// The port's link (the operator's `link up|down`). A property of the
+    /// port, not of the driver's session: resets keep it.
+    link_up: bool,
+    /// The link state is still to be reported (at the first armed AENQ,
+    /// after a change, to a newly enabled group).
     link_event_pending: bool,
+    /// The operator injected a fatal error: no keep-alives, no data path,
+    /// `DEV_STS.FATAL_ERROR`, until a device or function reset.
+    fatal: bool,
+    /// The operator paused keep-alive events. Resets keep it (only the
+    /// operator resumes them), so the driver's watchdog fires again.
+    keep_alive_paused: bool,
     /// A timer thread of this epoch runs.
     timer_running: bool,
     intr_mask: u32,
@@ -278,7 +312,10 @@ impl EnaState {
             queues: IoQueues::default(),
             datapath: DataPath::default(),
             counters: Counters::default(),
+            link_up: true,
             link_event_pending: true,
+            fatal: false,
+            keep_alive_paused: false,
             timer_running: false,
             intr_mask: 0,
             dev_ctl: 0,
@@ -288,8 +325,10 @@ impl EnaState {
         }
     }
 
-    /// Drops every queue and setting; the device keeps `dev_sts` and
-    /// `mmio_resp` for the caller to decide. Stops the timer (by epoch).
+    /// Drops every queue and setting and recovers from a fatal error; the
+    /// device keeps `dev_sts` and `mmio_resp` for the caller to decide, and
+    /// the port's link state and a keep-alive pause (the operator's).
+    /// Stops the timer (by epoch).
     fn clear(&mut self) {
         self.epoch += 1;
         self.admin = AdminQueue::default();
@@ -299,6 +338,7 @@ impl EnaState {
         self.datapath = DataPath::default();
         self.counters = Counters::default();
         self.link_event_pending = true;
+        self.fatal = false;
         self.timer_running = false;
         self.intr_mask = 0;
     }
@@ -438,13 +478,13 @@ impl EnaState {
         }
     }
 
-    /// Reports the link state if still pending; returns whether an event
-    /// was written.
+    /// Reports the link state if still pending and the AENQ is armed;
+    /// returns whether an event was written.
     fn flush_link_event(&mut self, bus: &HostBus) -> bool {
         if !self.link_event_pending || !self.aenq.armed() {
             return false;
         }
-        let posted = self.post(bus, Event::LinkChange { up: true });
+        let posted = self.post(bus, Event::LinkChange { up: self.link_up });
         if posted {
             self.link_event_pending = false;
         }
@@ -494,6 +534,15 @@ struct Shared {
 impl Port for Shared {
     fn receive(&self, frame: &[u8]) {
         let mut state = self.lock();
+        if !state.link_up || state.fatal {
+            // The frame never reaches a port whose link is down, nor a
+            // failed device: nothing is delivered or counted.
+            trace!(
+                len = frame.len(),
+                "RX frame lost: link down or device failed"
+            );
+            return;
+        }
         let EnaState {
             datapath,
             queues,
@@ -713,8 +762,9 @@ impl EnaRegisters {
     }
 }
 
-/// The timer thread: one keep-alive per period until the device's epoch
-/// moves on (reset, disconnect) or the registers are dropped.
+/// The timer thread: one keep-alive per period (none while paused or
+/// failed) until the device's epoch moves on (reset, disconnect) or the
+/// registers are dropped.
 fn keep_alive_loop(shared: &Shared, epoch: u64, period: Duration) {
     let mut state = shared.lock();
     loop {
@@ -728,12 +778,17 @@ fn keep_alive_loop(shared: &Shared, epoch: u64, period: Duration) {
             debug!(epoch, "keep-alive timer stopped");
             return;
         }
-        let event = Event::KeepAlive {
-            rx_drops: state.counters.rx_drops,
-            tx_drops: state.counters.tx_drops,
-        };
+        // A pending link event (the AENQ was full) is retried even while
+        // keep-alives are paused or the device has failed.
         let link = state.flush_link_event(&shared.bus);
-        if state.post(&shared.bus, event) || link {
+        let alive = !state.keep_alive_paused && !state.fatal && {
+            let event = Event::KeepAlive {
+                rx_drops: state.counters.rx_drops,
+                tx_drops: state.counters.tx_drops,
+            };
+            state.post(&shared.bus, event)
+        };
+        if alive || link {
             state.signal(&shared.bus);
         }
     }
@@ -780,15 +835,22 @@ fn datapath_loop(shared: &Shared) {
     while !shared.stop.load(Ordering::Acquire) {
         let (poll, has_queues) = {
             let mut state = shared.lock();
-            let has_queues = state.queues.count() > 0;
+            // A failed device serves nothing: doorbells stay unread until
+            // a reset clears the queues.
+            let has_queues = state.queues.count() > 0 && !state.fatal;
             let EnaState {
                 datapath,
                 queues,
                 features,
                 counters,
+                link_up,
                 ..
             } = &mut *state;
-            let poll = datapath.poll(&shared.bus, queues, &features.llq, counters);
+            let poll = if has_queues {
+                datapath.poll(&shared.bus, queues, &features.llq, counters, *link_up)
+            } else {
+                Poll::default()
+            };
             (poll, has_queues)
         };
         for frame in &poll.frames {
@@ -856,6 +918,9 @@ impl RegisterFile for EnaRegisters {
     }
 
     fn reset(&mut self) {
+        // A function reset (VFIO reset, disconnect) is the same device
+        // reset plus the read-less address; the link and a keep-alive
+        // pause stay (see `EnaState::clear`).
         let mut state = self.shared.lock();
         state.clear();
         state.dev_ctl = 0;

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::ena::datapath::INTR_UNMASK;
+use crate::ena::operator::{FatalOutcome, LinkOutcome};
 use crate::ena::queues::{CQ_UNMASK, SQ_DOORBELLS};
 
 const TX_CQ: u64 = 0x2_0000;
@@ -684,5 +685,73 @@ fn keep_alive_events_carry_the_drop_counters() {
         assert_eq!(e.u32(aenq::layout::KEEP_ALIVE_TX_DROPS), tx);
     }
 }
+
+#[test]
+fn link_down_completes_and_drops_tx_and_loses_rx_until_up() {
+    let (mut a, mut b) = pair(16, true, false);
+    a.post_rx(8);
+    b.post_rx(8);
+    let to_b = frame(mac(2), mac(1), 200, 1);
+    let to_a = frame(mac(1), mac(2), 300, 2);
+
+    assert_eq!(a.rig.ctl.set_link(false), Ok(LinkOutcome::Pending));
+    // A's packet is completed (the driver frees its buffers) but dropped.
+    a.send(&to_b, 5);
+    assert_eq!(a.tx_completion(), (5, 0));
+    // B's packet leaves B and is lost before A.
+    b.send(&to_a, 6);
+    assert_eq!(b.tx_completion(), (6, 0));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(b.no_rx_completion(), "nothing crossed a down link");
+    assert!(a.no_rx_completion(), "nothing reached a down port");
+    let sa = a.stats();
+    assert_eq!(sa, [0, 0, 0, 0, 0, 1], "A: one TX drop, nothing else");
+    assert_eq!(b.stats()[..2], [to_a.len() as u64, 1]);
+
+    // Link up: traffic flows both ways again.
+    assert_eq!(a.rig.ctl.set_link(true), Ok(LinkOutcome::Pending));
+    a.send(&to_b, 7);
+    assert_eq!(a.tx_completion(), (7, 0));
+    assert_eq!(b.receive(), to_b);
+    b.send(&to_a, 8);
+    assert_eq!(b.tx_completion(), (8, 0));
+    assert_eq!(a.receive(), to_a);
+    assert_eq!(a.stats()[..4], [to_b.len() as u64, 1, to_a.len() as u64, 1]);
+}
+
+#[test]
+fn fatal_error_stops_the_data_path_until_reset() {
+    let (mut a, mut b) = pair(16, true, false);
+    a.post_rx(8);
+    b.post_rx(8);
+    let to_b = frame(mac(2), mac(1), 200, 1);
+    let to_a = frame(mac(1), mac(2), 300, 2);
+    assert_eq!(a.rig.ctl.fatal_error(), Ok(FatalOutcome::Silent));
+    a.send(&to_b, 3);
+    b.send(&to_a, 4);
+    assert_eq!(b.tx_completion(), (4, 0));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(a.no_tx_completion(), "a failed device completes nothing");
+    assert!(b.no_rx_completion() && a.no_rx_completion());
+
+    // ena.ko's reset: DEV_CTL, then the queues again; the function works.
+    a.rig.wr(regs::DEV_CTL, regs::DEV_CTL_DEV_RESET);
+    a.rig.wr(regs::DEV_CTL, 0);
+    a.rig.init_admin();
+    let cq = a.rig.exec(create_cq(16, 2, IO_VECTOR.into(), TX_CQ));
+    assert_eq!(cq.u8(acq::STATUS), OK);
+    let sq = a
+        .rig
+        .exec(create_sq(1, PLACEMENT_DEV, cq.u16(acq::BODY), 16, 0));
+    assert_eq!(sq.u8(acq::STATUS), OK);
+    a.rig.ram_write(TX_CQ, &[0; 16 * 8]);
+    a.tx_tail = 0;
+    a.tx_cq_head = 0;
+    a.send(&to_b, 9);
+    assert_eq!(a.tx_completion(), (9, 0));
+    assert_eq!(b.receive(), to_b);
+    assert_eq!(a.stats()[..2], [to_b.len() as u64, 1]);
+}
+
 mod fuzz;
 mod offload;

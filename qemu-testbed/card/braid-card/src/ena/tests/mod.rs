@@ -31,6 +31,8 @@ const AENQ_DEPTH: u16 = 16;
 /// model of ena.ko's admin queue bookkeeping.
 struct Rig {
     f: Function,
+    /// The operator's handle (the control socket's).
+    ctl: EnaControl,
     ram: File,
     irq: EventFd,
     depth: u16,
@@ -55,7 +57,8 @@ impl Rig {
 
     fn build(depth: u16, keep_alive: Duration, mac: [u8; 6], switch: Arc<switch::Switch>) -> Self {
         let settings = EnaSettings { mac, keep_alive };
-        let f = Function::new(function_config_on(DEFAULT_ID, settings, switch)).unwrap();
+        let (config, ctl) = function_config_with_control(DEFAULT_ID, settings, switch);
+        let f = Function::new(config).unwrap();
         let ram = memfd::create("braid-ena-test", RAM_SIZE, false).unwrap();
         f.dma()
             .map(
@@ -83,6 +86,7 @@ impl Rig {
             .unwrap();
         let mut rig = Self {
             f,
+            ctl,
             ram,
             irq,
             depth,
@@ -350,7 +354,7 @@ fn probe_features_are_consistent() {
     groups.set_u32(24, aenq::SUPPORTED_GROUPS);
     assert_eq!(rig.status(groups), OK);
     let mut groups = set_feature(id::AENQ_CONFIG);
-    groups.set_u32(24, 1 << aenq::group::FATAL_ERROR);
+    groups.set_u32(24, 1 << aenq::group::WARNING);
     assert_eq!(rig.status(groups), Status::IllegalParameter as u8);
 
     for (mtu, status) in [(1500, OK), (9001, OK), (9002, 5), (127, 5)] {
@@ -831,3 +835,4 @@ fn each_device_has_its_own_nonzero_rss_key_across_resets() {
     a.init_admin();
     assert_eq!(device_rss_key(&mut a), key, "the default survives a reset");
 }
+mod operator;
