@@ -2,7 +2,8 @@
 # Guest side of bench/net.py: two guests, each with one card ENA function and one virtio-net NIC
 # (QEMU's -netdev dgram between them). Guest 1 serves; guest 0 measures, alternating the two NICs
 # each round so that drift on the host hits both alike, and writes raw results to
-# /braid/scratch/results/: <nic>-<round>.ping (one RTT in ms per line) and <nic>-<round>.iperf3.json.
+# /braid/scratch/results/: <nic>-<round>.ping (one RTT in ms per line), <nic>-<round>.iperf3.json and,
+# around each ENA stream, the card's status (counters and trapped accesses of guest 0's function).
 # Environment: BRAID_VM_INDEX, BRAID_NET_DRIVER (ena), BENCH_ROUNDS, BENCH_SECONDS, BENCH_PINGS.
 set -eu
 INDEX=${BRAID_VM_INDEX:?}
@@ -13,6 +14,7 @@ PINGS=${BENCH_PINGS:-100}
 OUT=/braid/scratch/results
 DONE_PORT=9999
 
+. /braid/src/selftests/lib/card.sh
 log() { echo "bench: $*"; }
 command -v ping >/dev/null || ping() { busybox ping "$@"; }
 
@@ -72,7 +74,10 @@ while [ $r -le "$ROUNDS" ]; do
 		log "round $r: $nic ping"
 		ping -c "$PINGS" -i 0.02 "$addr" | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' >"$OUT/$nic-$r.ping"
 		log "round $r: $nic iperf3 TCP ${SECONDS_PER_RUN}s"
+		# The card's counters around the ENA stream: its packets and the accesses that trapped.
+		[ "$nic" = virtio ] || card_control status 0 >"$OUT/$nic-$r.card-before.json"
 		iperf3 -c "$addr" -t "$SECONDS_PER_RUN" -J >"$OUT/$nic-$r.iperf3.json"
+		[ "$nic" = virtio ] || card_control status 0 >"$OUT/$nic-$r.card-after.json"
 	done
 	r=$((r + 1))
 done

@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::ena::operator::{self, DeviceState, EnaStatus, FatalOutcome, KeepAlive, LinkOutcome};
 use crate::ena::{self, EnaControl};
-use crate::function::FunctionKind;
+use crate::function::{Function, FunctionKind};
 use crate::server::{ServeError, claim_socket_path};
 
 /// Longest request line accepted, newline included.
@@ -196,6 +196,23 @@ pub struct CounterStatus {
     pub rx_pkts: u64,
     /// Received packets dropped (no buffer, bad descriptor).
     pub rx_drops: u64,
+    /// Interrupt-unmask register writes the data path saw.
+    pub unmask_writes: u64,
+    /// CQ head doorbell changes the data path saw.
+    pub head_writes: u64,
+    /// Combined head + unmask doorbell writes the data path saw.
+    pub combined_writes: u64,
+}
+
+/// Guest accesses that trapped to the card (vfio-user region messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrapStatus {
+    /// BAR0 control registers.
+    pub registers: u64,
+    /// Other BAR accesses (only when QEMU could not map them).
+    pub other_bars: u64,
+    /// Configuration space.
+    pub config: u64,
 }
 
 /// The ENA-specific part of a function's status.
@@ -224,6 +241,8 @@ pub struct FunctionStatus {
     pub socket: PathBuf,
     /// `ena` or `efa`.
     pub kind: String,
+    /// Accesses that trapped since the card started.
+    pub traps: TrapStatus,
     /// ENA functions only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ena: Option<EnaFunctionStatus>,
@@ -291,6 +310,8 @@ pub struct ControlledFunction {
     pub kind: FunctionKind,
     /// The operator's handle (ENA functions).
     pub ena: Option<EnaControl>,
+    /// The function itself (for its trap counts).
+    pub function: Arc<Function>,
 }
 
 /// The card's functions, in `--function` order, as the control socket
@@ -411,10 +432,16 @@ impl Card {
             ),
             None => None,
         };
+        let t = f.function.trap_counts();
         Ok(FunctionStatus {
             index,
             socket: f.socket.clone(),
             kind: f.kind.to_string(),
+            traps: TrapStatus {
+                registers: t.registers,
+                other_bars: t.other_bars,
+                config: t.config,
+            },
             ena,
         })
     }
@@ -446,6 +473,9 @@ fn ena_status(s: EnaStatus) -> EnaFunctionStatus {
             rx_bytes: c.rx_bytes,
             rx_pkts: c.rx_pkts,
             rx_drops: c.rx_drops,
+            unmask_writes: c.unmask_writes,
+            head_writes: c.head_writes,
+            combined_writes: c.combined_writes,
         },
     }
 }

@@ -394,14 +394,16 @@ fn start(
         };
         let function = Function::new(config).map_err(|e| e.to_string())?;
         info!(function = %spec.kind, %id, "function created");
+        let function = Arc::new(function);
         let server =
-            FunctionServer::bind(&spec.socket, Arc::new(function)).map_err(|e| e.to_string())?;
+            FunctionServer::bind(&spec.socket, Arc::clone(&function)).map_err(|e| e.to_string())?;
         sockets.push(spec.socket.clone());
         servers.push(server);
         controlled.push(ControlledFunction {
             socket: spec.socket.clone(),
             kind: spec.kind,
             ena: ena_control,
+            function,
         });
     }
 

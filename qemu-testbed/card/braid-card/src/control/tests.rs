@@ -109,12 +109,10 @@ fn refuses_bad_requests_with_a_reason() {
 /// A card like `--function ena:... --function efa:... --function ena:...`.
 struct TestCard {
     card: Card,
-    _functions: Vec<Function>,
 }
 
 fn test_card() -> TestCard {
     let switch = Arc::new(Switch::new());
-    let mut functions = Vec::new();
     let mut controlled = Vec::new();
     for (i, kind) in [FunctionKind::Ena, FunctionKind::Efa, FunctionKind::Ena]
         .into_iter()
@@ -133,12 +131,16 @@ fn test_card() -> TestCard {
             }
             FunctionKind::Efa => (kind.config(kind.default_id()), None),
         };
-        functions.push(Function::new(config).unwrap());
-        controlled.push(ControlledFunction { socket, kind, ena });
+        let function = Arc::new(Function::new(config).unwrap());
+        controlled.push(ControlledFunction {
+            socket,
+            kind,
+            ena,
+            function,
+        });
     }
     TestCard {
         card: Card::new(controlled),
-        _functions: functions,
     }
 }
 
@@ -243,9 +245,13 @@ fn responses_round_trip_and_tables_align() {
     assert!(!line.contains('\n'));
     let back: Response = serde_json::from_str(&line).unwrap();
     assert_eq!(back, status);
+    let efa = &back.functions[1];
     assert!(
-        line.contains(r#""kind":"efa"}"#),
+        efa.kind == "efa" && efa.ena.is_none(),
         "EFA has no ENA part: {line}"
+    );
+    assert!(
+        !line.contains(r#""kind":"efa","traps":{"registers":0,"other_bars":0,"config":0},"ena""#)
     );
 
     let table = format_table(&status.functions);
