@@ -149,7 +149,7 @@ RSS_FLOW_HASH_CONTROL_SIZE = 48  # sizeof(struct ena_admin_feature_rss_flow_hash
 
 # ena_admin_aenq_entry: ena_admin_aenq_common_desc {u16 group; u16 syndrome; u8 flags (bit 0
 # phase); ...}, then for LINK_CHANGE ena_admin_aenq_link_change_desc.flags (bit 0 link up) at 16.
-AENQ_GROUP_LINK_CHANGE, AENQ_GROUP_FATAL_ERROR = 0, 1  # enum ena_admin_aenq_group
+AENQ_GROUP_LINK_CHANGE, AENQ_GROUP_WARNING = 0, 2  # enum ena_admin_aenq_group
 AENQ_FLAGS, AENQ_LINK_FLAGS = 4, 16
 AENQ_FLAG_PHASE = 0x1
 AENQ_LINK_STATUS_UP = 0x1
@@ -717,8 +717,8 @@ class Hostile:
     # The AENQ: a head doorbell beyond the ring hands over no slot.
 
     def case_aq_set_aenq_unsupported_group_illegal_parameter(self) -> None:
-        self.refused("SET_FEATURE(AENQ_CONFIG) enabling FATAL_ERROR (not supported)",
-                     set_aenq_groups(1 << AENQ_GROUP_FATAL_ERROR), Status.ILLEGAL_PARAMETER)
+        self.refused("SET_FEATURE(AENQ_CONFIG) enabling WARNING (not supported)",
+                     set_aenq_groups(1 << AENQ_GROUP_WARNING), Status.ILLEGAL_PARAMETER)
 
     def case_aenq_head_beyond_ring_no_event(self) -> None:
         """ena_com_admin_init_aenq's order, but the head doorbell claims more slots than the ring
