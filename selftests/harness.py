@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
@@ -32,13 +32,15 @@ class Boot:
     """One boot: a card with these functions and `vms` guests running these tests in this order.
 
     One guest gets every function; with several, guest i gets function i alone (so `functions` has
-    one entry per guest) and its tests see BRAID_VM_INDEX=i and BRAID_VM_COUNT=vms."""
+    one entry per guest) and its tests see BRAID_VM_INDEX=i and BRAID_VM_COUNT=vms. Each guest has
+    `smp` vCPUs."""
 
     name: str
     functions: list[str]
     tests: list[str]
     timeout: float = 600
     vms: int = 1
+    smp: int = 1
 
 
 PLAN = [
@@ -52,6 +54,8 @@ PLAN = [
         "ena/faults.sh",
     ]),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
+    # Two ENA functions in one guest with two CPUs: the driver gets two channels.
+    Boot("channels", ["ena", "ena"], ["ena/channels.sh"], smp=2),
 ]
 
 
@@ -180,12 +184,12 @@ def guest_tests(plan: list[Boot]) -> list[Result]:
                 card = tb.card("card0", boot.functions)
                 job = "sh /braid/src/selftests/run-guest " + " ".join(boot.tests)
                 if boot.vms == 1:
-                    tb.vm(boot.name, card.functions, job)
+                    tb.vm(boot.name, card.functions, job, smp=boot.smp)
                 else:
                     if len(card.functions) != boot.vms:
                         raise testbed.TestbedError(f"boot {boot.name}: {boot.vms} guests need one function each")
                     for i, fn in enumerate(card.functions):
-                        tb.vm(f"{boot.name}{i}", [fn], job,
+                        tb.vm(f"{boot.name}{i}", [fn], job, smp=boot.smp,
                               env={"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
                 vms = tb.wait()
         except testbed.TestbedError as e:
@@ -213,7 +217,7 @@ def main() -> int:
 
     plan = PLAN
     if args.test:
-        plan = [Boot(b.name, b.functions, [t for t in b.tests if any(p in t for p in args.test)], b.timeout, b.vms)
+        plan = [replace(b, tests=[t for t in b.tests if any(p in t for p in args.test)])
                 for b in PLAN]
         plan = [b for b in plan if b.tests]
         if not plan:
