@@ -49,17 +49,7 @@ ktap_check_diag interface_up net_up
 first_mark=$dmesg_lines
 net_stats /tmp/ethtool.start
 
-serve() {
-	rm -f /tmp/iperf.pid
-	iperf3 -s -p "$IPERF_PORT" -D -I /tmp/iperf.pid --logfile /tmp/iperf.log || return 1
-	t=0
-	until [ -s /tmp/iperf.pid ]; do
-		t=$((t + 1))
-		[ $t -le 50 ] || { echo "iperf3 server did not start"; return 1; }
-		sleep 0.1
-	done
-}
-ktap_check iperf3_server serve
+ktap_check iperf3_server net_iperf3_serve
 ready=0
 ktap_check peer_ready net_sync ethtool-ready "$READY_WAIT" && ready=1
 

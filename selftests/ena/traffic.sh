@@ -138,17 +138,7 @@ first_mark=$dmesg_lines
 net_stats /tmp/traffic.start
 
 if [ "$VM_INDEX" -eq 1 ]; then
-	serve() {
-		rm -f /tmp/iperf.pid
-		iperf3 -s -p "$IPERF_PORT" -D -I /tmp/iperf.pid --logfile /tmp/iperf.log || return 1
-		t=0
-		until [ -s /tmp/iperf.pid ]; do
-			t=$((t + 1))
-			[ $t -le 50 ] || { echo "iperf3 server did not start"; return 1; }
-			sleep 0.1
-		done
-	}
-	ktap_check iperf3_server serve
+	ktap_check iperf3_server net_iperf3_serve
 fi
 
 ready=0

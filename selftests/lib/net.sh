@@ -99,3 +99,15 @@ no_reset() {
 	fi
 	return $bad
 }
+
+# net_iperf3_serve: starts an iperf3 server on IPERF_PORT as a daemon and waits until it runs.
+net_iperf3_serve() {
+	rm -f /tmp/iperf.pid
+	iperf3 -s -p "$IPERF_PORT" -D -I /tmp/iperf.pid --logfile /tmp/iperf.log || return 1
+	t=0
+	until [ -s /tmp/iperf.pid ]; do
+		t=$((t + 1))
+		[ $t -le 50 ] || { echo "iperf3 server did not start"; return 1; }
+		sleep 0.1
+	done
+}

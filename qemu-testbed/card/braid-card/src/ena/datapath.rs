@@ -730,9 +730,7 @@ impl DataPath {
         let mut error = None;
         for n in 0..MAX_TX_DESCS {
             if left == 0 {
-                slot += 1;
-                pos = 0;
-                left = per_line;
+                (slot, pos, left) = (slot + 1, 0, per_line);
             }
             if slot >= published {
                 packet.slots = published;
@@ -831,9 +829,7 @@ impl DataPath {
         packet.frame = Err(TxError::TooManyDescriptors);
         loop {
             if left == 0 {
-                slot += 1;
-                pos = 0;
-                left = per_line;
+                (slot, pos, left) = (slot + 1, 0, per_line);
             }
             if slot >= published {
                 packet.slots = published;

@@ -126,6 +126,24 @@ impl Nic {
         }
     }
 
+    /// ena.ko's reset as the tests need it: DEV_CTL reset, the admin queue
+    /// again, then only an LLQ TX queue (depth 16) and its CQ; the driver's
+    /// TX bookkeeping starts over.
+    fn reset_with_llq_tx_only(&mut self) {
+        self.rig.wr(regs::DEV_CTL, regs::DEV_CTL_DEV_RESET);
+        self.rig.wr(regs::DEV_CTL, 0);
+        self.rig.init_admin();
+        let cq = self.rig.exec(create_cq(16, 2, IO_VECTOR.into(), TX_CQ));
+        assert_eq!(cq.u8(acq::STATUS), OK);
+        let sq = self
+            .rig
+            .exec(create_sq(1, PLACEMENT_DEV, cq.u16(acq::BODY), 16, 0));
+        assert_eq!(sq.u8(acq::STATUS), OK);
+        self.rig.ram_write(TX_CQ, &[0; 16 * 8]);
+        self.tx_tail = 0;
+        self.tx_cq_head = 0;
+    }
+
     fn phase(&self, index: u16) -> u32 {
         admin::phase_of(index, self.depth).into()
     }
@@ -635,19 +653,8 @@ fn reset_and_requeue_start_from_zero() {
     }
     // Device reset and a new queue pair: stale doorbell values in the
     // mapped page must not be taken for a new tail.
-    a.rig.wr(regs::DEV_CTL, regs::DEV_CTL_DEV_RESET);
-    a.rig.wr(regs::DEV_CTL, 0);
-    a.rig.init_admin();
-    let cq = a.rig.exec(create_cq(16, 2, IO_VECTOR.into(), TX_CQ));
-    assert_eq!(cq.u8(acq::STATUS), OK);
-    let sq = a
-        .rig
-        .exec(create_sq(1, PLACEMENT_DEV, cq.u16(acq::BODY), 16, 0));
-    assert_eq!(sq.u8(acq::STATUS), OK);
+    a.reset_with_llq_tx_only();
     assert_eq!(a.rig.rd(a.tx_db.into()), 0, "doorbell cleared on create");
-    a.rig.ram_write(TX_CQ, &[0; 16 * 8]);
-    a.tx_tail = 0;
-    a.tx_cq_head = 0;
     a.send(&f, 7);
     assert_eq!(a.tx_completion(), (7, 0));
     assert_eq!(b.receive(), f);
@@ -735,18 +742,7 @@ fn fatal_error_stops_the_data_path_until_reset() {
     assert!(b.no_rx_completion() && a.no_rx_completion());
 
     // ena.ko's reset: DEV_CTL, then the queues again; the function works.
-    a.rig.wr(regs::DEV_CTL, regs::DEV_CTL_DEV_RESET);
-    a.rig.wr(regs::DEV_CTL, 0);
-    a.rig.init_admin();
-    let cq = a.rig.exec(create_cq(16, 2, IO_VECTOR.into(), TX_CQ));
-    assert_eq!(cq.u8(acq::STATUS), OK);
-    let sq = a
-        .rig
-        .exec(create_sq(1, PLACEMENT_DEV, cq.u16(acq::BODY), 16, 0));
-    assert_eq!(sq.u8(acq::STATUS), OK);
-    a.rig.ram_write(TX_CQ, &[0; 16 * 8]);
-    a.tx_tail = 0;
-    a.tx_cq_head = 0;
+    a.reset_with_llq_tx_only();
     a.send(&to_b, 9);
     assert_eq!(a.tx_completion(), (9, 0));
     assert_eq!(b.receive(), to_b);
