@@ -6,9 +6,10 @@
 //! Three layers, kept apart:
 //! - [`sys`]: bindings generated at build time and C helpers for static inline kernel functions;
 //! - [`kapi`]: safe abstractions over kernel APIs, the only other place with `unsafe`;
-//! - device logic ([`driver`], [`regs`]): no `unsafe` at all.
+//! - device logic ([`driver`], [`regs`], [`ena`]): no `unsafe` at all.
 
 mod driver;
+mod ena;
 mod kapi;
 mod regs;
 mod sys;

@@ -8,7 +8,11 @@
 use kernel::{device::Core, io::Io, pci, prelude::*};
 
 use crate::{
-    kapi::pci::{DeviceExt, PcieType},
+    ena::EnaDevice,
+    kapi::{
+        dma::set_dma_width,
+        pci::{DeviceExt, PcieType},
+    },
     regs::{self, CAPS, CONTROLLER_VERSION, VERSION},
 };
 
@@ -87,7 +91,9 @@ kernel::pci_device_table!(
 pub(crate) struct Function<'bound> {
     pdev: &'bound pci::Device,
     kind: FunctionKind,
-    _regs: pci::Bar<'bound, { regs::REG_PAGE_SIZE }>,
+    /// The ENA device protocol, for an ENA function.
+    ena: Option<EnaDevice>,
+    regs: pci::Bar<'bound, { regs::REG_PAGE_SIZE }>,
     _mem: pci::Bar<'bound>,
     _irqs: pci::IrqVectorRegistration<'bound>,
 }
@@ -146,10 +152,37 @@ impl pci::Driver for BraidDriver {
             pdev.resource_len(MEM_BAR)? / 1024,
         );
 
+        set_dma_width(pdev, u32::from(caps.dma_addr_width()))?;
+        let ena = match kind {
+            FunctionKind::Ena => {
+                let ena = EnaDevice::probe(pdev, &regs)?;
+                let a = &ena.attributes;
+                let m = &a.mac;
+                dev_info!(
+                    pdev,
+                    "ENA device: MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, max MTU {}, \
+                     features {:#x}, capabilities {:#x}, {}-bit addresses\n",
+                    m[0],
+                    m[1],
+                    m[2],
+                    m[3],
+                    m[4],
+                    m[5],
+                    a.max_mtu,
+                    a.supported_features,
+                    a.capabilities,
+                    a.dma_width,
+                );
+                Some(ena)
+            }
+            FunctionKind::Efa => None,
+        };
+
         Ok(Function {
             pdev,
             kind,
-            _regs: regs,
+            ena,
+            regs,
             _mem: mem,
             _irqs: irqs,
         })
@@ -158,6 +191,16 @@ impl pci::Driver for BraidDriver {
 
 impl Drop for Function<'_> {
     fn drop(&mut self) {
+        // The device must stop writing to the admin rings before they are freed.
+        if let Some(ena) = &mut self.ena {
+            if let Err(err) = ena.shutdown(&self.regs) {
+                dev_warn!(
+                    self.pdev,
+                    "ENA device did not reset at release: {:?}\n",
+                    err
+                );
+            }
+        }
         dev_info!(self.pdev, "{} function released\n", self.kind.name());
     }
 }

@@ -1,14 +1,16 @@
 #!/bin/sh
 # braid.ko binds every card function it is given: it enables the device, maps BAR0 and BAR2,
-# enables MSI-X, reads the identity registers and says what it found; unbinding and unloading
-# give everything back.
+# enables MSI-X, reads the identity registers and says what it found; on an ENA function it also
+# resets the device and reads its attributes over the admin queue (the MAC must be the one the card
+# reports on its control socket); unbinding and unloading give everything back.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
+. /braid/src/selftests/lib/card.sh
 
 devs=$(card_devices)
 [ -n "$devs" ] || { ktap_plan 0; diag "no card function attached"; exit "$KSFT_SKIP"; }
-ktap_plan 9
+ktap_plan 10
 dmesg_mark
 
 ktap_check module_loads insmod "$BRAID_KO"
@@ -23,6 +25,25 @@ identified() {
 	done
 }
 ktap_check identity_registers_read identified
+
+# Each ENA function: the attributes line, with the MAC the card has for that function. The card's
+# status and $FUNCTIONS_FILE list this guest's functions in attachment order, and the k-th ENA
+# line there is the k-th ENA device in sysfs (root ports in attachment order).
+ena_attributes() {
+	i=0 k=0
+	while read -r kind _; do
+		if [ "$kind" = ena ]; then
+			k=$((k + 1))
+			d=$(pci_devices_of ena | sed -n "${k}p")
+			mac=$(card_field "$(card_control status "$i")" mac)
+			[ -n "$mac" ] || { echo "no MAC from the card for function $i"; return 1; }
+			dmesg_since_mark | grep -E "braid $d: ENA device: MAC $mac, max MTU 9001," ||
+				{ echo "$d: no attributes line with the card's MAC $mac"; return 1; }
+		fi
+		i=$((i + 1))
+	done <"$FUNCTIONS_FILE"
+}
+ktap_check ena_attributes_over_admin_queue ena_attributes
 
 msix_on() { for d in $devs; do lspci -vv -s "$d" | grep -q 'MSI-X: Enable+' || return 1; done; }
 ktap_check msix_enabled msix_on

@@ -5,4 +5,5 @@
 //! Written to upstream's conventions (`// SAFETY:` arguments, `# Invariants`), so that each file
 //! could be proposed for `rust/kernel/`. All of braid.ko's `unsafe` lives here and in [`crate::sys`].
 
+pub(crate) mod dma;
 pub(crate) mod pci;

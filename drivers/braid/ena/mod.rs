@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The ENA function's device protocol: reset handshake, admin queue, feature negotiation
+//! (`ena_com.c` in the upstream driver is the specification).
+
+#![forbid(unsafe_code)]
+
+pub(crate) mod admin;
+pub(crate) mod regs;
+
+use kernel::{
+    device::Core,
+    io::Io,
+    pci,
+    prelude::*,
+    time::{delay::fsleep, Delta, Instant, Monotonic},
+};
+
+use self::admin::{AdminQueue, Entry};
+use self::regs::{DEV_CTL, DEV_STS, INTR_MASK};
+use crate::regs::{CAPS, REG_PAGE_SIZE};
+
+/// `ENA_ADMIN_GET_FEATURE`.
+const GET_FEATURE: u8 = 8;
+/// `ENA_ADMIN_DEVICE_ATTRIBUTES`.
+const DEVICE_ATTRIBUTES: u32 = 1;
+/// Byte 17 of a GET_FEATURE command (`feature_id`), as a bit position in word 4.
+const FEATURE_ID_SHIFT: u32 = 8;
+
+/// What the device tells about itself (`ena_admin_device_attr_feature_desc`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeviceAttributes {
+    /// Permanent MAC address.
+    pub(crate) mac: [u8; 6],
+    /// Largest MTU.
+    pub(crate) max_mtu: u32,
+    /// Feature ids the device implements, one bit each.
+    pub(crate) supported_features: u32,
+    /// Capability bits (`enum ena_admin_aq_caps_id`, and braid's bit 31).
+    pub(crate) capabilities: u32,
+    /// Physical address width.
+    pub(crate) dma_width: u32,
+}
+
+impl DeviceAttributes {
+    /// Parses the body of a GET_FEATURE(DEVICE_ATTRIBUTES) completion (words 2 onward).
+    fn from_completion(c: &Entry) -> Self {
+        let w = c;
+        let (lo, hi) = (w[8].to_le_bytes(), w[9].to_le_bytes());
+        Self {
+            supported_features: w[4],
+            capabilities: w[5],
+            dma_width: w[6],
+            mac: [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]],
+            max_mtu: w[10],
+        }
+    }
+}
+
+/// An ENA function brought up to a working admin queue.
+pub(crate) struct EnaDevice {
+    /// Owns the admin rings the device writes to; freed only after [`EnaDevice::shutdown`].
+    _admin: AdminQueue,
+    /// The device's attributes, read at probe.
+    pub(crate) attributes: DeviceAttributes,
+}
+
+/// Polls `done` every millisecond until it holds or `timeout` passes.
+fn wait_for(timeout: Delta, mut done: impl FnMut() -> bool) -> Result {
+    let start = Instant::<Monotonic>::now();
+    while !done() {
+        if start.elapsed() > timeout {
+            return Err(ETIMEDOUT);
+        }
+        fsleep(Delta::from_millis(1));
+    }
+    Ok(())
+}
+
+/// Resets the device as `ena_com_dev_reset` does: set the reset bit with `reason`, wait for the
+/// reset to start, clear the bit, wait for it to finish.
+fn reset(regs: &pci::Bar<'_, REG_PAGE_SIZE>, reason: u32) -> Result {
+    if !regs.read(DEV_STS).ready() {
+        return Err(ENODEV);
+    }
+    // CAPS.reset_timeout counts 100 ms; the card reports 2 s.
+    let timeout = Delta::from_millis(100 * i64::from(regs.read(CAPS).reset_timeout().get()).max(1));
+    regs.write_reg(
+        DEV_CTL::zeroed()
+            .with_dev_reset(true)
+            .try_with_reset_reason(reason)?,
+    );
+    wait_for(timeout, || regs.read(DEV_STS).reset_in_progress())?;
+    regs.write_reg(DEV_CTL::zeroed());
+    wait_for(timeout, || {
+        let sts = regs.read(DEV_STS);
+        !sts.reset_in_progress() && sts.ready()
+    })
+}
+
+impl EnaDevice {
+    /// Resets the device, sets up the admin queue in polling mode and reads the device's
+    /// attributes.
+    pub(crate) fn probe(
+        pdev: &pci::Device<Core<'_>>,
+        regs: &pci::Bar<'_, REG_PAGE_SIZE>,
+    ) -> Result<Self> {
+        reset(regs, regs::RESET_NORMAL)?;
+        let mut admin = AdminQueue::new(pdev.as_ref())?;
+        admin.program(regs);
+        // No admin interrupt yet: the driver polls.
+        regs.write_reg(INTR_MASK::zeroed().with_admin(true));
+        let mut command: Entry = [0; 16];
+        command[4] = DEVICE_ATTRIBUTES << FEATURE_ID_SHIFT;
+        let completion = admin.execute(regs, GET_FEATURE, command)?;
+        Ok(Self {
+            _admin: admin,
+            attributes: DeviceAttributes::from_completion(&completion),
+        })
+    }
+
+    /// Stops the device's DMA before the rings are freed: a reset drops every queue.
+    pub(crate) fn shutdown(&mut self, regs: &pci::Bar<'_, REG_PAGE_SIZE>) -> Result {
+        reset(regs, regs::RESET_SHUTDOWN)
+    }
+}
