@@ -161,7 +161,7 @@ impl pci::Driver for BraidDriver {
                 dev_info!(
                     pdev,
                     "ENA device: MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, max MTU {}, \
-                     features {:#x}, capabilities {:#x}, {}-bit addresses\n",
+                     features {:#x}, capabilities {:#x}, {}-bit addresses, events {:#x}, link {}\n",
                     m[0],
                     m[1],
                     m[2],
@@ -172,6 +172,12 @@ impl pci::Driver for BraidDriver {
                     a.supported_features,
                     a.capabilities,
                     a.dma_width,
+                    ena.event_groups,
+                    match ena.link_up {
+                        Some(true) => "up",
+                        Some(false) => "down",
+                        None => "unknown",
+                    },
                 );
                 Some(ena)
             }

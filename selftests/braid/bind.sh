@@ -1,8 +1,9 @@
 #!/bin/sh
 # braid.ko binds every card function it is given: it enables the device, maps BAR0 and BAR2,
 # enables MSI-X, reads the identity registers and says what it found; on an ENA function it also
-# resets the device and reads its attributes over the admin queue (the MAC must be the one the card
-# reports on its control socket); unbinding and unloading give everything back.
+# resets the device, reads its attributes over the admin queue (the MAC must be the one the card
+# reports on its control socket), enables link, fatal-error and keep-alive events and takes the
+# link-up event from the AENQ; unbinding and unloading give everything back.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -37,13 +38,13 @@ ena_attributes() {
 			d=$(pci_devices_of ena | sed -n "${k}p")
 			mac=$(card_field "$(card_control status "$i")" mac)
 			[ -n "$mac" ] || { echo "no MAC from the card for function $i"; return 1; }
-			dmesg_since_mark | grep -E "braid $d: ENA device: MAC $mac, max MTU 9001," ||
-				{ echo "$d: no attributes line with the card's MAC $mac"; return 1; }
+			dmesg_since_mark | grep -E "braid $d: ENA device: MAC $mac, max MTU 9001, .*, events 0x13, link up$" ||
+				{ echo "$d: no attributes line with the card's MAC $mac, its event groups and link up"; return 1; }
 		fi
 		i=$((i + 1))
 	done <"$FUNCTIONS_FILE"
 }
-ktap_check ena_attributes_over_admin_queue ena_attributes
+ktap_check ena_attributes_and_link_event ena_attributes
 
 msix_on() { for d in $devs; do lspci -vv -s "$d" | grep -q 'MSI-X: Enable+' || return 1; done; }
 ktap_check msix_enabled msix_on

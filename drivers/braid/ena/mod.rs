@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod admin;
+pub(crate) mod aenq;
 pub(crate) mod regs;
 
 use kernel::{
@@ -17,13 +18,22 @@ use kernel::{
 };
 
 use self::admin::{AdminQueue, Entry};
+use self::aenq::{group, Aenq, Event};
 use self::regs::{DEV_CTL, DEV_STS, INTR_MASK};
 use crate::regs::{CAPS, REG_PAGE_SIZE};
 
 /// `ENA_ADMIN_GET_FEATURE`.
 const GET_FEATURE: u8 = 8;
+/// `ENA_ADMIN_SET_FEATURE`.
+const SET_FEATURE: u8 = 9;
 /// `ENA_ADMIN_DEVICE_ATTRIBUTES`.
 const DEVICE_ATTRIBUTES: u32 = 1;
+/// `ENA_ADMIN_AENQ_CONFIG`.
+const AENQ_CONFIG: u32 = 26;
+/// The event groups braid.ko handles.
+const WANTED_GROUPS: u32 = group::LINK_CHANGE | group::FATAL_ERROR | group::KEEP_ALIVE;
+/// How long probe waits for the device's first link event.
+const LINK_EVENT_WAIT: Delta = Delta::from_millis(1000);
 /// Byte 17 of a GET_FEATURE command (`feature_id`), as a bit position in word 4.
 const FEATURE_ID_SHIFT: u32 = 8;
 
@@ -61,8 +71,21 @@ impl DeviceAttributes {
 pub(crate) struct EnaDevice {
     /// Owns the admin rings the device writes to; freed only after [`EnaDevice::shutdown`].
     _admin: AdminQueue,
+    /// Owns the event ring, likewise.
+    _aenq: Aenq,
     /// The device's attributes, read at probe.
     pub(crate) attributes: DeviceAttributes,
+    /// The event groups enabled on the device.
+    pub(crate) event_groups: u32,
+    /// The link state of the device's last link event, if one came.
+    pub(crate) link_up: Option<bool>,
+}
+
+/// A GET_FEATURE or SET_FEATURE command for `feature` (`feature_id`, byte 17).
+fn feature_command(feature: u32) -> Entry {
+    let mut command: Entry = [0; 16];
+    command[4] = feature << FEATURE_ID_SHIFT;
+    command
 }
 
 /// Polls `done` every millisecond until it holds or `timeout` passes.
@@ -110,12 +133,38 @@ impl EnaDevice {
         admin.program(regs);
         // No admin interrupt yet: the driver polls.
         regs.write_reg(INTR_MASK::zeroed().with_admin(true));
-        let mut command: Entry = [0; 16];
-        command[4] = DEVICE_ATTRIBUTES << FEATURE_ID_SHIFT;
-        let completion = admin.execute(regs, GET_FEATURE, command)?;
+        let completion = admin.execute(regs, GET_FEATURE, feature_command(DEVICE_ATTRIBUTES))?;
+        let attributes = DeviceAttributes::from_completion(&completion);
+
+        // Events: the ring first, then the groups the device supports among those wanted
+        // (`ena_admin_feature_aenq_desc`: supported in word 2 of the answer, enabled in word 6 of
+        // the command); the device then reports the link state.
+        let mut aenq = Aenq::new(pdev.as_ref())?;
+        aenq.program(regs);
+        let supported = admin.execute(regs, GET_FEATURE, feature_command(AENQ_CONFIG))?[2];
+        let event_groups = supported & WANTED_GROUPS;
+        let mut command = feature_command(AENQ_CONFIG);
+        command[6] = event_groups;
+        admin.execute(regs, SET_FEATURE, command)?;
+        let mut link_up = None;
+        let start = Instant::<Monotonic>::now();
+        while event_groups & group::LINK_CHANGE != 0
+            && link_up.is_none()
+            && start.elapsed() < LINK_EVENT_WAIT
+        {
+            aenq.poll(regs, |event| {
+                if let Event::LinkChange { up } = event {
+                    link_up = Some(up);
+                }
+            });
+            fsleep(Delta::from_millis(1));
+        }
         Ok(Self {
             _admin: admin,
-            attributes: DeviceAttributes::from_completion(&completion),
+            _aenq: aenq,
+            attributes,
+            event_groups,
+            link_up,
         })
     }
 

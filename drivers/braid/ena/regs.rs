@@ -53,6 +53,34 @@ register! {
         15:0 tail;
     }
 
+    /// Asynchronous event queue depth and entry size; writing it (re)starts the ring with no free
+    /// slot.
+    pub(crate) AENQ_CAPS(u32) @ 0x34 {
+        /// Entry size in bytes.
+        31:16 entry_size;
+        /// Number of entries.
+        15:0 depth;
+    }
+
+    /// Asynchronous event queue base address, low half.
+    pub(crate) AENQ_BASE_LO(u32) @ 0x38 {
+        /// Address bits 31:0.
+        31:0 value;
+    }
+
+    /// Asynchronous event queue base address, high half.
+    pub(crate) AENQ_BASE_HI(u32) @ 0x3c {
+        /// Address bits 63:32.
+        31:0 value;
+    }
+
+    /// Asynchronous event queue head doorbell: the driver's free-running head plus the depth, i.e.
+    /// how far the device may write.
+    pub(crate) AENQ_HEAD_DB(u32) @ 0x40 {
+        /// The head.
+        31:0 head;
+    }
+
     /// Interrupt mask of the admin queue and the AENQ.
     pub(crate) INTR_MASK(u32) @ 0x4c {
         /// Masked: the driver polls the admin completion queue.

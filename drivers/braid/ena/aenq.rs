@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The ENA asynchronous event notification queue (AENQ): a ring of 64-byte events
+//! (`ena_admin_aenq_entry`) the device writes, with a phase bit that flips on every wrap. The
+//! driver hands the device free slots through the head doorbell (`ena_com_admin_init_aenq`,
+//! `ena_com_aenq_intr_handler`).
+
+#![forbid(unsafe_code)]
+
+use kernel::{
+    device::{Bound, Device},
+    dma::Coherent,
+    io::{io_project, io_read, Io},
+    pci,
+    prelude::*,
+    sync::barrier::{dma_mb, Read},
+};
+
+use super::admin::{Entry, ENTRY_SIZE};
+use super::regs::{AENQ_BASE_HI, AENQ_BASE_LO, AENQ_CAPS, AENQ_HEAD_DB};
+use crate::regs::REG_PAGE_SIZE;
+
+/// Events in the ring.
+const DEPTH: u16 = 16;
+
+/// `enum ena_admin_aenq_group`, as bits for AENQ_CONFIG.
+pub(crate) mod group {
+    /// `ENA_ADMIN_LINK_CHANGE`.
+    pub(crate) const LINK_CHANGE: u32 = 1 << 0;
+    /// `ENA_ADMIN_FATAL_ERROR`.
+    pub(crate) const FATAL_ERROR: u32 = 1 << 1;
+    /// `ENA_ADMIN_KEEP_ALIVE`.
+    pub(crate) const KEEP_ALIVE: u32 = 1 << 4;
+}
+
+/// An event the device reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The link went up or down.
+    LinkChange {
+        /// Link up.
+        up: bool,
+    },
+    /// The device is alive; its drop counters.
+    KeepAlive {
+        /// Received packets the device dropped.
+        rx_drops: u64,
+        /// Packets to send the device dropped.
+        tx_drops: u64,
+    },
+    /// The device failed.
+    FatalError,
+    /// A group the driver does not handle.
+    Other(u16),
+}
+
+impl Event {
+    /// Parses an entry: group in bits 15:0 of word 0, the body from word 4.
+    fn parse(e: &Entry) -> Self {
+        let wide = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+        match (e[0] & 0xffff) as u16 {
+            0 => Event::LinkChange { up: e[4] & 1 != 0 },
+            1 => Event::FatalError,
+            4 => Event::KeepAlive {
+                rx_drops: wide(e[4], e[5]),
+                tx_drops: wide(e[6], e[7]),
+            },
+            other => Event::Other(other),
+        }
+    }
+}
+
+/// The event ring and the driver's head in it.
+pub(crate) struct Aenq {
+    ring: Coherent<[Entry]>,
+    head: u16,
+}
+
+impl Aenq {
+    /// Allocates the ring.
+    pub(crate) fn new(dev: &Device<Bound>) -> Result<Self> {
+        Ok(Self {
+            ring: Coherent::zeroed_slice(dev, usize::from(DEPTH), GFP_KERNEL)?,
+            head: 0,
+        })
+    }
+
+    /// Tells the device where the ring is and hands it every slot.
+    pub(crate) fn program(&mut self, regs: &pci::Bar<'_, REG_PAGE_SIZE>) {
+        let base = self.ring.dma_address();
+        regs.write_reg(AENQ_BASE_LO::zeroed().with_value(base as u32));
+        regs.write_reg(AENQ_BASE_HI::zeroed().with_value((base >> 32) as u32));
+        regs.write_reg(
+            AENQ_CAPS::zeroed()
+                .with_depth(DEPTH)
+                .with_entry_size(ENTRY_SIZE),
+        );
+        self.head = 0;
+        regs.write_reg(AENQ_HEAD_DB::zeroed().with_head(u32::from(DEPTH)));
+    }
+
+    /// Takes every event the device has written since the last call, in order, and hands their
+    /// slots back. Returns how many there were.
+    pub(crate) fn poll(
+        &mut self,
+        regs: &pci::Bar<'_, REG_PAGE_SIZE>,
+        mut handle: impl FnMut(Event),
+    ) -> usize {
+        let mut taken = 0;
+        loop {
+            let slot = usize::from(self.head % DEPTH);
+            // Phase: bit 0 of `flags` (byte 4, word 1), set on the ring's first pass.
+            let want_phase = (self.head / DEPTH) % 2 == 0;
+            let word1: u32 = io_read!(self.ring, [panic: slot][build: 1]);
+            if (word1 & 1 != 0) != want_phase {
+                break;
+            }
+            // The phase is written last: read the body after it.
+            dma_mb(Read);
+            let entry: Entry = io_project!(self.ring, [panic: slot]).copy_read();
+            self.head = self.head.wrapping_add(1);
+            taken += 1;
+            handle(Event::parse(&entry));
+        }
+        if taken > 0 {
+            let free_until = u32::from(self.head.wrapping_add(DEPTH));
+            regs.write_reg(AENQ_HEAD_DB::zeroed().with_head(free_until));
+        }
+        taken
+    }
+}
