@@ -130,6 +130,30 @@ impl EnaDevice {
     ) -> Result<Self> {
         reset(regs, regs::RESET_NORMAL)?;
         let mut admin = AdminQueue::new(pdev.as_ref())?;
+        let mut aenq = Aenq::new(pdev.as_ref())?;
+        match Self::bring_up(regs, &mut admin, &mut aenq) {
+            Ok((attributes, event_groups, link_up)) => Ok(Self {
+                _admin: admin,
+                _aenq: aenq,
+                attributes,
+                event_groups,
+                link_up,
+            }),
+            Err(err) => {
+                // The device may still write to the rings (a late completion, an event): stop
+                // it before they are freed.
+                let _ = reset(regs, regs::RESET_INIT_ERR);
+                Err(err)
+            }
+        }
+    }
+
+    /// Programs the rings, reads the attributes, enables events and waits for the link state.
+    fn bring_up(
+        regs: &pci::Bar<'_, REG_PAGE_SIZE>,
+        admin: &mut AdminQueue,
+        aenq: &mut Aenq,
+    ) -> Result<(DeviceAttributes, u32, Option<bool>)> {
         admin.program(regs);
         // No admin interrupt yet: the driver polls.
         regs.write_reg(INTR_MASK::zeroed().with_admin(true));
@@ -139,7 +163,6 @@ impl EnaDevice {
         // Events: the ring first, then the groups the device supports among those wanted
         // (`ena_admin_feature_aenq_desc`: supported in word 2 of the answer, enabled in word 6 of
         // the command); the device then reports the link state.
-        let mut aenq = Aenq::new(pdev.as_ref())?;
         aenq.program(regs);
         let supported = admin.execute(regs, GET_FEATURE, feature_command(AENQ_CONFIG))?[2];
         let event_groups = supported & WANTED_GROUPS;
@@ -159,13 +182,7 @@ impl EnaDevice {
             });
             fsleep(Delta::from_millis(1));
         }
-        Ok(Self {
-            _admin: admin,
-            _aenq: aenq,
-            attributes,
-            event_groups,
-            link_up,
-        })
+        Ok((attributes, event_groups, link_up))
     }
 
     /// Stops the device's DMA before the rings are freed: a reset drops every queue.

@@ -116,5 +116,7 @@ register! {
 
 /// `ENA_REGS_RESET_NORMAL`: the reset reason of a driver that starts the device.
 pub(crate) const RESET_NORMAL: u32 = 0;
+/// `ENA_REGS_RESET_INIT_ERR`: the reset reason of a probe that failed.
+pub(crate) const RESET_INIT_ERR: u32 = 7;
 /// `ENA_REGS_RESET_SHUTDOWN`: the reset reason of a driver that lets the device go.
 pub(crate) const RESET_SHUTDOWN: u32 = 11;
