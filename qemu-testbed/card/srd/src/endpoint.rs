@@ -471,7 +471,7 @@ impl Endpoint {
                     if let Some(inf) = ctx.inflight.remove(&psn) {
                         ctx.release(&inf);
                         ctx.requeue(inf.msg, inf.frag);
-                        ctx.decrease(&cfg, now, 0.7);
+                        ctx.decrease(&cfg, now, 0.7, true);
                     }
                 }
             },
@@ -488,10 +488,8 @@ impl Endpoint {
                 if let Some(f) = ctx.flowlets.get_mut(usize::from(common.flowlet))
                     && let Some(probe) = f.probe.filter(|p| p.nonce == nonce)
                 {
-                    f.probe = None;
                     f.rtt_sample(now.saturating_sub(probe.sent_at));
-                    f.consecutive_timeouts = 0;
-                    f.state = FlowletState::Active;
+                    f.confirmed(now);
                 }
             }
         }
@@ -592,7 +590,17 @@ impl Endpoint {
                 if ctx.flowlets[inf.flowlet].generation == inf.generation {
                     ctx.flowlet_timeout(&cfg, inf.flowlet, &mut self.rng);
                 }
-                ctx.decrease(&cfg, now, 0.7);
+                // A timeout on one flowlet is that path's problem (the
+                // flowlet is avoided, probed, replaced); the window only
+                // shrinks when most paths are in trouble.
+                let unhealthy = ctx
+                    .flowlets
+                    .iter()
+                    .filter(|f| f.state != FlowletState::Active)
+                    .count();
+                if unhealthy * 2 > ctx.flowlets.len() {
+                    ctx.decrease(&cfg, now, 0.5, false);
+                }
             }
             for i in 0..ctx.flowlets.len() {
                 let f = &mut ctx.flowlets[i];
@@ -660,6 +668,9 @@ impl Context {
             .find(|&i| self.flowlets[i].state == FlowletState::Active)
             .unwrap_or(start % n);
         self.control_rr = slot + 1;
+        if matches!(body, Body::Ack(_)) {
+            self.flowlets[slot].unconfirmed_control = true;
+        }
         let packet = Packet {
             common: self.common(cfg, 0),
             body,
@@ -727,11 +738,7 @@ impl Context {
         let f = &mut self.flowlets[inf.flowlet];
         if f.generation == inf.generation {
             f.acked += 1;
-            f.consecutive_timeouts = 0;
-            if f.state == FlowletState::Suspect {
-                f.state = FlowletState::Active;
-                f.probe = None;
-            }
+            f.confirmed(now);
             f.highest_acked_seq = Some(f.highest_acked_seq.map_or(inf.seq, |s| s.max(inf.seq)));
             f.rtt_sample(now.saturating_sub(inf.sent_at));
             self.congestion_signal(cfg, now);
@@ -773,7 +780,7 @@ impl Context {
             self.requeue(inf.msg, inf.frag);
         }
         if !lost.is_empty() {
-            self.decrease(cfg, now, 0.7);
+            self.decrease(cfg, now, 0.7, true);
         }
     }
 
@@ -805,7 +812,16 @@ impl Context {
 
     fn poll_probe(&mut self, cfg: &Config, now: Duration, rng: &mut Rng) -> Option<Transmit> {
         let i = self.flowlets.iter().position(|f| {
-            f.probe.is_none() && matches!(f.state, FlowletState::Probing | FlowletState::Suspect)
+            f.probe.is_none()
+                && match f.state {
+                    FlowletState::Probing | FlowletState::Suspect => true,
+                    FlowletState::Active => {
+                        f.unconfirmed_control
+                            && now
+                                >= f.last_confirmed
+                                    + f.rto(cfg.initial_rtt, cfg.min_rto, cfg.max_rto)
+                    }
+                }
         })?;
         let nonce = rng.next_u64();
         let common = self.common(cfg, i as u8);
@@ -942,7 +958,7 @@ impl Context {
             .filter(|f| f.rtt_elevated(cfg.rtt_rise_factor, cfg.rtt_rise_floor))
             .count();
         if !usable.is_empty() && risen * 2 > usable.len() {
-            self.decrease(cfg, now, 0.85);
+            self.decrease(cfg, now, 0.85, true);
         } else if self.cwnd < self.ssthresh {
             self.cwnd = (self.cwnd + 1.0).min(f64::from(cfg.max_window));
         } else {
@@ -950,15 +966,20 @@ impl Context {
         }
     }
 
-    /// Multiplicative decrease, at most once per smoothed RTT.
-    fn decrease(&mut self, cfg: &Config, now: Duration, factor: f64) {
+    /// Multiplicative decrease, at most once per smoothed RTT. Congestion
+    /// signals also lower `ssthresh`; a cut for failing paths does not, so
+    /// once traffic has moved to healthy flowlets the window slow-starts
+    /// back to where it was.
+    fn decrease(&mut self, cfg: &Config, now: Duration, factor: f64, congestion: bool) {
         let rtt = self.srtt().unwrap_or(cfg.initial_rtt);
         if self.last_decrease.is_some_and(|t| now < t + rtt) {
             return;
         }
         self.last_decrease = Some(now);
         self.cwnd = (self.cwnd * factor).max(f64::from(cfg.min_window));
-        self.ssthresh = self.cwnd;
+        if congestion {
+            self.ssthresh = self.cwnd;
+        }
     }
 
     /// Mean SRTT over the flowlets that have one.

@@ -45,6 +45,12 @@ pub(crate) struct Flowlet {
     /// Highest send order acked so far.
     pub highest_acked_seq: Option<u64>,
     pub probe: Option<Probe>,
+    /// When the path last proved to work (data acked or probe answered).
+    pub last_confirmed: Duration,
+    /// Control packets (acks) went out here since `last_confirmed`: a
+    /// flowlet used only for acks learns nothing from them, so it is
+    /// probed to detect a dead reverse path.
+    pub unconfirmed_control: bool,
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub acked: u64,
@@ -67,12 +73,23 @@ impl Flowlet {
             next_seq: 0,
             highest_acked_seq: None,
             probe: None,
+            last_confirmed: Duration::ZERO,
+            unconfirmed_control: false,
             tx_packets: 0,
             tx_bytes: 0,
             acked: 0,
             timeouts: 0,
             losses: 0,
         }
+    }
+
+    /// The path works: a data packet was acked or a probe answered.
+    pub fn confirmed(&mut self, now: Duration) {
+        self.consecutive_timeouts = 0;
+        self.last_confirmed = now;
+        self.unconfirmed_control = false;
+        self.state = FlowletState::Active;
+        self.probe = None;
     }
 
     /// Folds in an RTT sample (RFC 6298 smoothing).
