@@ -1,0 +1,304 @@
+//! SRD transport behaviour under a simulated multipath network.
+
+mod sim;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use sim::{MS, PathCfg, Sim, US, addr, message, path_of};
+use srd::rng::Rng;
+use srd::{FlowletState, MessageId};
+
+type Sent = BTreeMap<MessageId, (Vec<u8>, Vec<u8>)>;
+
+/// Sends `count` random messages (up to `max_len` bytes) from `from`.
+fn send_many(
+    sim: &mut Sim,
+    from: usize,
+    count: u64,
+    max_len: usize,
+    rng: &mut Rng,
+    sent: &mut Sent,
+) {
+    for tag in 0..count {
+        let (header, payload) = message(tag ^ ((from as u64) << 40), rng, max_len);
+        let id = sim.eps[from]
+            .send(addr(1 - from), &header, &payload)
+            .expect("within limits");
+        sent.insert(id, (header, payload));
+    }
+}
+
+/// Every message sent was delivered exactly once, intact.
+fn assert_exactly_once(sim: &Sim, to: usize, sent: &Sent) {
+    let mut seen = BTreeSet::new();
+    for (_, _, d) in &sim.delivered[to] {
+        assert_eq!(d.from, addr(1 - to));
+        assert!(seen.insert(d.id), "{:?} delivered twice", d.id);
+        let (header, payload) = sent.get(&d.id).expect("delivered something sent");
+        assert_eq!(&d.header, header, "{:?} header", d.id);
+        assert_eq!(&d.payload, payload, "{:?} payload", d.id);
+    }
+    let missing: Vec<_> = sent.keys().filter(|id| !seen.contains(id)).collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+}
+
+fn impaired(delay: Duration, loss: f64) -> PathCfg {
+    PathCfg {
+        delay,
+        jitter: delay / 2,
+        loss,
+        dup: 0.02,
+        reorder: 0.05,
+        up: true,
+    }
+}
+
+#[test]
+fn exactly_once_under_loss_duplication_reordering() {
+    let fwd = vec![
+        impaired(MS, 0.05),
+        impaired(MS * 2, 0.01),
+        impaired(MS / 2, 0.10),
+        impaired(MS, 0.0),
+    ];
+    // Asymmetric: the reverse direction has other paths and impairments.
+    let rev = vec![
+        impaired(MS * 3, 0.02),
+        impaired(MS / 2, 0.05),
+        impaired(MS, 0.0),
+    ];
+    let mut sim = Sim::new(7, fwd, rev);
+    let mut rng = Rng::new(99);
+    let (mut a_sent, mut b_sent) = (Sent::new(), Sent::new());
+    send_many(&mut sim, 0, 600, 6000, &mut rng, &mut a_sent);
+    send_many(&mut sim, 1, 200, 3000, &mut rng, &mut b_sent);
+    sim.run_until(MS * 50);
+    send_many(&mut sim, 0, 200, 20_000, &mut rng, &mut a_sent);
+    sim.run_until_quiet(0, MS * 3000);
+    sim.run_until_quiet(1, MS * 3000);
+
+    assert_exactly_once(&sim, 1, &a_sent);
+    assert_exactly_once(&sim, 0, &b_sent);
+    assert_eq!(sim.completed[0].len(), a_sent.len(), "every send completed");
+    assert_eq!(sim.completed[1].len(), b_sent.len());
+    let stats = &sim.eps[0].stats()[0];
+    assert!(stats.retransmits > 0, "the loss was real: {stats:?}");
+    let b_stats = &sim.eps[1].stats()[0];
+    assert!(
+        b_stats.duplicates > 0,
+        "duplicates were suppressed: {b_stats:?}"
+    );
+    assert_eq!(sim.eps[1].malformed(), 0);
+}
+
+/// Data packets endpoint 0 put on `path` in `from..to`.
+fn data_on_path(sim: &Sim, path: usize, from: Duration, to: Duration) -> usize {
+    sim.data_log[0]
+        .iter()
+        .filter(|&&(t, p)| p == path && t >= from && t < to)
+        .count()
+}
+
+fn delivered_in(sim: &Sim, from: Duration, to: Duration) -> usize {
+    sim.delivered[1]
+        .iter()
+        .filter(|(t, _, _)| *t >= from && *t < to)
+        .count()
+}
+
+#[test]
+fn path_death_moves_traffic_and_throughput_recovers() {
+    let paths = vec![PathCfg::clean(MS); 4];
+    let mut sim = Sim::new(11, paths.clone(), paths);
+    let mut rng = Rng::new(5);
+    let mut sent = Sent::new();
+    // Keep a backlog so the window, not the application, limits throughput.
+    let mut feed = |sim: &mut Sim, until: Duration, sent: &mut Sent| {
+        while sim.now < until {
+            let backlog = sim.eps[0].stats().first().map_or(0, |c| c.queued);
+            if backlog < 200 {
+                send_many(sim, 0, 100, 1000, &mut rng, sent);
+            }
+            let step = sim.now + MS;
+            sim.run_until(step);
+        }
+    };
+    feed(&mut sim, MS * 100, &mut sent);
+    // Cut the busiest path (which one depends on how the ports hash).
+    let dead = (0..4)
+        .max_by_key(|&p| data_on_path(&sim, p, MS * 50, MS * 100))
+        .expect("four paths");
+    assert!(data_on_path(&sim, dead, MS * 50, MS * 100) > 0);
+    let baseline = delivered_in(&sim, MS * 50, MS * 100) / 5;
+
+    sim.paths[0][dead].up = false;
+    sim.paths[1][dead].up = false;
+    feed(&mut sim, MS * 200, &mut sent);
+
+    // Throughput per 10 ms back to 80% of the baseline within 50 ms.
+    let recovered = (0..10).map(|i| MS * (100 + 10 * i)).find(|&t| {
+        (0..3).all(|k| {
+            delivered_in(&sim, t + MS * 10 * k, t + MS * 10 * (k + 1)) * 10 >= baseline * 8
+        })
+    });
+    let bins: Vec<usize> = (0..20)
+        .map(|i| delivered_in(&sim, MS * (10 * i), MS * (10 * i + 10)))
+        .collect();
+    let recovered = recovered.unwrap_or_else(|| {
+        panic!(
+            "no recovery: baseline {baseline}, bins {bins:?}, {:?}",
+            sim.eps[0].stats()
+        )
+    });
+    assert!(
+        recovered <= MS * 150,
+        "recovered only at {recovered:?}, baseline {baseline}/10ms: {bins:?}"
+    );
+    // Traffic left the dead path: no data onto it after the first 20 ms.
+    assert_eq!(data_on_path(&sim, dead, MS * 120, MS * 200), 0);
+    let stats = &sim.eps[0].stats()[0];
+    assert!(stats.flowlet_replacements > 0, "{stats:?}");
+    for f in &stats.flowlets {
+        if f.state == FlowletState::Active {
+            let src = std::net::SocketAddr::new(addr(0).ip(), f.src_port);
+            assert_ne!(
+                path_of(src, addr(1), 4),
+                dead,
+                "active flowlet on the dead path: {f:?}"
+            );
+        }
+    }
+
+    // The path comes back; nothing was lost or duplicated across it all.
+    sim.paths[0][dead].up = true;
+    sim.paths[1][dead].up = true;
+    feed(&mut sim, MS * 250, &mut sent);
+    sim.run_until_quiet(0, MS * 1000);
+    assert_exactly_once(&sim, 1, &sent);
+}
+
+#[test]
+fn remote_restart_neither_loses_nor_duplicates() {
+    let paths = vec![impaired(MS, 0.02); 4];
+    let mut sim = Sim::new(23, paths.clone(), paths);
+    let mut rng = Rng::new(8);
+    let mut sent = Sent::new();
+    send_many(&mut sim, 0, 400, 5000, &mut rng, &mut sent);
+    sim.run_until(MS * 15);
+    let completed_before: BTreeSet<MessageId> =
+        sim.completed[0].iter().map(|(_, c)| c.id).collect();
+    assert!(!completed_before.is_empty() && completed_before.len() < sent.len());
+    sim.restart(1, 77);
+    send_many(&mut sim, 0, 100, 5000, &mut rng, &mut sent);
+    sim.run_until_quiet(0, MS * 3000);
+
+    let mut by_instance: [BTreeSet<MessageId>; 2] = Default::default();
+    for (_, instance, d) in &sim.delivered[1] {
+        assert!(
+            by_instance[*instance as usize].insert(d.id),
+            "{:?} delivered twice by instance {instance}",
+            d.id
+        );
+        assert_eq!(sent[&d.id], (d.header.clone(), d.payload.clone()));
+    }
+    for id in sent.keys() {
+        assert!(
+            by_instance[0].contains(id) || by_instance[1].contains(id),
+            "{id:?} lost"
+        );
+    }
+    // A message acknowledged before the restart is never delivered again;
+    // only those in flight at the restart may reach both instances.
+    for id in by_instance[0].intersection(&by_instance[1]) {
+        assert!(
+            !completed_before.contains(id),
+            "{id:?} completed, then delivered again"
+        );
+    }
+    // Messages acked to the old instance must not be re-sent to the new one.
+    assert!(by_instance[1].len() < sent.len());
+    let stats = &sim.eps[0].stats()[0];
+    assert_eq!(stats.peer_restarts, 1);
+    assert_eq!(stats.peer_epoch, 2);
+    assert_eq!(sim.completed[0].len(), sent.len());
+}
+
+#[test]
+fn contexts_are_shared_per_destination_and_expire_when_idle() {
+    let mut sim = Sim::new(3, vec![PathCfg::clean(MS)], vec![PathCfg::clean(MS)]);
+    let first = sim.eps[0].send(addr(1), b"qp1", b"hello").expect("fits");
+    let second = sim.eps[0].send(addr(1), b"qp2", b"world").expect("fits");
+    assert_ne!(first, second);
+    assert_eq!(sim.eps[0].stats().len(), 1, "one context for both senders");
+    sim.run_until(MS * 10);
+    assert_eq!(sim.delivered[1].len(), 2);
+    let stats = &sim.eps[0].stats()[0];
+    assert_eq!((stats.messages_sent, stats.messages_completed), (2, 2));
+    assert_eq!(stats.flowlets.len(), 8);
+    assert!(
+        stats
+            .flowlets
+            .iter()
+            .all(|f| f.state == FlowletState::Active)
+    );
+    let ports: BTreeSet<u16> = stats.flowlets.iter().map(|f| f.src_port).collect();
+    assert_eq!(ports.len(), 8, "distinct source ports");
+    assert!(stats.srtt.is_some_and(|rtt| rtt >= MS * 2 && rtt < MS * 3));
+
+    // Nothing outstanding: both sides drop their context after idle_timeout.
+    sim.run_until(MS * 10 + Duration::from_secs(59));
+    assert_eq!(sim.eps[0].stats().len(), 1);
+    sim.run_until(Duration::from_secs(61));
+    assert!(sim.eps[0].stats().is_empty());
+    assert!(sim.eps[1].stats().is_empty());
+    assert_eq!(sim.eps[0].next_timeout(), None);
+}
+
+#[test]
+fn malformed_datagrams_are_errors_not_panics() {
+    let mut sim = Sim::new(
+        1,
+        vec![PathCfg::clean(US * 100)],
+        vec![PathCfg::clean(US * 100)],
+    );
+    let mut rng = Rng::new(4);
+    let mut errors = 0;
+    for _ in 0..2000 {
+        let len = rng.below(120) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        if bytes.len() >= 4 && rng.chance(0.5) {
+            bytes[..4].copy_from_slice(&[0x53, 0x52, 1, 1 + rng.below(4) as u8]);
+        }
+        if sim.eps[1].on_packet(MS, addr(0), &bytes).is_err() {
+            errors += 1;
+        }
+    }
+    assert!(errors > 0);
+    assert_eq!(sim.eps[1].malformed(), errors);
+    // Still works afterwards.
+    sim.eps[0].send(addr(1), b"", b"after").expect("fits");
+    sim.run_until(MS * 20);
+    assert!(
+        sim.delivered[1]
+            .iter()
+            .any(|(_, _, d)| d.payload == b"after")
+    );
+}
+
+#[test]
+fn send_limits() {
+    let mut sim = Sim::new(1, vec![PathCfg::clean(MS)], vec![PathCfg::clean(MS)]);
+    let ep = &mut sim.eps[0];
+    assert!(matches!(
+        ep.send(addr(1), &[0; 2000], b""),
+        Err(srd::SendError::HeaderTooLarge { .. })
+    ));
+    assert!(matches!(
+        ep.send(addr(1), b"", &vec![0; (1 << 20) + 1]),
+        Err(srd::SendError::MessageTooLarge { .. })
+    ));
+    assert!(ep.send(addr(1), b"", &vec![7; 1 << 20]).is_ok());
+    sim.run_until_quiet(0, MS * 2000);
+    assert_eq!(sim.delivered[1][0].2.payload, vec![7; 1 << 20]);
+}
