@@ -8,13 +8,13 @@
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use srd::rng::Rng;
 use srd::wire::{Body, Packet};
-use srd::{Completion, Config, Delivered, Endpoint};
+use srd::{Completion, Config, Delivered, Endpoint, MessageId, SendError};
 
 /// One path's behaviour.
 #[derive(Debug, Clone)]
@@ -64,6 +64,8 @@ pub struct Sim {
     pub delivered: [Vec<(Duration, u32, Delivered)>; 2],
     pub completed: [Vec<(Duration, Completion)>; 2],
     pub instance: [u32; 2],
+    /// When each message was handed to `send` through [`Sim::send`].
+    pub sent_at: [BTreeMap<MessageId, Duration>; 2],
 }
 
 pub fn addr(i: usize) -> SocketAddr {
@@ -118,7 +120,51 @@ impl Sim {
             delivered: [Vec::new(), Vec::new()],
             completed: [Vec::new(), Vec::new()],
             instance: [0, 0],
+            sent_at: [BTreeMap::new(), BTreeMap::new()],
         }
+    }
+
+    /// Sends a message from endpoint `i` to the other, recording when.
+    pub fn send(
+        &mut self,
+        i: usize,
+        header: &[u8],
+        payload: &[u8],
+    ) -> Result<MessageId, SendError> {
+        let id = self.eps[i].send(self.addrs[1 - i], header, payload)?;
+        self.sent_at[i].insert(id, self.now);
+        Ok(id)
+    }
+
+    /// (send time, latency) of every message endpoint `to` received whole
+    /// that was sent through [`Sim::send`], in delivery order.
+    pub fn latencies(&self, to: usize) -> Vec<(Duration, Duration)> {
+        self.delivered[to]
+            .iter()
+            .filter_map(|(t, _, d)| {
+                let sent = self.sent_at[1 - to].get(&d.id)?;
+                Some((*sent, *t - *sent))
+            })
+            .collect()
+    }
+
+    /// Messages endpoint `to` received whole per `bucket` of time in
+    /// `from..until`.
+    pub fn throughput(
+        &self,
+        to: usize,
+        from: Duration,
+        until: Duration,
+        bucket: Duration,
+    ) -> Vec<usize> {
+        let n = ((until - from).as_nanos() / bucket.as_nanos()) as usize;
+        let mut bins = vec![0; n];
+        for (t, _, _) in &self.delivered[to] {
+            if *t >= from && *t < until {
+                bins[((*t - from).as_nanos() / bucket.as_nanos()) as usize] += 1;
+            }
+        }
+        bins
     }
 
     /// Replaces endpoint `i` by a fresh instance with a larger epoch.
@@ -214,6 +260,15 @@ impl Sim {
             self.run_until(step.min(limit));
         }
     }
+}
+
+/// The `q` quantile (0..=1) of `samples`, by the nearest-rank method.
+pub fn quantile(samples: &[Duration], q: f64) -> Duration {
+    assert!(!samples.is_empty());
+    let mut v = samples.to_vec();
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
 }
 
 /// Deterministic message contents derived from a tag.
