@@ -95,6 +95,11 @@ impl Config {
     }
 }
 
+/// An ack goes out per this many data packets received in one batch...
+const PACKETS_PER_ACK: u32 = 4;
+/// ...but no more than this many per batch.
+const MAX_ACKS_PER_BATCH: u32 = 4;
+
 /// Identifies a message sent by this endpoint instance (unique per
 /// instance, increasing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -198,6 +203,7 @@ struct Counters {
     retransmits: u64,
     timeouts: u64,
     sack_losses: u64,
+    early_losses: u64,
     duplicates: u64,
     messages_sent: u64,
     messages_delivered: u64,
@@ -220,8 +226,11 @@ struct Context {
     cwnd: f64,
     ssthresh: f64,
     last_decrease: Option<Duration>,
+    /// Send time of the newest packet acked so far, on any flowlet.
+    newest_acked_send: Option<Duration>,
     rx: RxState,
-    ack_pending: bool,
+    /// Data packets received since the last ack went out.
+    ack_pending: u32,
     control_rr: usize,
     counters: Counters,
 }
@@ -356,8 +365,9 @@ impl Endpoint {
                     cwnd: f64::from(self.cfg.initial_window),
                     ssthresh: f64::from(self.cfg.max_window),
                     last_decrease: None,
+                    newest_acked_send: None,
                     rx: RxState::default(),
-                    ack_pending: false,
+                    ack_pending: 0,
                     control_rr: 0,
                     counters: Counters::default(),
                 },
@@ -426,7 +436,7 @@ impl Endpoint {
                         duplicate,
                         complete,
                     } => {
-                        ctx.ack_pending = true;
+                        ctx.ack_pending += 1;
                         if duplicate {
                             ctx.counters.duplicates += 1;
                         }
@@ -462,7 +472,7 @@ impl Endpoint {
                 for psn in acked {
                     ctx.on_acked(&cfg, now, psn, &mut self.completed);
                 }
-                ctx.detect_sack_losses(&cfg, now);
+                ctx.detect_sack_losses(&cfg, now, &mut self.rng);
             }
             Body::Nack { reason, psn } => match reason {
                 // The epoch bookkeeping above already re-sent everything.
@@ -506,10 +516,21 @@ impl Endpoint {
         }
         let cfg = self.cfg.clone();
         for ctx in self.contexts.values_mut() {
-            if ctx.ack_pending {
-                ctx.ack_pending = false;
+            if ctx.ack_pending > 0 {
+                // One ack per PACKETS_PER_ACK received packets, each from
+                // the next usable flowlet: a batch's acks are not all lost
+                // with one dead reverse path.
+                let copies = ctx
+                    .ack_pending
+                    .div_ceil(PACKETS_PER_ACK)
+                    .clamp(1, MAX_ACKS_PER_BATCH);
+                ctx.ack_pending = 0;
                 let ranges = ctx.rx.sack();
                 if !ranges.is_empty() {
+                    for _ in 1..copies {
+                        let t = ctx.control_packet(&cfg, Body::Ack(ranges.clone()));
+                        self.control.push_back(t);
+                    }
                     return Some(ctx.control_packet(&cfg, Body::Ack(ranges)));
                 }
             }
@@ -574,12 +595,16 @@ impl Endpoint {
         let now = self.now;
         let cfg = self.cfg.clone();
         for ctx in self.contexts.values_mut() {
+            let before = ctx.inflight.len();
             let due: Vec<u64> = ctx
                 .inflight
                 .iter()
                 .filter(|(_, i)| i.deadline <= now)
                 .map(|(&psn, _)| psn)
                 .collect();
+            // Packets timing out together on one flowlet are one timeout
+            // of that path, not one each.
+            let mut failed = Vec::new();
             for psn in due {
                 let Some(inf) = ctx.inflight.remove(&psn) else {
                     continue;
@@ -587,9 +612,16 @@ impl Endpoint {
                 ctx.counters.timeouts += 1;
                 ctx.release(&inf);
                 ctx.requeue(inf.msg, inf.frag);
-                if ctx.flowlets[inf.flowlet].generation == inf.generation {
-                    ctx.flowlet_timeout(&cfg, inf.flowlet, &mut self.rng);
+                if ctx.flowlets[inf.flowlet].generation == inf.generation
+                    && !failed.contains(&inf.flowlet)
+                {
+                    failed.push(inf.flowlet);
                 }
+            }
+            for i in failed {
+                ctx.flowlet_failed(&cfg, i, &mut self.rng);
+            }
+            if ctx.inflight.len() < before {
                 // A timeout on one flowlet is that path's problem (the
                 // flowlet is avoided, probed, replaced); the window only
                 // shrinks when most paths are in trouble.
@@ -610,7 +642,7 @@ impl Endpoint {
                         // A fresh port that does not answer: try another.
                         ctx.replace_flowlet(&cfg, i, &mut self.rng);
                     } else {
-                        ctx.flowlet_timeout(&cfg, i, &mut self.rng);
+                        ctx.flowlet_failed(&cfg, i, &mut self.rng);
                     }
                 }
             }
@@ -645,7 +677,7 @@ impl Context {
     fn is_idle(&self) -> bool {
         self.messages.is_empty()
             && self.inflight.is_empty()
-            && !self.ack_pending
+            && self.ack_pending == 0
             && !self.rx.has_partial()
     }
 
@@ -703,7 +735,7 @@ impl Context {
             self.queue.extend((0..m.frag_count).map(|f| (id, f)));
         }
         self.rx = RxState::default();
-        self.ack_pending = false;
+        self.ack_pending = 0;
     }
 
     fn release(&mut self, inf: &Inflight) {
@@ -741,6 +773,10 @@ impl Context {
             f.confirmed(now);
             f.highest_acked_seq = Some(f.highest_acked_seq.map_or(inf.seq, |s| s.max(inf.seq)));
             f.rtt_sample(now.saturating_sub(inf.sent_at));
+            self.newest_acked_send = Some(
+                self.newest_acked_send
+                    .map_or(inf.sent_at, |t| t.max(inf.sent_at)),
+            );
             self.congestion_signal(cfg, now);
         }
         if let Some(m) = self.messages.get_mut(&inf.msg) {
@@ -761,16 +797,39 @@ impl Context {
     }
 
     /// A packet in flight on a flowlet is lost when three packets sent
-    /// after it on the same flowlet (same path) were acked.
-    fn detect_sack_losses(&mut self, cfg: &Config, now: Duration) {
+    /// after it on the same flowlet (same path) were acked. A flowlet
+    /// fails when one of its packets is older than the flowlet's own
+    /// RTT allows (SRTT + 4 RTTVAR + SRTT/8, no clamp or back-off) while
+    /// a packet sent later on a sibling has been acked: the acks flow, so
+    /// this path is what is broken.
+    fn detect_sack_losses(&mut self, cfg: &Config, now: Duration, rng: &mut Rng) {
+        let newest_acked = self.newest_acked_send;
+        let mut failed = Vec::new();
         let lost: Vec<u64> = self
             .inflight
             .iter()
             .filter(|(_, i)| {
                 let f = &self.flowlets[i.flowlet];
-                f.generation == i.generation && f.highest_acked_seq.is_some_and(|h| h >= i.seq + 3)
+                if f.generation != i.generation {
+                    return false;
+                }
+                if newest_acked.is_some_and(|t| t > i.sent_at)
+                    && now >= i.sent_at + f.loss_delay(cfg.initial_rtt)
+                    && !failed.contains(&i.flowlet)
+                {
+                    failed.push(i.flowlet);
+                }
+                f.highest_acked_seq.is_some_and(|h| h >= i.seq + 3)
             })
             .map(|(&psn, _)| psn)
+            .collect();
+        for &i in &failed {
+            self.counters.early_losses += 1;
+            self.flowlet_failed(cfg, i, rng);
+        }
+        let lost: Vec<u64> = lost
+            .into_iter()
+            .filter(|psn| self.inflight.contains_key(psn))
             .collect();
         for psn in &lost {
             let inf = self.inflight.remove(psn).expect("collected from map");
@@ -782,6 +841,28 @@ impl Context {
         if !lost.is_empty() {
             self.decrease(cfg, now, 0.7, true);
         }
+    }
+
+    /// Flowlet `i` lost a packet to a timeout (or was overtaken by its
+    /// siblings' acks): its path is suspect. Every other packet in flight
+    /// on it is declared lost now, stops counting against the window and
+    /// is queued again for the healthy flowlets, instead of waiting for
+    /// its own timeout.
+    fn flowlet_failed(&mut self, cfg: &Config, i: usize, rng: &mut Rng) {
+        let generation = self.flowlets[i].generation;
+        let stranded: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, inf)| inf.flowlet == i && inf.generation == generation)
+            .map(|(&psn, _)| psn)
+            .collect();
+        for psn in stranded {
+            let inf = self.inflight.remove(&psn).expect("collected from map");
+            self.release(&inf);
+            self.flowlets[i].losses += 1;
+            self.requeue(inf.msg, inf.frag);
+        }
+        self.flowlet_timeout(cfg, i, rng);
     }
 
     fn flowlet_timeout(&mut self, cfg: &Config, i: usize, rng: &mut Rng) {
@@ -804,8 +885,16 @@ impl Context {
         info!(peer = %self.peer, slot = i, old_port = old.src_port, new_port = port,
               "srd: flowlet dead, replaced");
         let mut new = Flowlet::new(old.id, old.generation + 1, port, FlowletState::Probing);
-        // Keep the back-off so a total outage does not churn ports fast.
-        new.consecutive_timeouts = old.consecutive_timeouts.min(6);
+        // In a total outage keep the back-off so ports do not churn fast;
+        // while siblings work, the newcomer is probed at the normal pace.
+        let unhealthy = self
+            .flowlets
+            .iter()
+            .filter(|f| f.state != FlowletState::Active)
+            .count();
+        if unhealthy * 2 > self.flowlets.len() {
+            new.consecutive_timeouts = old.consecutive_timeouts.min(6);
+        }
         self.flowlets[i] = new;
         self.counters.flowlet_replacements += 1;
     }
@@ -1006,6 +1095,7 @@ impl Context {
             retransmits: c.retransmits,
             timeouts: c.timeouts,
             sack_losses: c.sack_losses,
+            early_losses: c.early_losses,
             duplicates: c.duplicates,
             messages_sent: c.messages_sent,
             messages_completed: c.messages_completed,

@@ -119,6 +119,17 @@ impl Flowlet {
         (base.clamp(min, max) * backoff).min(max)
     }
 
+    /// How long a packet may go unacked here before, with later packets
+    /// acked on siblings, the path counts as failed: the flowlet's own
+    /// RTO (SRTT + 4 RTTVAR, plus SRTT/8 against jitter) without clamp or
+    /// back-off.
+    pub fn loss_delay(&self, initial_rtt: Duration) -> Duration {
+        match self.srtt {
+            Some(srtt) => srtt + self.rttvar * 4 + srtt / 8,
+            None => initial_rtt * 3,
+        }
+    }
+
     /// Whether this flowlet's RTT has risen well above its minimum.
     pub fn rtt_elevated(&self, factor: f64, floor: Duration) -> bool {
         match (self.srtt, self.min_rtt) {

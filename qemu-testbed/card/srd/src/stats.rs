@@ -36,6 +36,9 @@ pub struct ContextStats {
     pub timeouts: u64,
     /// Losses inferred from SACKs.
     pub sack_losses: u64,
+    /// Flowlets declared failed because later packets on siblings were
+    /// acked while theirs were overdue.
+    pub early_losses: u64,
     /// Duplicate data packets received (suppressed).
     pub duplicates: u64,
     /// Messages accepted by `send`.

@@ -5,7 +5,7 @@ mod sim;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use sim::{MS, PathCfg, Sim, US, addr, message, path_of};
+use sim::{MS, PathCfg, Sim, US, addr, message, path_of, quantile};
 use srd::rng::Rng;
 use srd::{FlowletState, MessageId};
 
@@ -22,9 +22,7 @@ fn send_many(
 ) {
     for tag in 0..count {
         let (header, payload) = message(tag ^ ((from as u64) << 40), rng, max_len);
-        let id = sim.eps[from]
-            .send(addr(1 - from), &header, &payload)
-            .expect("within limits");
+        let id = sim.send(from, &header, &payload).expect("within limits");
         sent.insert(id, (header, payload));
     }
 }
@@ -136,7 +134,7 @@ fn path_death_moves_traffic_and_throughput_recovers() {
     sim.paths[1][dead].up = false;
     feed(&mut sim, MS * 200, &mut sent);
 
-    // Throughput per 10 ms back to 80% of the baseline within 50 ms.
+    // Throughput per 10 ms back to 80% of the baseline in the first 10 ms.
     let recovered = (0..10).map(|i| MS * (100 + 10 * i)).find(|&t| {
         (0..3).all(|k| {
             delivered_in(&sim, t + MS * 10 * k, t + MS * 10 * (k + 1)) * 10 >= baseline * 8
@@ -152,7 +150,7 @@ fn path_death_moves_traffic_and_throughput_recovers() {
         )
     });
     assert!(
-        recovered <= MS * 150,
+        recovered <= MS * 100,
         "recovered only at {recovered:?}, baseline {baseline}/10ms: {bins:?}"
     );
     // Traffic left the dead path: no data onto it after the first 20 ms.
@@ -301,4 +299,148 @@ fn send_limits() {
     assert!(ep.send(addr(1), b"", &vec![7; 1 << 20]).is_ok());
     sim.run_until_quiet(0, MS * 2000);
     assert_eq!(sim.delivered[1][0].2.payload, vec![7; 1 << 20]);
+}
+
+/// How endpoint 0 loads the network in [`cut_run`].
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// Keep a backlog queued: the window limits throughput.
+    Saturate,
+    /// Send this many single-packet messages per millisecond.
+    Rate(u64),
+}
+
+/// What [`cut_run`] measured around the cut.
+#[derive(Debug)]
+struct CutRun {
+    /// Messages delivered per 1 ms over the 50 ms before the cut.
+    baseline: f64,
+    /// Messages delivered in each 1 ms after the cut.
+    bins: Vec<usize>,
+    /// Longest time after the cut without a delivery.
+    stall: Duration,
+    /// When, after the cut, throughput over a 2 ms window (one RTT) was
+    /// last below 80 % of the baseline (zero if never).
+    recovery: Duration,
+    /// p99.9 latency of the messages sent from 50 ms before the cut on.
+    p999: Duration,
+    /// Worst latency of those messages.
+    max: Duration,
+}
+
+const CUT_AT: Duration = Duration::from_millis(100);
+const AFTER_CUT: u32 = 100;
+
+/// Four clean 1 ms paths; at [`CUT_AT`] the path that carried most data
+/// in the preceding 50 ms is cut both ways (`cut`), or nothing happens.
+/// Every message must arrive exactly once either way.
+fn cut_run(seed: u64, load: Load, cut: bool) -> CutRun {
+    let paths = vec![PathCfg::clean(MS); 4];
+    let mut sim = Sim::new(seed, paths.clone(), paths);
+    let mut rng = Rng::new(seed ^ 0x5eed);
+    let mut sent = Sent::new();
+    let mut feed = |sim: &mut Sim, until: Duration, sent: &mut Sent| {
+        while sim.now < until {
+            match load {
+                Load::Saturate => {
+                    let backlog = sim.eps[0].stats().first().map_or(0, |c| c.queued);
+                    if backlog < 200 {
+                        send_many(sim, 0, 100, 1000, &mut rng, sent);
+                    }
+                }
+                Load::Rate(n) => send_many(sim, 0, n, 1000, &mut rng, sent),
+            }
+            let step = sim.now + MS;
+            sim.run_until(step);
+        }
+    };
+    feed(&mut sim, CUT_AT, &mut sent);
+    let before = CUT_AT - MS * 50;
+    if cut {
+        let dead = (0..4)
+            .max_by_key(|&p| data_on_path(&sim, p, before, CUT_AT))
+            .expect("four paths");
+        sim.paths[0][dead].up = false;
+        sim.paths[1][dead].up = false;
+    }
+    let end = CUT_AT + MS * AFTER_CUT;
+    feed(&mut sim, end, &mut sent);
+    sim.run_until_quiet(0, end + MS * 1000);
+    assert_exactly_once(&sim, 1, &sent);
+
+    let baseline = sim.throughput(1, before, CUT_AT, MS).iter().sum::<usize>() as f64 / 50.0;
+    let bins = sim.throughput(1, CUT_AT, end, MS);
+    let times: Vec<Duration> = sim.delivered[1]
+        .iter()
+        .map(|(t, _, _)| *t)
+        .filter(|&t| t >= CUT_AT && t < end)
+        .collect();
+    let stall = std::iter::once(CUT_AT)
+        .chain(times.iter().copied())
+        .zip(times.iter().copied())
+        .map(|(a, b)| b - a)
+        .max()
+        .unwrap_or(end - CUT_AT);
+    // Deliveries come in bursts once per RTT (2 ms): judge throughput over
+    // a sliding RTT.
+    let recovery = bins
+        .windows(2)
+        .rposition(|w| ((w[0] + w[1]) as f64) < 0.8 * 2.0 * baseline)
+        .map_or(Duration::ZERO, |i| MS * (i as u32 + 2));
+    let lat: Vec<Duration> = sim
+        .latencies(1)
+        .into_iter()
+        .filter(|&(t, _)| t >= before && t < end)
+        .map(|(_, l)| l)
+        .collect();
+    CutRun {
+        baseline,
+        bins,
+        stall,
+        recovery,
+        p999: quantile(&lat, 0.999),
+        max: quantile(&lat, 1.0),
+    }
+}
+
+/// With the busiest path cut, over eight seeds: no stall beyond the
+/// normal gap between deliveries, throughput back within 10 ms, and tail
+/// latency bounded against the same run without the cut. Saturated, the
+/// p99.9 stays within 2x; at a steady 50 % load the messages in flight on
+/// the cut path need an RTT to be found lost plus a one-way trip to be
+/// re-sent, 3x the clean one-way latency, which is the bound asserted.
+/// `cargo test -p srd --test transport cut_ -- --nocapture` prints the
+/// numbers.
+#[test]
+fn cut_path_costs_no_stall_and_bounded_latency() {
+    for seed in 1..=8 {
+        for (load, ratio) in [(Load::Saturate, 2.0), (Load::Rate(16), 3.0)] {
+            let clean = cut_run(seed, load, false);
+            let cut = cut_run(seed, load, true);
+            let measured = cut.p999.as_secs_f64() / clean.p999.as_secs_f64();
+            println!(
+                "seed {seed} {load:?}: baseline {:.1}/ms, longest gap {:?} (clean {:?}), \
+                 recovery {:?}, p99.9 {:?} vs clean {:?} ({measured:.2}x), max {:?}",
+                clean.baseline, cut.stall, clean.stall, cut.recovery, cut.p999, clean.p999, cut.max
+            );
+            assert!(
+                cut.stall <= clean.stall + MS,
+                "seed {seed} {load:?}: stalled {:?}: {:?}",
+                cut.stall,
+                &cut.bins[..20]
+            );
+            assert!(
+                cut.recovery <= MS * 10,
+                "seed {seed} {load:?}: recovered at {:?}: {:?}",
+                cut.recovery,
+                &cut.bins[..30]
+            );
+            assert!(
+                measured <= ratio,
+                "seed {seed} {load:?}: p99.9 {:?} vs {:?} clean",
+                cut.p999,
+                clean.p999
+            );
+        }
+    }
 }
