@@ -2,8 +2,9 @@
 """Network benchmark: the card's ENA function against QEMU's virtio-net, side by side in one run.
 
 Two guests (1 vCPU each), each with one ENA function of the same card and one virtio-net NIC joined
-to the other guest's by `-netdev dgram` over loopback UDP (the baseline DESIGN.md measured). Guest 0
-alternates the two NICs every round: ping RTT (100 echoes 20 ms apart) and a 10 s iperf3 TCP stream.
+to the other guest's by `-netdev dgram` over loopback UDP (the baseline DESIGN.md measured). One boot
+per MTU (1500, and 9000 where jumbo frames cut the receiver's per-frame work); guest 0 alternates the
+two NICs every round: ping RTT (100 echoes 20 ms apart) and a 10 s iperf3 TCP stream.
 The card's trapped register accesses are counted over the whole run.
 
 Writes docs/bench/net.md (table + machine) and docs/bench/net.json (raw numbers) unless --no-write.
@@ -95,78 +96,108 @@ def card_traps(results: Path, nic: str, rounds: int) -> dict[str, float] | None:
     return {"card_packets": packets, "traps": traps, "traps_per_packet": traps / packets if packets else float("nan")}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per NIC (default 3)")
-    ap.add_argument("--seconds", type=int, default=10, help="iperf3 duration per round (default 10)")
-    ap.add_argument("--driver", default="ena", help="guest driver for the ENA function (default ena)")
-    ap.add_argument("--no-write", action="store_true", help="print the table, do not update docs/bench/")
-    ap.add_argument("--no-setup", action="store_true", help="skip qemu-testbed/env/setup")
-    args = ap.parse_args()
-    if args.rounds < 1 or args.seconds < 1:
-        ap.error("--rounds and --seconds must be at least 1")
-
-    testbed.lock_cache()
-    if not args.no_setup:
-        testbed.setup()
+def run(args: argparse.Namespace, mtu: int) -> tuple[dict[str, dict], float]:
+    """One boot: both guests at `mtu` on both NICs; returns the summary and the seconds it took."""
     p0, p1 = free_udp_ports(2)
-    env = {"BRAID_NET_DRIVER": args.driver, "BENCH_ROUNDS": str(args.rounds), "BENCH_SECONDS": str(args.seconds)}
+    env = {"BRAID_NET_DRIVER": args.driver, "BENCH_ROUNDS": str(args.rounds), "BENCH_SECONDS": str(args.seconds),
+           "BENCH_MTU": str(mtu)}
     job = "sh /braid/src/bench/guest/net.sh"
     timeout = 300 + args.rounds * (2 * args.seconds + 30)
-    with testbed.Testbed("bench-net", timeout=timeout) as tb:
+    with testbed.Testbed(f"bench-net-{mtu}", timeout=timeout) as tb:
         card = tb.card("card0", ["ena", "ena"])
         for i, (local, remote) in enumerate([(p0, p1), (p1, p0)]):
             nic = ["-netdev", f"dgram,id=vn0,local.type=inet,local.host=127.0.0.1,local.port={local},"
                               f"remote.type=inet,remote.host=127.0.0.1,remote.port={remote}",
                    "-device", f"virtio-net-pci,netdev=vn0,mac=52:54:00:00:00:0{i + 1}"]
             tb.vm(f"bench{i}", [card.functions[i]], job, env={**env, "BRAID_VM_INDEX": str(i)}, devices=nic)
-        testbed.progress(f"benchmark: 2 guests, {args.rounds} rounds x ({args.driver}, virtio-net), "
+        testbed.progress(f"benchmark at MTU {mtu}: 2 guests, {args.rounds} rounds x ({args.driver}, virtio-net), "
                          f"{args.seconds} s iperf3 each; logs in {tb.dir}")
         started = time.monotonic()
         results = tb.wait()
         failed = [r for r in results if not r.ok]
         if failed:
-            for r in failed:
-                print(f"{r.name}: {'; '.join(r.reasons)} (serial log: {r.serial})", file=sys.stderr)
-            return 1
-        summary = summarise(results[0].scratch / "results", [args.driver, "virtio"], args.rounds)
-        elapsed = time.monotonic() - started
+            raise testbed.TestbedError("; ".join(f"{r.name}: {'; '.join(r.reasons)} (serial log: {r.serial})"
+                                                 for r in failed))
+        return (summarise(results[0].scratch / "results", [args.driver, "virtio"], args.rounds),
+                time.monotonic() - started)
 
-    ena, virtio = summary[args.driver], summary["virtio"]
-    ratio_tcp = ena["tcp_mbit_s"] / virtio["tcp_mbit_s"]
-    ratio_rtt = ena["rtt_p50_ms"] / virtio["rtt_p50_ms"]
-    rows = [("iperf3 TCP, 1 stream (Mbit/s, median of rounds)", "tcp_mbit_s", "{:.0f}"),
-            ("TCP retransmits (all rounds)", "retransmits", "{:d}"),
-            ("ping RTT p50 (ms)", "rtt_p50_ms", "{:.3f}"),
-            ("ping RTT p99 (ms)", "rtt_p99_ms", "{:.3f}"),
-            ("trapped accesses per packet during the streams (card counts)", "traps_per_packet", "{:.5f}")]
-    table = [f"| | card ENA ({args.driver}) | virtio-net (dgram) |", "|---|---|---|"]
-    table += [f"| {label} | {fmt.format(ena[key]) if key in ena else '-'} | "
-              f"{fmt.format(virtio[key]) if key in virtio else 'n/a'} |" for label, key, fmt in rows]
-    verdict = (f"TCP throughput {ratio_tcp:.2f}x virtio-net (goal >= 3x); "
-               f"ping p50 {ratio_rtt:.2f}x virtio-net (goal <= 0.3x)")
-    print("\n".join(table))
-    print(verdict)
+
+ROWS = [("iperf3 TCP, 1 stream (Mbit/s, median of rounds)", "tcp_mbit_s", "{:.0f}"),
+        ("TCP retransmits (all rounds)", "retransmits", "{:d}"),
+        ("ping RTT p50 (ms)", "rtt_p50_ms", "{:.3f}"),
+        ("ping RTT p99 (ms)", "rtt_p99_ms", "{:.3f}"),
+        ("trapped accesses per packet during the streams (card counts)", "traps_per_packet", "{:.5f}")]
+
+
+def table(driver: str, runs: dict[int, dict[str, dict]]) -> list[str]:
+    head = "| |" + "".join(f" card ENA ({driver}), MTU {mtu} | virtio-net (dgram), MTU {mtu} |" for mtu in runs)
+    lines = [head, "|---|" + "---|---|" * len(runs)]
+    for label, key, fmt in ROWS:
+        cells = "".join(f" {fmt.format(r[n][key]) if key in r[n] else ('n/a' if n == 'virtio' else '-')} |"
+                        for r in runs.values() for n in (driver, "virtio"))
+        lines.append(f"| {label} |{cells}")
+    return lines
+
+
+def verdicts(driver: str, runs: dict[int, dict[str, dict]]) -> list[str]:
+    out = []
+    for mtu, r in runs.items():
+        ena, virtio = r[driver], r["virtio"]
+        out.append(f"MTU {mtu}: TCP throughput {ena['tcp_mbit_s'] / virtio['tcp_mbit_s']:.2f}x virtio-net "
+                   f"(goal >= 3x); ping p50 {ena['rtt_p50_ms'] / virtio['rtt_p50_ms']:.2f}x virtio-net "
+                   "(goal <= 0.3x)")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per NIC (default 3)")
+    ap.add_argument("--seconds", type=int, default=10, help="iperf3 duration per round (default 10)")
+    ap.add_argument("--mtu", type=int, action="append",
+                    help="MTU of both NICs, one boot each (default: 1500 and 9000); repeat for several")
+    ap.add_argument("--driver", default="ena", help="guest driver for the ENA function (default ena)")
+    ap.add_argument("--no-write", action="store_true", help="print the table, do not update docs/bench/")
+    ap.add_argument("--no-setup", action="store_true", help="skip qemu-testbed/env/setup")
+    args = ap.parse_args()
+    mtus = args.mtu or [1500, 9000]
+    if args.rounds < 1 or args.seconds < 1:
+        ap.error("--rounds and --seconds must be at least 1")
+    if any(not 576 <= m <= 9000 for m in mtus):
+        ap.error("--mtu must be within 576..9000 (the card's ENA function takes up to 9001)")
+
+    testbed.lock_cache()
+    if not args.no_setup:
+        testbed.setup()
+    runs: dict[int, dict[str, dict]] = {}
+    elapsed = 0.0
+    for mtu in mtus:
+        runs[mtu], seconds = run(args, mtu)
+        elapsed += seconds
+
+    lines = table(args.driver, runs)
+    verdict = verdicts(args.driver, runs)
+    print("\n".join(lines + verdict))
     if args.no_write:
         return 0
     m = machine()
     out = TOP / "docs/bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "net.json").write_text(json.dumps({"machine": m, "rounds": args.rounds, "seconds": args.seconds,
-                                              "results": summary}, indent=2) + "\n")
+                                              "results": {str(k): v for k, v in runs.items()}}, indent=2) + "\n")
     md = ["# Network benchmark: the card's ENA function vs virtio-net", "",
           f"Produced by `make bench` (`bench/net.py --rounds {args.rounds} --seconds {args.seconds}`) "
           f"in {elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host; each has one ENA function of "
           "the same card (the upstream `ena` driver unless stated) and one virtio-net NIC joined to the "
-          "other guest's by QEMU's `-netdev dgram` over loopback. Guest 0 alternates the NICs every round: "
-          f"{100} pings 20 ms apart, then a {args.seconds} s iperf3 TCP stream to guest 1. MTU 1500 on both. "
-          "Traps per packet: the guest accesses QEMU forwarded to the card (vfio-user messages) during the "
-          "ENA streams over the packets guest 0's function sent and received, from the card's control "
-          "socket before and after each stream; virtio-net's notifications are QEMU's business and not "
-          "counted here.",
-          "", *table, "", f"**{verdict}.**", "",
+          "other guest's by QEMU's `-netdev dgram` over loopback. One boot per MTU (both NICs at that MTU); "
+          f"guest 0 alternates the NICs every round: 100 pings 20 ms apart, then a {args.seconds} s iperf3 "
+          "TCP stream to guest 1. Traps per packet: the guest accesses QEMU forwarded to the card "
+          "(vfio-user messages) during the ENA streams over the packets guest 0's function sent and "
+          "received, from the card's control socket before and after each stream; virtio-net's "
+          "notifications are QEMU's business and not counted here.",
+          "", *lines, "", *[f"**{v}.**  " for v in verdict], "",
           "Per-round TCP results (Mbit/s): " + "; ".join(
-              f"{nic}: " + ", ".join(f"{v:.0f}" for v in summary[nic]["tcp_runs"]) for nic in summary), "",
+              f"MTU {mtu} {nic}: " + ", ".join(f"{v:.0f}" for v in r[nic]["tcp_runs"])
+              for mtu, r in runs.items() for nic in r), "",
           "## Machine", "", *[f"- {k}: {v}" for k, v in m.items()], ""]
     (out / "net.md").write_text("\n".join(md))
     print(f"wrote {out / 'net.md'} and {out / 'net.json'}")

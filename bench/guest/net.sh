@@ -4,13 +4,14 @@
 # each round so that drift on the host hits both alike, and writes raw results to
 # /braid/scratch/results/: <nic>-<round>.ping (one RTT in ms per line), <nic>-<round>.iperf3.json and,
 # around each ENA stream, the card's status (counters and trapped accesses of guest 0's function).
-# Environment: BRAID_VM_INDEX, BRAID_NET_DRIVER (ena), BENCH_ROUNDS, BENCH_SECONDS, BENCH_PINGS.
+# Environment: BRAID_VM_INDEX, BRAID_NET_DRIVER (ena), BENCH_ROUNDS, BENCH_SECONDS, BENCH_PINGS, BENCH_MTU.
 set -eu
 INDEX=${BRAID_VM_INDEX:?}
 DRIVER=${BRAID_NET_DRIVER:-ena}
 ROUNDS=${BENCH_ROUNDS:-3}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 PINGS=${BENCH_PINGS:-100}
+MTU=${BENCH_MTU:-1500}
 OUT=/braid/scratch/results
 DONE_PORT=9999
 
@@ -37,8 +38,8 @@ peer=$((2 - INDEX))
 ip link set lo up
 ip addr add "10.0.0.$me/24" dev "$ena_if"
 ip addr add "10.0.1.$me/24" dev "$virtio_if"
-ip link set "$ena_if" up
-ip link set "$virtio_if" up
+ip link set "$ena_if" mtu "$MTU" up
+ip link set "$virtio_if" mtu "$MTU" up
 log "$DRIVER: $ena_if, virtio-net: $virtio_if"
 ethtool -k "$ena_if" | grep -E '^(tx-checksumming|tcp-segmentation-offload|rx-checksumming|receive-hashing):' || true
 
