@@ -36,8 +36,8 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::ena::operator::{self, DeviceState, EnaStatus, FatalOutcome, KeepAlive, LinkOutcome};
-use crate::ena::{self, EnaControl};
-use crate::function::{Function, FunctionKind};
+use crate::ena::{self, Counters, EnaControl};
+use crate::function::{Function, FunctionKind, TrapCounts};
 use crate::server::{ServeError, claim_socket_path};
 
 /// Longest request line accepted, newline included.
@@ -181,40 +181,6 @@ impl Request {
     }
 }
 
-/// The counters of an ENA function, as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CounterStatus {
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Packets sent.
-    pub tx_pkts: u64,
-    /// Packets to send dropped (malformed, or the link was down).
-    pub tx_drops: u64,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Packets received.
-    pub rx_pkts: u64,
-    /// Received packets dropped (no buffer, bad descriptor).
-    pub rx_drops: u64,
-    /// Interrupt-unmask register writes the data path saw.
-    pub unmask_writes: u64,
-    /// CQ head doorbell changes the data path saw.
-    pub head_writes: u64,
-    /// Combined head + unmask doorbell writes the data path saw.
-    pub combined_writes: u64,
-}
-
-/// Guest accesses that trapped to the card (vfio-user region messages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrapStatus {
-    /// BAR0 control registers.
-    pub registers: u64,
-    /// Other BAR accesses (only when QEMU could not map them).
-    pub other_bars: u64,
-    /// Configuration space.
-    pub config: u64,
-}
-
 /// The ENA-specific part of a function's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnaFunctionStatus {
@@ -229,7 +195,7 @@ pub struct EnaFunctionStatus {
     /// Whether a link event still waits for the driver's AENQ.
     pub link_event_pending: bool,
     /// Device counters since the last reset.
-    pub counters: CounterStatus,
+    pub counters: Counters,
 }
 
 /// One function in a response.
@@ -242,7 +208,7 @@ pub struct FunctionStatus {
     /// `ena` or `efa`.
     pub kind: String,
     /// Accesses that trapped since the card started.
-    pub traps: TrapStatus,
+    pub traps: TrapCounts,
     /// ENA functions only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ena: Option<EnaFunctionStatus>,
@@ -432,23 +398,17 @@ impl Card {
             ),
             None => None,
         };
-        let t = f.function.trap_counts();
         Ok(FunctionStatus {
             index,
             socket: f.socket.clone(),
             kind: f.kind.to_string(),
-            traps: TrapStatus {
-                registers: t.registers,
-                other_bars: t.other_bars,
-                config: t.config,
-            },
+            traps: f.function.trap_counts(),
             ena,
         })
     }
 }
 
 fn ena_status(s: EnaStatus) -> EnaFunctionStatus {
-    let c = s.counters;
     EnaFunctionStatus {
         mac: ena::format_mac(&s.mac),
         link: if s.link_up { "up" } else { "down" }.to_owned(),
@@ -466,17 +426,7 @@ fn ena_status(s: EnaStatus) -> EnaFunctionStatus {
         }
         .to_owned(),
         link_event_pending: s.link_event_pending,
-        counters: CounterStatus {
-            tx_bytes: c.tx_bytes,
-            tx_pkts: c.tx_pkts,
-            tx_drops: c.tx_drops,
-            rx_bytes: c.rx_bytes,
-            rx_pkts: c.rx_pkts,
-            rx_drops: c.rx_drops,
-            unmask_writes: c.unmask_writes,
-            head_writes: c.head_writes,
-            combined_writes: c.combined_writes,
-        },
+        counters: s.counters,
     }
 }
 

@@ -350,8 +350,9 @@ pub struct TrapCounters {
     pub config: AtomicU64,
 }
 
-/// A snapshot of [`TrapCounters`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A snapshot of [`TrapCounters`] (serialized as is by the control
+/// socket's `status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TrapCounts {
     /// BAR0 control registers.
     pub registers: u64,

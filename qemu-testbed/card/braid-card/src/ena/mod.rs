@@ -229,8 +229,9 @@ pub fn function_config_with_control(
     (config, control)
 }
 
-/// Device counters, cumulative since reset.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Device counters, cumulative since reset (serialized as is by the control
+/// socket's `status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Bytes sent.
     pub tx_bytes: u64,
