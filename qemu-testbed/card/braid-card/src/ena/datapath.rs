@@ -188,8 +188,6 @@ struct Vector {
     /// Completions not yet signalled, per direction.
     pending_rx: bool,
     pending_tx: bool,
-    /// When the pending completions may interrupt.
-    due: Option<Instant>,
     /// Moderation delays set by the last unmask.
     rx_delay: Duration,
     tx_delay: Duration,
@@ -205,16 +203,21 @@ impl Vector {
         }
     }
 
-    /// When completions of the pending directions may interrupt.
-    fn pending_due(&self) -> Option<Instant> {
-        let since = self.unmasked_at?;
+    /// When the pending completions may interrupt: the earliest of the
+    /// last unmask plus each pending direction's delay (`now` if the driver
+    /// never unmasked, so never asked for a delay); `None` while masked or
+    /// with nothing pending.
+    fn due(&self, now: Instant) -> Option<Instant> {
+        if self.masked {
+            return None;
+        }
         [
             (self.pending_rx, Direction::Rx),
             (self.pending_tx, Direction::Tx),
         ]
         .into_iter()
         .filter(|&(pending, _)| pending)
-        .map(|(_, d)| since + self.delay(d))
+        .map(|(_, d)| self.unmasked_at.map_or(now, |t| t + self.delay(d)))
         .min()
     }
 }
@@ -403,7 +406,6 @@ impl DataPath {
         v.masked = true;
         v.pending_rx = false;
         v.pending_tx = false;
-        v.due = None;
         trace!(vector, "I/O interrupt");
         if let Err(err) = bus.signal_msix(vector) {
             warn!(vector, error = %err, "cannot signal an I/O interrupt");
@@ -422,13 +424,7 @@ impl DataPath {
             Direction::Rx => v.pending_rx = true,
             Direction::Tx => v.pending_tx = true,
         }
-        if v.masked {
-            return;
-        }
-        v.due = v.pending_due();
-        if v.due.is_none_or(|due| due <= Instant::now()) {
-            self.fire(bus, vector);
-        }
+        self.fire_if_due(bus, vector, Instant::now());
     }
 
     /// The driver unmasked `vector`, with these moderation delays.
@@ -437,12 +433,20 @@ impl DataPath {
         v.masked = false;
         v.rx_delay = rx_delay;
         v.tx_delay = tx_delay;
-        v.unmasked_at = Some(Instant::now());
-        if v.pending_rx || v.pending_tx {
-            v.due = v.pending_due();
-            if v.due.is_none_or(|due| due <= Instant::now()) {
-                self.fire(bus, vector);
-            }
+        let now = Instant::now();
+        v.unmasked_at = Some(now);
+        self.fire_if_due(bus, vector, now);
+    }
+
+    /// Fires `vector` if its pending completions are due at `now`; else
+    /// returns when they will be.
+    fn fire_if_due(&mut self, bus: &HostBus, vector: u16, now: Instant) -> Option<Instant> {
+        let due = self.vectors[usize::from(vector)].due(now)?;
+        if due <= now {
+            self.fire(bus, vector);
+            None
+        } else {
+            Some(due)
         }
     }
 
@@ -450,28 +454,9 @@ impl DataPath {
     /// the next one is due.
     fn fire_due(&mut self, bus: &HostBus) -> Option<Instant> {
         let now = Instant::now();
-        let mut next: Option<Instant> = None;
-        for vector in 0..self.vectors.len() as u16 {
-            let v = &self.vectors[usize::from(vector)];
-            match v.due {
-                Some(due) if !v.masked && due <= now => self.fire(bus, vector),
-                Some(due) if !v.masked => next = Some(next.map_or(due, |n| n.min(due))),
-                _ => {}
-            }
-        }
-        next
-    }
-
-    /// Whether `vector` is auto-masked (for tests and logs).
-    pub fn is_masked(&self, vector: u16) -> bool {
-        self.vectors
-            .get(usize::from(vector))
-            .is_some_and(|v| v.masked)
-    }
-
-    /// The CQ head the driver last reported for `cq`.
-    pub fn cq_head(&self, cq: u16) -> u16 {
-        self.cq_head.get(usize::from(cq)).copied().unwrap_or(0)
+        (0..self.vectors.len() as u16)
+            .filter_map(|vector| self.fire_if_due(bus, vector, now))
+            .min()
     }
 
     /// Unmask, head and combined doorbell writes of every CQ.

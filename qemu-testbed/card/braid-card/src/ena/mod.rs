@@ -601,11 +601,6 @@ impl EnaRegisters {
         Self { shared }
     }
 
-    /// Whether MSI-X `vector` is auto-masked after an interrupt.
-    pub fn vector_masked(&self, vector: u16) -> bool {
-        self.shared.lock().datapath.is_masked(vector)
-    }
-
     fn write_register(&self, offset: u64, value: u32) {
         let bus = &self.shared.bus;
         let mut state = self.shared.lock();
