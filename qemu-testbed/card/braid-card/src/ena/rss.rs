@@ -78,20 +78,39 @@ fn ordered<'a>(a: &'a [u8], b: &'a [u8], sort: bool) -> (&'a [u8], &'a [u8]) {
     if sort && b < a { (b, a) } else { (a, b) }
 }
 
+/// The longest hash input: two IPv6 addresses and two ports.
+const MAX_INPUT: usize = 16 + 16 + 2 + 2;
+
+/// A hash input built on the stack (this runs for every received frame).
+struct Input {
+    bytes: [u8; MAX_INPUT],
+    len: usize,
+}
+
+impl Input {
+    fn push(&mut self, field: &[u8]) {
+        self.bytes[self.len..self.len + field.len()].copy_from_slice(field);
+        self.len += field.len();
+    }
+}
+
 /// The hash input of `frame` under the selected fields.
-fn hash_input(rss: &Rss, frame: &[u8], headers: Option<&Headers>) -> Vec<u8> {
+fn hash_input(rss: &Rss, frame: &[u8], headers: Option<&Headers>) -> Input {
     let fields = rss.selected_fields[class(headers)];
-    let mut input = Vec::with_capacity(36);
+    let mut input = Input {
+        bytes: [0; MAX_INPUT],
+        len: 0,
+    };
     let mut push_pair = |src: &[u8], dst: &[u8], sa: u16, da: u16, sort: bool| {
         let (first, second) = ordered(src, dst, sort);
         let both = fields & (sa | da) == sa | da;
         if both {
-            input.extend_from_slice(first);
-            input.extend_from_slice(second);
+            input.push(first);
+            input.push(second);
         } else if fields & sa != 0 {
-            input.extend_from_slice(src);
+            input.push(src);
         } else if fields & da != 0 {
-            input.extend_from_slice(dst);
+            input.push(dst);
         }
     };
     match headers {
@@ -129,15 +148,18 @@ fn hash_input(rss: &Rss, frame: &[u8], headers: Option<&Headers>) -> Vec<u8> {
     input
 }
 
-/// The key as bytes, in the order the driver wrote them.
-fn key_bytes(rss: &Rss) -> Vec<u8> {
-    rss.key.iter().flat_map(|w| w.to_le_bytes()).collect()
-}
-
 /// The RSS hash of `frame` (the only function the card offers is Toeplitz).
 pub fn hash(rss: &Rss, frame: &[u8], headers: Option<&Headers>) -> u32 {
     debug_assert_eq!(rss.func, rss::DEFAULT_FUNC);
-    toeplitz(&key_bytes(rss), &hash_input(rss, frame, headers))
+    // The key as bytes, in the order the driver wrote them (SET_FEATURE
+    // accepts at most KEY_PARTS words).
+    let mut key = [0u8; 4 * rss::KEY_PARTS];
+    for (bytes, word) in key.chunks_exact_mut(4).zip(&rss.key) {
+        bytes.copy_from_slice(&word.to_le_bytes());
+    }
+    let key_len = 4 * rss.key.len().min(rss::KEY_PARTS);
+    let input = hash_input(rss, frame, headers);
+    toeplitz(&key[..key_len], &input.bytes[..input.len])
 }
 
 /// The RX queue the indirection table gives `hash`.
