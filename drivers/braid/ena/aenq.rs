@@ -16,7 +16,7 @@ use kernel::{
     sync::barrier::{dma_mb, Read},
 };
 
-use super::admin::{Entry, ENTRY_SIZE};
+use super::admin::{phase, Entry, ENTRY_SIZE};
 use super::regs::{AENQ_BASE_HI, AENQ_BASE_LO, AENQ_CAPS, AENQ_HEAD_DB};
 use crate::regs::REG_PAGE_SIZE;
 
@@ -109,8 +109,8 @@ impl Aenq {
         let mut taken = 0;
         loop {
             let slot = usize::from(self.head % DEPTH);
-            // Phase: bit 0 of `flags` (byte 4, word 1), set on the ring's first pass.
-            let want_phase = (self.head / DEPTH) % 2 == 0;
+            // Phase: bit 0 of `flags` (byte 4, word 1).
+            let want_phase = phase(self.head, DEPTH);
             let word1: u32 = io_read!(self.ring, [panic: slot][build: 1]);
             if (word1 & 1 != 0) != want_phase {
                 break;
