@@ -54,12 +54,12 @@ mod acq {
 /// `enum ena_admin_aq_completion_status`, as errors.
 fn status_error(status: u32) -> Error {
     match status {
-        // MALFORMED_REQUEST, ILLEGAL_PARAMETER.
-        1 | 5 => EINVAL,
+        // RESOURCE_ALLOCATION_FAILURE.
+        1 => ENOMEM,
         // BAD_OPCODE, UNSUPPORTED_OPCODE.
         2 | 3 => EOPNOTSUPP,
-        // RESOURCE_ALLOCATION_FAILURE.
-        4 => ENOMEM,
+        // MALFORMED_REQUEST, ILLEGAL_PARAMETER.
+        4 | 5 => EINVAL,
         // RESOURCE_BUSY.
         7 => EBUSY,
         _ => EIO,
