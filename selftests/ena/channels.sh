@@ -36,7 +36,7 @@ combined() { # IF [NETNS]: current combined channels
 }
 
 setup() {
-	modprobe "$NET_DRIVER" && bind_to "$NET_DRIVER" "$DEV_A" && bind_to "$NET_DRIVER" "$DEV_B" || return 1
+	load_driver "$NET_DRIVER" && bind_to "$NET_DRIVER" "$DEV_A" && bind_to "$NET_DRIVER" "$DEV_B" || return 1
 	IF_A=$(ls "/sys/bus/pci/devices/$DEV_A/net") IF_B=$(ls "/sys/bus/pci/devices/$DEV_B/net")
 	ip netns add "$NS" && ip link set "$IF_B" netns "$NS" || return 1
 	ip addr add "$A_ADDR/24" dev "$IF_A" && ip link set "$IF_A" up || return 1
@@ -109,7 +109,7 @@ ktap_check no_reset_or_watchdog no_reset_line
 
 teardown() {
 	ip netns del "$NS"
-	unbind "$DEV_A" && unbind "$DEV_B" && modprobe -r "$NET_DRIVER" && no_splat_since_mark
+	unbind "$DEV_A" && unbind "$DEV_B" && unload_driver "$NET_DRIVER" && no_splat_since_mark
 }
 ktap_check teardown_no_splat teardown
 ktap_done

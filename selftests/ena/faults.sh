@@ -43,7 +43,7 @@ dmesg_mark
 # (Cases run in subshells: state they find out does not outlive them.)
 netdev_of() { ls "/sys/bus/pci/devices/$1/net" 2>/dev/null; }
 setup() {
-	modprobe "$DRIVER" && bind_to "$DRIVER" "$dev" || return 1
+	load_driver "$DRIVER" && bind_to "$DRIVER" "$dev" || return 1
 	netdev=$(netdev_of "$dev") || return 1
 	ip link set dev "$netdev" up && wait_carrier 1 10
 }

@@ -38,7 +38,7 @@ else
 	ktap_fail hostile_driver_ran
 fi
 
-ktap_check driver_loads modprobe "$DRIVER"
+ktap_check driver_loads load_driver "$DRIVER"
 ktap_check driver_binds_after_abuse bind_to "$DRIVER" "$dev"
 
 netdev_of() { ls "/sys/bus/pci/devices/$1/net" 2>/dev/null; }

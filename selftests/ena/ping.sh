@@ -30,7 +30,7 @@ dev=${devs%% *}
 ktap_plan 9
 dmesg_mark
 
-bind() { modprobe "$DRIVER" && bind_to "$DRIVER" "$dev"; }
+bind() { load_driver "$DRIVER" && bind_to "$DRIVER" "$dev"; }
 ktap_check driver_binds bind
 n=$(ls "/sys/bus/pci/devices/$dev/net" 2>/dev/null)
 up() {

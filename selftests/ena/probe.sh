@@ -18,7 +18,7 @@ devs=$(pci_devices_of ena)
 ktap_plan 10
 dmesg_mark
 
-ktap_check driver_loads modprobe "$DRIVER"
+ktap_check driver_loads load_driver "$DRIVER"
 
 bind_all() { for d in $devs; do bind_to "$DRIVER" "$d" || return 1; done; }
 ktap_check functions_bind bind_all

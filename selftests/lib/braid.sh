@@ -6,6 +6,22 @@ BRAID_KO=/braid/out/braid.ko
 # the same IDs): no driver binds anything on its own when it loads.
 echo 0 >/sys/bus/pci/drivers_autoprobe
 
+# load_driver DRIVER: braid.ko from the build, any other driver from the test kernel's modules.
+load_driver() {
+	case $1 in
+	braid) [ -d /sys/module/braid ] || insmod "$BRAID_KO" ;;
+	*) modprobe "$1" ;;
+	esac
+}
+
+# unload_driver DRIVER
+unload_driver() {
+	case $1 in
+	braid) rmmod braid ;;
+	*) modprobe -r "$1" ;;
+	esac
+}
+
 # All card functions attached to this guest, as sysfs PCI addresses.
 card_devices() {
 	for kind in $(awk '!seen[$1]++ { print $1 }' "$FUNCTIONS_FILE"); do

@@ -35,7 +35,7 @@ net_require_pair() {
 
 # net_up: binds the driver (if not yet), takes the address, brings the link up, waits for carrier.
 net_up() {
-	modprobe "$NET_DRIVER" || return 1
+	load_driver "$NET_DRIVER" || return 1
 	[ -e "/sys/bus/pci/drivers/$NET_DRIVER/$NET_PCI" ] || bind_to "$NET_DRIVER" "$NET_PCI" || return 1
 	NET_IF=$(ls "/sys/bus/pci/devices/$NET_PCI/net" 2>/dev/null)
 	[ -n "$NET_IF" ] || { echo "no netdev on $NET_PCI"; return 1; }
