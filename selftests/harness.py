@@ -19,7 +19,7 @@ import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parent.parent
@@ -33,7 +33,8 @@ class Boot:
 
     One guest gets every function; with several, guest i gets function i alone (so `functions` has
     one entry per guest) and its tests see BRAID_VM_INDEX=i and BRAID_VM_COUNT=vms. Each guest has
-    `smp` vCPUs."""
+    `smp` vCPUs; its tests also see `env` (e.g. BRAID_NET_DRIVER=braid runs the ENA scripts on
+    braid.ko)."""
 
     name: str
     functions: list[str]
@@ -41,6 +42,7 @@ class Boot:
     timeout: float = 600
     vms: int = 1
     smp: int = 1
+    env: dict[str, str] = field(default_factory=dict)
 
 
 PLAN = [
@@ -184,13 +186,13 @@ def guest_tests(plan: list[Boot]) -> list[Result]:
                 card = tb.card("card0", boot.functions)
                 job = "sh /braid/src/selftests/run-guest " + " ".join(boot.tests)
                 if boot.vms == 1:
-                    tb.vm(boot.name, card.functions, job, smp=boot.smp)
+                    tb.vm(boot.name, card.functions, job, smp=boot.smp, env=boot.env)
                 else:
                     if len(card.functions) != boot.vms:
                         raise testbed.TestbedError(f"boot {boot.name}: {boot.vms} guests need one function each")
                     for i, fn in enumerate(card.functions):
                         tb.vm(f"{boot.name}{i}", [fn], job, smp=boot.smp,
-                              env={"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
+                              env=boot.env | {"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
                 vms = tb.wait()
         except testbed.TestbedError as e:
             results.append(Result(f"{boot.name}:testbed", "fail", str(e)))
@@ -209,19 +211,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-t", "--test", action="append", default=[],
                     help="run only guest test scripts whose path contains this (repeatable)")
+    ap.add_argument("-b", "--boot", action="append", default=[],
+                    help="run only the guest boots with this name (repeatable)")
     ap.add_argument("--no-host", action="store_true", help="skip the host tests (cargo test)")
     ap.add_argument("--no-guest", action="store_true", help="skip the guest tests")
     ap.add_argument("--list", action="store_true", help="print the boots and their tests, run nothing")
     ap.add_argument("--no-setup", action="store_true", help="skip qemu-testbed/env/setup (already up to date)")
     args = ap.parse_args()
 
-    plan = PLAN
+    plan = [b for b in PLAN if not args.boot or b.name in args.boot]
     if args.test:
         plan = [replace(b, tests=[t for t in b.tests if any(p in t for p in args.test)])
-                for b in PLAN]
+                for b in plan]
         plan = [b for b in plan if b.tests]
-        if not plan:
-            ap.error(f"no guest test matches {args.test}; see --list")
+    if not plan:
+        ap.error(f"no guest boot or test matches {args.boot or ''} {args.test or ''}; see --list")
     if args.list:
         for b in plan:
             guests = f", {b.vms} guests (one function each)" if b.vms > 1 else ""
