@@ -1,16 +1,100 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * What braid.ko's bindings are generated from: the kernel headers it calls into and the C helpers
- * (helpers.c) that give Rust a real symbol for static inline kernel functions.
+ * (helpers.c) that give Rust a real symbol for static inline kernel functions and macros.
  */
 #ifndef BRAID_SYS_H
 #define BRAID_SYS_H
 
+#include <linux/dma-mapping.h>
+#include <linux/etherdevice.h>
+#include <linux/netdevice.h>
 #include <linux/pci.h>
+#include <linux/rtnetlink.h>
+#include <linux/skbuff.h>
+#include <linux/workqueue.h>
+
+/* PCI */
 
 /* pci_is_pcie(): whether the function has a PCI Express capability. */
 bool braid_pci_is_pcie(struct pci_dev *pdev);
 /* pci_pcie_type(): the PCI Express device/port type (PCI_EXP_TYPE_*). */
 int braid_pci_pcie_type(struct pci_dev *pdev);
+
+/* DMA (streaming mappings) */
+
+dma_addr_t braid_dma_map_single(struct device *dev, void *ptr, size_t size,
+				enum dma_data_direction dir);
+void braid_dma_unmap_single(struct device *dev, dma_addr_t addr, size_t size,
+			    enum dma_data_direction dir);
+int braid_dma_mapping_error(struct device *dev, dma_addr_t addr);
+
+/* net_device */
+
+void *braid_netdev_priv(const struct net_device *dev);
+/* SET_NETDEV_DEV(). */
+void braid_netdev_set_parent(struct net_device *dev, struct device *parent);
+void braid_eth_hw_addr_set(struct net_device *dev, const u8 *addr);
+void braid_netif_tx_start_all_queues(struct net_device *dev);
+void braid_netif_tx_stop_queue(struct net_device *dev, unsigned int queue);
+void braid_netif_tx_wake_queue(struct net_device *dev, unsigned int queue);
+bool braid_netif_tx_queue_stopped(struct net_device *dev, unsigned int queue);
+void braid_netdev_tx_sent_queue(struct net_device *dev, unsigned int queue, unsigned int bytes);
+void braid_netdev_tx_completed_queue(struct net_device *dev, unsigned int queue,
+				     unsigned int packets, unsigned int bytes);
+void braid_netdev_tx_reset_queue(struct net_device *dev, unsigned int queue);
+
+/* NAPI */
+
+void braid_netif_napi_add(struct net_device *dev, struct napi_struct *napi,
+			  int (*poll)(struct napi_struct *, int));
+void braid_netif_napi_del(struct napi_struct *napi);
+bool braid_napi_schedule(struct napi_struct *napi);
+void braid_napi_gro_receive(struct napi_struct *napi, struct sk_buff *skb);
+
+/* sk_buff */
+
+unsigned int braid_skb_headlen(const struct sk_buff *skb);
+unsigned int braid_skb_nr_frags(const struct sk_buff *skb);
+unsigned int braid_skb_frag_size(const struct sk_buff *skb, unsigned int i);
+dma_addr_t braid_skb_frag_dma_map(struct device *dev, const struct sk_buff *skb, unsigned int i);
+u16 braid_skb_get_queue_mapping(const struct sk_buff *skb);
+void braid_skb_reserve(struct sk_buff *skb, unsigned int len);
+void braid_skb_record_rx_queue(struct sk_buff *skb, u16 queue);
+void braid_skb_set_hash_l4(struct sk_buff *skb, u32 hash);
+void braid_skb_set_csum_unnecessary(struct sk_buff *skb);
+bool braid_skb_csum_partial(const struct sk_buff *skb);
+unsigned int braid_skb_gso_size(const struct sk_buff *skb);
+void braid_skb_add_rx_frag(struct sk_buff *skb, struct page *page, unsigned int off,
+			   unsigned int size, unsigned int truesize);
+void braid_dev_kfree_skb_any(struct sk_buff *skb);
+/* skb->protocol = eth_type_trans(skb, dev). */
+void braid_eth_type_trans(struct sk_buff *skb, struct net_device *dev);
+
+/* Pages for receive buffers */
+
+struct page *braid_dev_alloc_page(void);
+void *braid_page_address(struct page *page);
+void braid_put_page(struct page *page);
+/* Room build_skb() needs around a receive buffer: NET_SKB_PAD + NET_IP_ALIGN before it, the
+ * aligned skb_shared_info after it. */
+unsigned int braid_rx_headroom(void);
+unsigned int braid_rx_tailroom(void);
+
+/* Deferred work */
+
+/* INIT_DELAYED_WORK(). */
+void braid_init_delayed_work(struct delayed_work *dwork, void (*func)(struct work_struct *));
+/* schedule_delayed_work(): on the system workqueue. */
+bool braid_schedule_delayed_work(struct delayed_work *dwork, unsigned long delay);
+
+/* CPUs */
+
+unsigned int braid_num_online_cpus(void);
+
+/* net_device references */
+
+void braid_dev_hold(struct net_device *dev);
+void braid_dev_put(struct net_device *dev);
 
 #endif /* BRAID_SYS_H */

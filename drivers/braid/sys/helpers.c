@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Symbols for the static inline kernel functions braid.ko calls from Rust. Nothing else. */
+/* Symbols for the static inline kernel functions and macros braid.ko calls from Rust. Nothing else. */
 #include "braid_sys.h"
 
 bool braid_pci_is_pcie(struct pci_dev *pdev)
@@ -10,4 +10,216 @@ bool braid_pci_is_pcie(struct pci_dev *pdev)
 int braid_pci_pcie_type(struct pci_dev *pdev)
 {
 	return pci_pcie_type(pdev);
+}
+
+dma_addr_t braid_dma_map_single(struct device *dev, void *ptr, size_t size,
+				enum dma_data_direction dir)
+{
+	return dma_map_single(dev, ptr, size, dir);
+}
+
+void braid_dma_unmap_single(struct device *dev, dma_addr_t addr, size_t size,
+			    enum dma_data_direction dir)
+{
+	dma_unmap_single(dev, addr, size, dir);
+}
+
+int braid_dma_mapping_error(struct device *dev, dma_addr_t addr)
+{
+	return dma_mapping_error(dev, addr);
+}
+
+void *braid_netdev_priv(const struct net_device *dev)
+{
+	return netdev_priv(dev);
+}
+
+void braid_netdev_set_parent(struct net_device *dev, struct device *parent)
+{
+	SET_NETDEV_DEV(dev, parent);
+}
+
+void braid_eth_hw_addr_set(struct net_device *dev, const u8 *addr)
+{
+	eth_hw_addr_set(dev, addr);
+}
+
+void braid_netif_tx_start_all_queues(struct net_device *dev)
+{
+	netif_tx_start_all_queues(dev);
+}
+
+void braid_netif_tx_stop_queue(struct net_device *dev, unsigned int queue)
+{
+	netif_tx_stop_queue(netdev_get_tx_queue(dev, queue));
+}
+
+void braid_netif_tx_wake_queue(struct net_device *dev, unsigned int queue)
+{
+	netif_tx_wake_queue(netdev_get_tx_queue(dev, queue));
+}
+
+bool braid_netif_tx_queue_stopped(struct net_device *dev, unsigned int queue)
+{
+	return netif_tx_queue_stopped(netdev_get_tx_queue(dev, queue));
+}
+
+void braid_netdev_tx_sent_queue(struct net_device *dev, unsigned int queue, unsigned int bytes)
+{
+	netdev_tx_sent_queue(netdev_get_tx_queue(dev, queue), bytes);
+}
+
+void braid_netdev_tx_completed_queue(struct net_device *dev, unsigned int queue,
+				     unsigned int packets, unsigned int bytes)
+{
+	netdev_tx_completed_queue(netdev_get_tx_queue(dev, queue), packets, bytes);
+}
+
+void braid_netdev_tx_reset_queue(struct net_device *dev, unsigned int queue)
+{
+	netdev_tx_reset_queue(netdev_get_tx_queue(dev, queue));
+}
+
+void braid_netif_napi_add(struct net_device *dev, struct napi_struct *napi,
+			  int (*poll)(struct napi_struct *, int))
+{
+	netif_napi_add(dev, napi, poll);
+}
+
+void braid_netif_napi_del(struct napi_struct *napi)
+{
+	netif_napi_del(napi);
+}
+
+bool braid_napi_schedule(struct napi_struct *napi)
+{
+	return napi_schedule(napi);
+}
+
+void braid_napi_gro_receive(struct napi_struct *napi, struct sk_buff *skb)
+{
+	napi_gro_receive(napi, skb);
+}
+
+void braid_eth_type_trans(struct sk_buff *skb, struct net_device *dev)
+{
+	skb->protocol = eth_type_trans(skb, dev);
+}
+
+unsigned int braid_skb_headlen(const struct sk_buff *skb)
+{
+	return skb_headlen(skb);
+}
+
+unsigned int braid_skb_nr_frags(const struct sk_buff *skb)
+{
+	return skb_shinfo(skb)->nr_frags;
+}
+
+unsigned int braid_skb_frag_size(const struct sk_buff *skb, unsigned int i)
+{
+	return skb_frag_size(&skb_shinfo(skb)->frags[i]);
+}
+
+dma_addr_t braid_skb_frag_dma_map(struct device *dev, const struct sk_buff *skb, unsigned int i)
+{
+	const skb_frag_t *frag = &skb_shinfo(skb)->frags[i];
+
+	return skb_frag_dma_map(dev, frag, 0, skb_frag_size(frag), DMA_TO_DEVICE);
+}
+
+u16 braid_skb_get_queue_mapping(const struct sk_buff *skb)
+{
+	return skb_get_queue_mapping(skb);
+}
+
+void braid_skb_reserve(struct sk_buff *skb, unsigned int len)
+{
+	skb_reserve(skb, len);
+}
+
+void braid_skb_record_rx_queue(struct sk_buff *skb, u16 queue)
+{
+	skb_record_rx_queue(skb, queue);
+}
+
+void braid_skb_set_hash_l4(struct sk_buff *skb, u32 hash)
+{
+	skb_set_hash(skb, hash, PKT_HASH_TYPE_L4);
+}
+
+void braid_skb_set_csum_unnecessary(struct sk_buff *skb)
+{
+	skb->ip_summed = CHECKSUM_UNNECESSARY;
+}
+
+bool braid_skb_csum_partial(const struct sk_buff *skb)
+{
+	return skb->ip_summed == CHECKSUM_PARTIAL;
+}
+
+unsigned int braid_skb_gso_size(const struct sk_buff *skb)
+{
+	return skb_is_gso(skb) ? skb_shinfo(skb)->gso_size : 0;
+}
+
+void braid_skb_add_rx_frag(struct sk_buff *skb, struct page *page, unsigned int off,
+			   unsigned int size, unsigned int truesize)
+{
+	skb_add_rx_frag(skb, skb_shinfo(skb)->nr_frags, page, off, size, truesize);
+}
+
+void braid_dev_kfree_skb_any(struct sk_buff *skb)
+{
+	dev_kfree_skb_any(skb);
+}
+
+struct page *braid_dev_alloc_page(void)
+{
+	return dev_alloc_page();
+}
+
+void *braid_page_address(struct page *page)
+{
+	return page_address(page);
+}
+
+void braid_put_page(struct page *page)
+{
+	put_page(page);
+}
+
+unsigned int braid_rx_headroom(void)
+{
+	return NET_SKB_PAD + NET_IP_ALIGN;
+}
+
+unsigned int braid_rx_tailroom(void)
+{
+	return SKB_DATA_ALIGN(sizeof(struct skb_shared_info));
+}
+
+void braid_dev_hold(struct net_device *dev)
+{
+	dev_hold(dev);
+}
+
+void braid_dev_put(struct net_device *dev)
+{
+	dev_put(dev);
+}
+
+unsigned int braid_num_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
+void braid_init_delayed_work(struct delayed_work *dwork, void (*func)(struct work_struct *))
+{
+	INIT_DELAYED_WORK(dwork, func);
+}
+
+bool braid_schedule_delayed_work(struct delayed_work *dwork, unsigned long delay)
+{
+	return schedule_delayed_work(dwork, delay);
 }
