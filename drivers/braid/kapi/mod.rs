@@ -6,4 +6,9 @@
 //! could be proposed for `rust/kernel/`. All of braid.ko's `unsafe` lives here and in [`crate::sys`].
 
 pub(crate) mod dma;
+pub(crate) mod irq;
+pub(crate) mod napi;
+pub(crate) mod netdev;
 pub(crate) mod pci;
+pub(crate) mod skb;
+pub(crate) mod work;
