@@ -5,12 +5,14 @@
 
 #![forbid(unsafe_code)]
 
-use kernel::{device::Core, io::Io, pci, prelude::*};
+use kernel::{device::Core, io::Io, pci, prelude::*, sync::Arc};
 
 use crate::{
-    ena::EnaDevice,
+    ena::{netdev::EnaNet, EnaDevice},
     kapi::{
         dma::set_dma_width,
+        irq::Vectors,
+        netdev,
         pci::{DeviceExt, PcieType},
     },
     regs::{self, CAPS, CONTROLLER_VERSION, VERSION},
@@ -87,15 +89,17 @@ kernel::pci_device_table!(
     ]
 );
 
-/// A bound function and the resources it holds; all are released when it drops.
+/// A bound function and the resources it holds; all are released when it drops, in the order of
+/// the fields.
 pub(crate) struct Function<'bound> {
     pdev: &'bound pci::Device,
     kind: FunctionKind,
-    /// The ENA device protocol, for an ENA function.
-    ena: Option<EnaDevice>,
-    regs: pci::Bar<'bound, { regs::REG_PAGE_SIZE }>,
+    /// The network device of an ENA function, which owns the device protocol; unregistered
+    /// first, which stops and resets the device.
+    _net: Option<netdev::Registration<EnaNet<'bound>>>,
+    _regs: Arc<pci::Bar<'bound, { regs::REG_PAGE_SIZE }>>,
     _mem: pci::Bar<'bound>,
-    _irqs: pci::IrqVectorRegistration<'bound>,
+    _vectors: Arc<Vectors<'bound>>,
 }
 
 impl pci::Driver for BraidDriver {
@@ -113,7 +117,10 @@ impl pci::Driver for BraidDriver {
         pdev.enable_device_mem()?;
         pdev.set_master();
 
-        let regs = pdev.iomap_region_sized::<{ regs::REG_PAGE_SIZE }>(REG_BAR, c"braid-regs")?;
+        let regs = Arc::new(
+            pdev.iomap_region_sized::<{ regs::REG_PAGE_SIZE }>(REG_BAR, c"braid-regs")?,
+            GFP_KERNEL,
+        )?;
         let mem = pdev.iomap_region(MEM_BAR, c"braid-mem")?;
 
         let vectors = pdev.msix_vec_count()?;
@@ -123,6 +130,7 @@ impl pci::Driver for BraidDriver {
             pci::IrqTypes::default().with(pci::IrqType::MsiX),
         )?;
 
+        let vectors_len = irqs.len();
         let version = regs.read(VERSION);
         let controller = regs.read(CONTROLLER_VERSION);
         let caps = regs.read(CAPS);
@@ -138,7 +146,7 @@ impl pci::Driver for BraidDriver {
             u32::from(controller.subminor()),
             u32::from(controller.impl_id()),
             u32::from(caps.dma_addr_width()),
-            irqs.len(),
+            vectors_len,
             match pdev.pcie_type() {
                 Some(PcieType::Endpoint) => "PCIe endpoint",
                 Some(PcieType::LegacyEndpoint) => "legacy PCIe endpoint",
@@ -153,9 +161,11 @@ impl pci::Driver for BraidDriver {
         );
 
         set_dma_width(pdev, u32::from(caps.dma_addr_width()))?;
-        let ena = match kind {
+        let vectors = Vectors::new(irqs)?;
+        let net = match kind {
             FunctionKind::Ena => {
-                let ena = EnaDevice::probe(pdev, &regs)?;
+                let bar_len = usize::try_from(pdev.resource_len(REG_BAR)?)?;
+                let ena = EnaDevice::probe(pdev, regs.clone(), bar_len)?;
                 let a = &ena.attributes;
                 let m = &a.mac;
                 dev_info!(
@@ -179,7 +189,13 @@ impl pci::Driver for BraidDriver {
                         None => "unknown",
                     },
                 );
-                Some(ena)
+                let net = EnaNet::register(pdev, vectors.clone(), ena)?;
+                dev_info!(
+                    pdev,
+                    "ENA network device registered ({} queue pairs)\n",
+                    net.device().data().queue_pairs()
+                );
+                Some(net)
             }
             FunctionKind::Efa => None,
         };
@@ -187,26 +203,17 @@ impl pci::Driver for BraidDriver {
         Ok(Function {
             pdev,
             kind,
-            ena,
-            regs,
+            _net: net,
+            _regs: regs,
             _mem: mem,
-            _irqs: irqs,
+            _vectors: vectors,
         })
     }
 }
 
 impl Drop for Function<'_> {
     fn drop(&mut self) {
-        // The device must stop writing to the admin rings before they are freed.
-        if let Some(ena) = &mut self.ena {
-            if let Err(err) = ena.shutdown(&self.regs) {
-                dev_warn!(
-                    self.pdev,
-                    "ENA device did not reset at release: {:?}\n",
-                    err
-                );
-            }
-        }
+        // Runs before the fields are dropped: the log line comes first.
         dev_info!(self.pdev, "{} function released\n", self.kind.name());
     }
 }

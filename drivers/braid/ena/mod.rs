@@ -7,13 +7,18 @@
 
 pub(crate) mod admin;
 pub(crate) mod aenq;
+pub(crate) mod io;
+pub(crate) mod netdev;
 pub(crate) mod regs;
+pub(crate) mod rx;
+pub(crate) mod tx;
 
 use kernel::{
-    device::Core,
+    device::{Bound, Core},
     io::Io,
     pci,
     prelude::*,
+    sync::Arc,
     time::{delay::fsleep, Delta, Instant, Monotonic},
 };
 
@@ -28,6 +33,8 @@ const GET_FEATURE: u8 = 8;
 const SET_FEATURE: u8 = 9;
 /// `ENA_ADMIN_DEVICE_ATTRIBUTES`.
 const DEVICE_ATTRIBUTES: u32 = 1;
+/// `ENA_ADMIN_MTU`.
+const MTU: u32 = 14;
 /// `ENA_ADMIN_AENQ_CONFIG`.
 const AENQ_CONFIG: u32 = 26;
 /// The event groups braid.ko handles.
@@ -67,12 +74,18 @@ impl DeviceAttributes {
     }
 }
 
-/// An ENA function brought up to a working admin queue.
-pub(crate) struct EnaDevice {
-    /// Owns the admin rings the device writes to; freed only after [`EnaDevice::shutdown`].
-    _admin: AdminQueue,
-    /// Owns the event ring, likewise.
-    _aenq: Aenq,
+/// The control registers (BAR0's trapped page), shared by the device protocol and the data path.
+pub(crate) type Regs<'bound> = pci::Bar<'bound, REG_PAGE_SIZE>;
+
+/// An ENA function brought up to a working admin queue; reset when dropped, before its rings
+/// are freed.
+pub(crate) struct EnaDevice<'bound> {
+    pdev: &'bound pci::Device<Bound>,
+    regs: Arc<Regs<'bound>>,
+    /// Length of BAR0, which holds the doorbells past the register page.
+    bar_len: usize,
+    admin: AdminQueue,
+    aenq: Aenq,
     /// The device's attributes, read at probe.
     pub(crate) attributes: DeviceAttributes,
     /// The event groups enabled on the device.
@@ -121,20 +134,24 @@ fn reset(regs: &pci::Bar<'_, REG_PAGE_SIZE>, reason: u32) -> Result {
     })
 }
 
-impl EnaDevice {
+impl<'bound> EnaDevice<'bound> {
     /// Resets the device, sets up the admin queue in polling mode and reads the device's
     /// attributes.
     pub(crate) fn probe(
-        pdev: &pci::Device<Core<'_>>,
-        regs: &pci::Bar<'_, REG_PAGE_SIZE>,
+        pdev: &'bound pci::Device<Core<'_>>,
+        regs: Arc<Regs<'bound>>,
+        bar_len: usize,
     ) -> Result<Self> {
-        reset(regs, regs::RESET_NORMAL)?;
+        reset(&regs, regs::RESET_NORMAL)?;
         let mut admin = AdminQueue::new(pdev.as_ref())?;
         let mut aenq = Aenq::new(pdev.as_ref())?;
-        match Self::bring_up(regs, &mut admin, &mut aenq) {
+        match Self::bring_up(&regs, &mut admin, &mut aenq) {
             Ok((attributes, event_groups, link_up)) => Ok(Self {
-                _admin: admin,
-                _aenq: aenq,
+                pdev,
+                regs,
+                bar_len,
+                admin,
+                aenq,
                 attributes,
                 event_groups,
                 link_up,
@@ -142,7 +159,7 @@ impl EnaDevice {
             Err(err) => {
                 // The device may still write to the rings (a late completion, an event): stop
                 // it before they are freed.
-                let _ = reset(regs, regs::RESET_INIT_ERR);
+                let _ = reset(&regs, regs::RESET_INIT_ERR);
                 Err(err)
             }
         }
@@ -185,8 +202,57 @@ impl EnaDevice {
         Ok((attributes, event_groups, link_up))
     }
 
-    /// Stops the device's DMA before the rings are freed: a reset drops every queue.
-    pub(crate) fn shutdown(&mut self, regs: &pci::Bar<'_, REG_PAGE_SIZE>) -> Result {
-        reset(regs, regs::RESET_SHUTDOWN)
+    /// The control registers.
+    pub(crate) fn regs(&self) -> &Arc<Regs<'bound>> {
+        &self.regs
+    }
+
+    /// Runs an admin command (see [`AdminQueue::execute`]).
+    pub(crate) fn execute(&mut self, opcode: u8, command: Entry) -> Result<Entry> {
+        self.admin.execute(&self.regs, opcode, command)
+    }
+
+    /// Takes the events the device posted (see [`Aenq::poll`]).
+    pub(crate) fn poll_events(&mut self, handle: impl FnMut(Event)) -> usize {
+        self.aenq.poll(&self.regs, handle)
+    }
+
+    /// Resets the device and brings its admin queue and events back, after the device failed
+    /// to do what a command asked: the reset stops every I/O queue.
+    pub(crate) fn reset_and_restart(&mut self, reason: u32) -> Result {
+        reset(&self.regs, reason)?;
+        let (attributes, event_groups, link_up) =
+            Self::bring_up(&self.regs, &mut self.admin, &mut self.aenq)?;
+        self.attributes = attributes;
+        self.event_groups = event_groups;
+        self.link_up = link_up;
+        Ok(())
+    }
+
+    /// Whether the device shows a fatal error in its status register.
+    pub(crate) fn failed(&self) -> bool {
+        self.regs.read(DEV_STS).fatal_error()
+    }
+
+    /// Sets the largest frame payload the device sends and takes.
+    pub(crate) fn set_mtu(&mut self, mtu: u32) -> Result {
+        let mut command = feature_command(MTU);
+        // `ena_admin_set_feature_mtu_desc`, first word of the feature body.
+        command[5] = mtu;
+        self.execute(SET_FEATURE, command).map(|_| ())
+    }
+}
+
+impl Drop for EnaDevice<'_> {
+    fn drop(&mut self) {
+        // The device must stop writing to the rings before they are freed: a reset drops every
+        // queue.
+        if let Err(err) = reset(&self.regs, regs::RESET_SHUTDOWN) {
+            dev_warn!(
+                self.pdev,
+                "ENA device did not reset at release: {:?}\n",
+                err
+            );
+        }
     }
 }

@@ -118,5 +118,9 @@ register! {
 pub(crate) const RESET_NORMAL: u32 = 0;
 /// `ENA_REGS_RESET_INIT_ERR`: the reset reason of a probe that failed.
 pub(crate) const RESET_INIT_ERR: u32 = 7;
+/// `ENA_REGS_RESET_KEEP_ALIVE_TO`: the device's keep-alive events stopped.
+pub(crate) const RESET_KEEP_ALIVE_TO: u32 = 1;
+/// `ENA_REGS_RESET_GENERIC`: the device reported a fatal error.
+pub(crate) const RESET_GENERIC: u32 = 13;
 /// `ENA_REGS_RESET_SHUTDOWN`: the reset reason of a driver that lets the device go.
 pub(crate) const RESET_SHUTDOWN: u32 = 11;

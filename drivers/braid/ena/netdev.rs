@@ -1,0 +1,568 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The ENA function as a network device: one transmit and one receive queue per queue pair, each
+//! pair on its own MSI-X vector and NAPI context, and the netdev callbacks.
+
+#![forbid(unsafe_code)]
+
+use kernel::{
+    device::{Bound, Core},
+    io::Io,
+    new_mutex, new_spinlock_irq, pci,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, Mutex, SpinLockIrq,
+    },
+    time::{Delta, Instant, Monotonic},
+};
+
+use super::{
+    aenq::{group, Event},
+    io::{combined, intr, rx_cdesc, Cq, Direction, Sq},
+    regs::{RESET_GENERIC, RESET_KEEP_ALIVE_TO},
+    rx::{Received, RxRing},
+    tx::TxRing,
+    EnaDevice, Regs,
+};
+use crate::kapi::{
+    irq::{self, Vectors},
+    napi::{Context, Napi, Poll, Scheduler},
+    netdev::{self, features, online_cpus, with_rtnl, Config, Device, Operations, Stats64, Xmit},
+    skb::{SkBuff, TxSkb},
+};
+
+/// Most queue pairs braid.ko sets up (the card offers 8).
+const MAX_QUEUES: u16 = 8;
+/// Transmit descriptors per queue.
+const TX_DEPTH: u16 = 1024;
+/// Receive buffers per queue.
+const RX_DEPTH: u16 = 1024;
+/// Free receive buffers that make a poll refill the ring before it ends.
+const REFILL_THRESHOLD: u16 = RX_DEPTH / 8;
+/// `ENA_ADMIN_*` capability bit 31: braid's combined CQ doorbell (docs/card.md).
+const CAP_COMBINED_DOORBELL: u32 = 1 << 31;
+/// Transmit watchdog: 5 s, as the card's hint (in jiffies at HZ=1000 or less, at least 5 s).
+const WATCHDOG_JIFFIES: i32 = 5 * 1000;
+/// How often the service task takes the device's events and checks its health.
+const SERVICE_PERIOD: Delta = Delta::from_millis(1000);
+/// Silence after which the device counts as dead (the card's hint: 6 s).
+const KEEP_ALIVE_TIMEOUT: Delta = Delta::from_millis(6000);
+/// Entry sizes of the completion rings, in 32-bit words.
+const TX_CQ_WORDS: u32 = 2;
+const RX_CQ_WORDS: u32 = 4;
+/// `l4_proto_idx` of TCP and UDP.
+const L4_TCP: u32 = 1;
+const L4_UDP: u32 = 2;
+
+/// The counters of one queue pair.
+struct QueueStats {
+    tx_packets: Atomic<u64>,
+    tx_bytes: Atomic<u64>,
+    tx_dropped: Atomic<u64>,
+    rx_packets: Atomic<u64>,
+    rx_bytes: Atomic<u64>,
+    rx_dropped: Atomic<u64>,
+}
+
+impl QueueStats {
+    fn new() -> Self {
+        Self {
+            tx_packets: Atomic::new(0),
+            tx_bytes: Atomic::new(0),
+            tx_dropped: Atomic::new(0),
+            rx_packets: Atomic::new(0),
+            rx_bytes: Atomic::new(0),
+            rx_dropped: Atomic::new(0),
+        }
+    }
+}
+
+/// The device queues of one queue pair, as created (destroyed in reverse).
+#[derive(Default)]
+struct QueueIds {
+    tx_cq: Option<Cq>,
+    tx_sq: Option<Sq>,
+    rx_cq: Option<Cq>,
+    rx_sq: Option<Sq>,
+}
+
+/// What exists while the interface is up.
+struct Up<'bound> {
+    /// Dropped first: no interrupt schedules a context after this.
+    irqs: KVec<Pin<KBox<irq::Registration<'bound, Scheduler<QueuePoll<'bound>>>>>>,
+    napis: KVec<Arc<Napi<QueuePoll<'bound>>>>,
+    queues: KVec<QueueIds>,
+}
+
+/// What only the RTNL-serialized callbacks and the service task touch.
+struct Control<'bound> {
+    device: EnaDevice<'bound>,
+    up: Option<Up<'bound>>,
+    /// When the device last showed it is alive (a keep-alive event, a reset).
+    alive: Instant<Monotonic>,
+}
+
+/// The ENA network device's private data.
+#[pin_data]
+pub(crate) struct EnaNet<'bound> {
+    pdev: &'bound pci::Device<Bound>,
+    regs: Arc<Regs<'bound>>,
+    vectors: Arc<Vectors<'bound>>,
+    /// Queue pairs.
+    queues: u16,
+    /// Whether the receive CQs take braid's combined head-and-unmask doorbell.
+    combined: bool,
+    #[pin]
+    control: Mutex<Control<'bound>>,
+    /// The transmit rings, by queue; `None` while down.
+    tx: KVec<Pin<KBox<SpinLockIrq<Option<TxRing<'bound>>>>>>,
+    stats: KVec<QueueStats>,
+    /// The device's own drop counters, from its last keep-alive event.
+    device_rx_drops: Atomic<u64>,
+    device_tx_drops: Atomic<u64>,
+    /// Device resets the driver did to recover.
+    resets: Atomic<u64>,
+}
+
+impl<'bound> EnaNet<'bound> {
+    /// Registers the network device of an ENA function that [`EnaDevice::probe`] brought up.
+    pub(crate) fn register(
+        pdev: &'bound pci::Device<Core<'_>>,
+        vectors: Arc<Vectors<'bound>>,
+        device: EnaDevice<'bound>,
+    ) -> Result<netdev::Registration<Self>> {
+        let pdev: &'bound pci::Device<Bound> = pdev;
+        // Vector 0 is the admin queue's; one more per queue pair.
+        let queues = u16::try_from(vectors.len().saturating_sub(1))
+            .unwrap_or(MAX_QUEUES)
+            .min(MAX_QUEUES)
+            .min(u16::try_from(online_cpus()).unwrap_or(MAX_QUEUES));
+        if queues == 0 {
+            return Err(ENOSPC);
+        }
+        let mut tx = KVec::with_capacity(queues.into(), GFP_KERNEL)?;
+        let mut stats = KVec::with_capacity(queues.into(), GFP_KERNEL)?;
+        for _ in 0..queues {
+            tx.push(
+                KBox::pin_init(new_spinlock_irq!(None), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
+            stats.push(QueueStats::new(), GFP_KERNEL)?;
+        }
+        let attributes = device.attributes;
+        let config = Config {
+            tx_queues: queues.into(),
+            rx_queues: queues.into(),
+            mac: &attributes.mac,
+            max_mtu: attributes.max_mtu,
+            features: features::HIGHDMA | features::RXCSUM,
+            watchdog_timeo: WATCHDOG_JIFFIES,
+            service_period: Some(SERVICE_PERIOD),
+        };
+        let regs = device.regs().clone();
+        netdev::Registration::new(
+            pdev.as_ref(),
+            &config,
+            try_pin_init!(Self {
+                pdev,
+                regs,
+                vectors,
+                queues,
+                combined: attributes.capabilities & CAP_COMBINED_DOORBELL != 0,
+                control <- new_mutex!(Control {
+                    device,
+                    up: None,
+                    alive: Instant::now(),
+                }),
+                tx,
+                stats,
+                device_rx_drops: Atomic::new(0),
+                device_tx_drops: Atomic::new(0),
+                resets: Atomic::new(0),
+            }? Error),
+        )
+    }
+
+    /// Number of queue pairs.
+    pub(crate) fn queue_pairs(&self) -> u16 {
+        self.queues
+    }
+
+    /// Creates every queue pair's rings, device queues, NAPI context and interrupt, recording
+    /// each in `up` as it comes so that [`Self::tear_down`] undoes a partial bring-up too.
+    fn bring_up(
+        &self,
+        dev: &Device<Self>,
+        device: &mut EnaDevice<'bound>,
+        up: &mut Up<'bound>,
+    ) -> Result {
+        for q in 0..self.queues {
+            let vector = u32::from(q) + 1;
+            up.queues.push(QueueIds::default(), GFP_KERNEL)?;
+            let Some(ids) = up.queues.last_mut() else {
+                return Err(EINVAL);
+            };
+
+            let mut tx = TxRing::new(self.pdev.as_ref(), TX_DEPTH)?;
+            let cq = device.create_cq(TX_CQ_WORDS, TX_DEPTH, vector, tx.cq_address(), false)?;
+            ids.tx_cq = Some(cq);
+            let sq = device.create_sq(Direction::Tx, &cq, TX_DEPTH, tx.sq_address())?;
+            ids.tx_sq = Some(sq);
+            tx.cq = Some(cq);
+            tx.sq = Some(sq);
+            *self.tx[usize::from(q)].lock() = Some(tx);
+
+            let mut rx = RxRing::new(self.pdev.as_ref(), RX_DEPTH)?;
+            let cq = device.create_cq(
+                RX_CQ_WORDS,
+                RX_DEPTH,
+                vector,
+                rx.cq_address(),
+                self.combined,
+            )?;
+            ids.rx_cq = Some(cq);
+            let sq = device.create_sq(Direction::Rx, &cq, RX_DEPTH, rx.sq_address())?;
+            ids.rx_sq = Some(sq);
+            rx.cq = Some(cq);
+            rx.sq = Some(sq);
+            if rx.refill(&self.regs) == 0 {
+                return Err(ENOMEM);
+            }
+
+            let poll = QueuePoll {
+                qid: q,
+                rx_cq: cq,
+                _rx: core::marker::PhantomData,
+            };
+            let napi = Arc::pin_init(Napi::new(dev, poll, rx), GFP_KERNEL)?;
+            up.napis.push(napi.clone(), GFP_KERNEL)?;
+            let irq = irq::Registration::new(
+                &self.vectors,
+                vector as usize,
+                c"braid-ena",
+                Scheduler(napi),
+            )?;
+            up.irqs.push(irq, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    /// Brings the data path up: queues, contexts, interrupts, carrier.
+    fn start(&self, dev: &Device<Self>, control: &mut Control<'bound>) -> Result {
+        control.device.set_mtu(dev.mtu())?;
+        dev.set_real_num_queues(self.queues.into(), self.queues.into())?;
+        let mut up = Up {
+            irqs: KVec::new(),
+            napis: KVec::new(),
+            queues: KVec::new(),
+        };
+        if let Err(e) = self.bring_up(dev, &mut control.device, &mut up) {
+            let stopped = Self::stop_queues(&mut control.device, &up);
+            self.release(dev, &mut control.device, up, stopped);
+            return Err(e);
+        }
+        for napi in &up.napis {
+            napi.enable();
+            // The first poll unmasks the vector.
+            napi.schedule();
+        }
+        if control.device.link_up != Some(false) {
+            dev.carrier_on();
+        }
+        dev.tx_start_all();
+        control.up = Some(up);
+        Ok(())
+    }
+
+    /// Stops the data path of `up` and destroys its device queues, so that the device stops
+    /// touching the rings. Returns whether every queue was destroyed.
+    fn stop_queues(device: &mut EnaDevice<'bound>, up: &Up<'bound>) -> bool {
+        for napi in &up.napis {
+            napi.disable();
+        }
+        let mut stopped = true;
+        for ids in up.queues.iter().rev() {
+            let destroyed = [
+                ids.rx_sq.map(|sq| device.destroy_sq(&sq)),
+                ids.rx_cq.map(|cq| device.destroy_cq(&cq)),
+                ids.tx_sq.map(|sq| device.destroy_sq(&sq)),
+                ids.tx_cq.map(|cq| device.destroy_cq(&cq)),
+            ];
+            stopped &= destroyed.iter().flatten().all(Result::is_ok);
+        }
+        stopped
+    }
+
+    /// Frees what `up` holds (interrupts, contexts, rings, buffers) once the device no longer
+    /// touches it: `stopped` says its queues are gone; if not, a reset stops them, and if even
+    /// that fails, the memory is leaked rather than reused under the device.
+    fn release(
+        &self,
+        dev: &Device<Self>,
+        device: &mut EnaDevice<'bound>,
+        up: Up<'bound>,
+        stopped: bool,
+    ) {
+        dev.tx_stop_all();
+        for napi in &up.napis {
+            napi.disable();
+        }
+        if !stopped && device.reset_and_restart(RESET_GENERIC).is_err() {
+            dev_err!(
+                self.pdev,
+                "ENA device does not stop its queues: leaking their memory\n"
+            );
+            for slot in &self.tx {
+                let ring = slot.lock().take();
+                core::mem::forget(ring);
+            }
+            core::mem::forget(up);
+            return;
+        }
+        drop(up);
+        for (q, slot) in self.tx.iter().enumerate() {
+            // Freed outside the lock: coherent memory is not freed with interrupts off.
+            let ring = slot.lock().take();
+            drop(ring);
+            dev.tx_reset(q as u16);
+        }
+    }
+
+    /// Resets the device (its queues go with it), frees the data path and brings it back as it
+    /// was (`ena_fw_reset_device`). Called with the RTNL lock held.
+    fn recover(&self, dev: &Device<Self>, control: &mut Control<'bound>, reason: u32, why: &str) {
+        dev_warn!(self.pdev, "ENA device reset: {}\n", why);
+        self.resets.add(1, Relaxed);
+        dev.carrier_off();
+        let up = control.up.take();
+        let restarted = control.device.reset_and_restart(reason);
+        let was_up = up.is_some();
+        if let Some(up) = up {
+            self.release(dev, &mut control.device, up, restarted.is_ok());
+        }
+        control.alive = Instant::now();
+        if let Err(e) = restarted {
+            dev_err!(
+                self.pdev,
+                "ENA device did not come back from reset: {:?}\n",
+                e
+            );
+            return;
+        }
+        if was_up {
+            if let Err(e) = self.start(dev, control) {
+                dev_err!(self.pdev, "ENA data path did not come back: {:?}\n", e);
+            }
+        }
+    }
+}
+
+impl<'bound> Operations for EnaNet<'bound> {
+    fn open(dev: &Device<Self>) -> Result {
+        let this = dev.data();
+        let mut control = this.control.lock();
+        if control.up.is_some() {
+            return Ok(());
+        }
+        this.start(dev, &mut control)
+    }
+
+    fn stop(dev: &Device<Self>) {
+        let this = dev.data();
+        let mut control = this.control.lock();
+        let control = &mut *control;
+        if let Some(up) = control.up.take() {
+            dev.carrier_off();
+            let stopped = Self::stop_queues(&mut control.device, &up);
+            this.release(dev, &mut control.device, up, stopped);
+        }
+    }
+
+    fn service(dev: &Device<Self>) {
+        let this = dev.data();
+        with_rtnl(|| {
+            let mut control = this.control.lock();
+            let control = &mut *control;
+            let (mut link, mut fatal, mut alive) = (None, false, false);
+            control.device.poll_events(|event| match event {
+                Event::LinkChange { up } => link = Some(up),
+                Event::KeepAlive { rx_drops, tx_drops } => {
+                    alive = true;
+                    this.device_rx_drops.store(rx_drops, Relaxed);
+                    this.device_tx_drops.store(tx_drops, Relaxed);
+                }
+                Event::FatalError => fatal = true,
+                Event::Other(_) => {}
+            });
+            if alive {
+                control.alive = Instant::now();
+            }
+            if let Some(up) = link {
+                control.device.link_up = Some(up);
+                match (up, control.up.is_some()) {
+                    (true, true) => dev.carrier_on(),
+                    (false, _) => dev.carrier_off(),
+                    (true, false) => {}
+                }
+            }
+            if fatal || control.device.failed() {
+                this.recover(dev, control, RESET_GENERIC, "fatal error");
+            } else if control.device.event_groups & group::KEEP_ALIVE != 0
+                && control.alive.elapsed() > KEEP_ALIVE_TIMEOUT
+            {
+                this.recover(dev, control, RESET_KEEP_ALIVE_TO, "keep-alive timeout");
+            }
+        });
+    }
+
+    fn start_xmit(dev: &Device<Self>, skb: SkBuff) -> Xmit {
+        let this = dev.data();
+        let q = skb.queue();
+        let (Some(slot), Some(stats)) =
+            (this.tx.get(usize::from(q)), this.stats.get(usize::from(q)))
+        else {
+            return Xmit::Done;
+        };
+        let mut guard = slot.lock();
+        let Some(tx) = (*guard).as_mut() else {
+            stats.tx_dropped.add(1, Relaxed);
+            return Xmit::Done;
+        };
+        if !tx.has_room() {
+            dev.tx_stop(q);
+            return Xmit::Busy(skb);
+        }
+        let len = skb.len();
+        let pushed = TxSkb::map(this.pdev.as_ref(), skb, GFP_ATOMIC)
+            .map_err(drop)
+            .and_then(|mapped| tx.push(&this.regs, mapped).map_err(drop));
+        match pushed {
+            Ok(()) => {
+                dev.tx_sent(q, len);
+                if !tx.has_room() {
+                    dev.tx_stop(q);
+                }
+            }
+            Err(()) => stats.tx_dropped.add(1, Relaxed),
+        }
+        Xmit::Done
+    }
+
+    fn get_stats64(dev: &Device<Self>, total: &mut Stats64) {
+        for s in &dev.data().stats {
+            total.tx_packets += s.tx_packets.load(Relaxed);
+            total.tx_bytes += s.tx_bytes.load(Relaxed);
+            total.tx_dropped += s.tx_dropped.load(Relaxed);
+            total.rx_packets += s.rx_packets.load(Relaxed);
+            total.rx_bytes += s.rx_bytes.load(Relaxed);
+            total.rx_dropped += s.rx_dropped.load(Relaxed);
+        }
+        let this = dev.data();
+        total.rx_dropped += this.device_rx_drops.load(Relaxed);
+        total.tx_dropped += this.device_tx_drops.load(Relaxed);
+    }
+
+    fn change_mtu(dev: &Device<Self>, mtu: u32) -> Result {
+        // Receive buffers are pages chained per frame, so any MTU fits the posted ones.
+        dev.data().control.lock().device.set_mtu(mtu)
+    }
+}
+
+/// The NAPI context of one queue pair.
+pub(crate) struct QueuePoll<'bound> {
+    qid: u16,
+    rx_cq: Cq,
+    // The receive ring is the context's state; the transmit ring is in `EnaNet::tx`.
+    _rx: core::marker::PhantomData<&'bound ()>,
+}
+
+impl<'bound> QueuePoll<'bound> {
+    /// Hands a frame to the stack with what the device found out about it.
+    fn deliver(&self, dev: &Device<EnaNet<'bound>>, ctx: &Context, frame: super::rx::Frame) {
+        let stats = &dev.data().stats[usize::from(self.qid)];
+        let mut skb = frame.skb;
+        stats.rx_packets.add(1, Relaxed);
+        stats.rx_bytes.add(u64::from(skb.len()), Relaxed);
+        let status = frame.status;
+        let l4 = (status >> rx_cdesc::L4_PROTO_SHIFT) & rx_cdesc::L4_PROTO_MASK;
+        if status & rx_cdesc::L4_CSUM_CHECKED != 0
+            && status & (rx_cdesc::L4_CSUM_ERR | rx_cdesc::L3_CSUM_ERR) == 0
+            && status & rx_cdesc::IPV4_FRAG == 0
+        {
+            skb.set_checksum_unnecessary();
+        }
+        if l4 == L4_TCP || l4 == L4_UDP {
+            skb.set_l4_hash(frame.hash);
+        }
+        skb.set_rx_queue(self.qid);
+        skb.set_protocol(dev);
+        ctx.gro_receive(skb);
+    }
+
+    /// Ends a poll: the receive CQ's head and the vector's unmask, in one write with the
+    /// combined doorbell.
+    fn unmask(&self, regs: &Regs<'_>, head: u16) {
+        let (value, offset) = match self.rx_cq.head_doorbell {
+            Some(db) if self.rx_cq.combined => (u32::from(head) | combined::UNMASK, db),
+            _ => (intr::UNMASK, self.rx_cq.unmask),
+        };
+        let _ = regs.try_write32(value, offset);
+    }
+}
+
+impl<'bound> Poll for QueuePoll<'bound> {
+    type Owner = EnaNet<'bound>;
+    type State = RxRing<'bound>;
+
+    fn poll(
+        &self,
+        dev: &Device<EnaNet<'bound>>,
+        rx: &mut RxRing<'bound>,
+        ctx: &Context,
+        budget: u32,
+    ) -> u32 {
+        let this = dev.data();
+        let q = self.qid;
+        let stats = &this.stats[usize::from(q)];
+        if let Some(tx) = (*this.tx[usize::from(q)].lock()).as_mut() {
+            let cleaned = tx.clean(&this.regs, budget);
+            if cleaned.packets > 0 {
+                dev.tx_completed(q, cleaned.packets, cleaned.bytes);
+                stats
+                    .tx_packets
+                    .add(u64::from(cleaned.packets - cleaned.errors), Relaxed);
+                stats.tx_bytes.add(u64::from(cleaned.bytes), Relaxed);
+                stats.tx_dropped.add(u64::from(cleaned.errors), Relaxed);
+            }
+            if dev.tx_stopped(q) && tx.has_room() {
+                dev.tx_wake(q);
+            }
+        }
+        if budget == 0 {
+            // netpoll: transmit cleanup only.
+            return 0;
+        }
+        let mut work = 0;
+        while work < budget {
+            let Some(received) = rx.receive() else {
+                break;
+            };
+            work += 1;
+            match received {
+                Received::Frame(frame) => self.deliver(dev, ctx, frame),
+                Received::Dropped => stats.rx_dropped.add(1, Relaxed),
+            }
+            if rx.unposted() >= REFILL_THRESHOLD {
+                rx.refill(&this.regs);
+            }
+        }
+        if rx.unposted() > 0 {
+            rx.refill(&this.regs);
+        }
+        if work < budget && ctx.complete_done(work) {
+            self.unmask(&this.regs, rx.cq_head());
+        }
+        work
+    }
+}

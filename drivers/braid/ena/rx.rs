@@ -1,0 +1,209 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A receive queue: a submission ring of `ena_eth_io_rx_desc` posting one page each, and the
+//! completion ring the device reports frames in (`ena_eth_com.c` is the specification).
+
+#![forbid(unsafe_code)]
+
+use kernel::{
+    device::{Bound, Device},
+    dma::Coherent,
+    io::{io_project, io_read, Io},
+    prelude::*,
+    sync::barrier::{dma_mb, Read},
+};
+
+use super::io::{rx_cdesc, rx_desc, Cq, RingIndex, Sq};
+use super::Regs;
+use crate::kapi::skb::{rx_buffer_len, RxPage, SkBuff};
+
+/// Most buffers one frame may take (a 9216-byte frame in pages of about 3.7 KiB needs three).
+const MAX_BUFFERS_PER_FRAME: u16 = 16;
+
+/// A frame the device delivered.
+pub(crate) struct Frame {
+    /// The packet, its data in place.
+    pub(crate) skb: SkBuff,
+    /// Completion status word (`rx_cdesc`).
+    pub(crate) status: u32,
+    /// The device's RSS hash.
+    pub(crate) hash: u32,
+}
+
+/// What taking a completion produced.
+pub(crate) enum Received {
+    /// A frame.
+    Frame(Frame),
+    /// A frame lost (no memory for the packet, or a completion naming no posted buffer).
+    Dropped,
+}
+
+/// The rings of a receive queue, the pages posted to it, and the driver's positions.
+pub(crate) struct RxRing<'bound> {
+    dev: &'bound Device<Bound>,
+    sq_ring: Coherent<[[u32; 4]]>,
+    cq_ring: Coherent<[[u32; 4]]>,
+    ring: RingIndex,
+    /// Free-running tail of posted descriptors.
+    tail: u16,
+    /// Free-running head of completions consumed.
+    cq_head: u16,
+    /// Buffer ids not posted.
+    ids: KVec<u16>,
+    pages: KVec<Option<RxPage<'bound>>>,
+    pub(crate) sq: Option<Sq>,
+    pub(crate) cq: Option<Cq>,
+}
+
+impl<'bound> RxRing<'bound> {
+    /// Allocates the rings for `depth` buffers (a power of two).
+    pub(crate) fn new(dev: &'bound Device<Bound>, depth: u16) -> Result<Self> {
+        let n = usize::from(depth);
+        let mut ids = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
+        for id in (0..depth).rev() {
+            ids.push(id, GFP_KERNEL)?;
+            pages.push(None, GFP_KERNEL)?;
+        }
+        Ok(Self {
+            dev,
+            sq_ring: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
+            cq_ring: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
+            ring: RingIndex::new(depth).ok_or(EINVAL)?,
+            tail: 0,
+            cq_head: 0,
+            ids,
+            pages,
+            sq: None,
+            cq: None,
+        })
+    }
+
+    /// Device address of the submission ring.
+    pub(crate) fn sq_address(&self) -> u64 {
+        self.sq_ring.dma_address()
+    }
+
+    /// Device address of the completion ring.
+    pub(crate) fn cq_address(&self) -> u64 {
+        self.cq_ring.dma_address()
+    }
+
+    /// Free-running head of consumed completions.
+    pub(crate) fn cq_head(&self) -> u16 {
+        self.cq_head
+    }
+
+    /// Buffers not posted.
+    pub(crate) fn unposted(&self) -> u16 {
+        self.ids.len() as u16
+    }
+
+    /// Posts a fresh page for every free buffer id, then rings the doorbell once. Returns how
+    /// many were posted (fewer when memory is short).
+    pub(crate) fn refill(&mut self, regs: &Regs<'_>) -> u16 {
+        let Some(sq) = self.sq else {
+            return 0;
+        };
+        let mut posted = 0;
+        while let Some(&id) = self.ids.last() {
+            let Ok(page) = RxPage::new(self.dev) else {
+                break;
+            };
+            self.ids.pop();
+            let addr = page.addr();
+            let mut word0 = rx_buffer_len() | rx_desc::FIRST | rx_desc::LAST | rx_desc::COMP_REQ;
+            if self.ring.phase(self.tail) {
+                word0 |= rx_desc::PHASE;
+            }
+            let desc = [
+                word0,
+                u32::from(id),
+                addr as u32,
+                (addr >> 32) as u32 & 0xffff,
+            ];
+            let slot = self.ring.slot(self.tail);
+            io_project!(self.sq_ring, [panic: slot]).copy_write(desc);
+            self.pages[usize::from(id)] = Some(page);
+            self.tail = self.tail.wrapping_add(1);
+            posted += 1;
+        }
+        if posted > 0 {
+            // The MMIO write orders the descriptors before the doorbell (writel's barrier).
+            let _ = regs.try_write32(u32::from(self.tail), sq.doorbell);
+        }
+        posted
+    }
+
+    /// The completion at free-running index `index`, if the device has written it.
+    fn completion(&self, index: u16) -> Option<[u32; 4]> {
+        let slot = self.ring.slot(index);
+        let status: u32 = io_read!(self.cq_ring, [panic: slot][build: 0]);
+        if (status & rx_cdesc::PHASE != 0) != self.ring.phase(index) {
+            return None;
+        }
+        // The phase is written last: read the rest after it.
+        dma_mb(Read);
+        Some(io_project!(self.cq_ring, [panic: slot]).copy_read())
+    }
+
+    /// Takes the buffer a completion names.
+    fn take_page(&mut self, completion: &[u32; 4]) -> Option<RxPage<'bound>> {
+        let id = (completion[1] >> 16) as u16;
+        let page = self.pages.get_mut(usize::from(id))?.take()?;
+        // Cannot fail: `ids` had room for every id, and this one was taken from it.
+        let _ = self.ids.push(id, GFP_ATOMIC);
+        Some(page)
+    }
+
+    /// Takes the next whole frame the device completed, if there is one.
+    pub(crate) fn receive(&mut self) -> Option<Received> {
+        // A frame is visible once the completion of its last buffer is.
+        let first = self.completion(self.cq_head)?;
+        let mut buffers = 1;
+        let mut last = first;
+        while last[0] & rx_cdesc::LAST == 0 {
+            if buffers == MAX_BUFFERS_PER_FRAME {
+                // No end in sight: take the completions seen as one broken frame.
+                break;
+            }
+            last = self.completion(self.cq_head.wrapping_add(buffers))?;
+            buffers += 1;
+        }
+        let mut skb: Option<SkBuff> = None;
+        let mut broken = first[0] & rx_cdesc::FIRST == 0 || last[0] & rx_cdesc::LAST == 0;
+        for i in 0..buffers {
+            let Some(c) = self.completion(self.cq_head) else {
+                broken = true;
+                break;
+            };
+            self.cq_head = self.cq_head.wrapping_add(1);
+            let len = c[1] & 0xffff;
+            let Some(page) = self.take_page(&c) else {
+                broken = true;
+                continue;
+            };
+            if broken {
+                continue;
+            }
+            if i == 0 {
+                match page.into_skb(len) {
+                    Ok(s) => skb = Some(s),
+                    Err(_) => broken = true,
+                }
+            } else if let Some(s) = skb.as_mut() {
+                if page.into_frag(s, len).is_err() {
+                    broken = true;
+                }
+            }
+        }
+        Some(match skb {
+            Some(skb) if !broken => Received::Frame(Frame {
+                skb,
+                status: first[0],
+                hash: first[2],
+            }),
+            _ => Received::Dropped,
+        })
+    }
+}

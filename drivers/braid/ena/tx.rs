@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A transmit queue: a submission ring of `ena_eth_io_tx_desc` in host memory, its completion
+//! ring, and the packets the device is reading (`ena_eth_com.c` is the specification).
+
+#![forbid(unsafe_code)]
+
+use kernel::{
+    device::{Bound, Device},
+    dma::Coherent,
+    io::{io_project, io_read, Io},
+    prelude::*,
+    sync::barrier::{dma_mb, Read},
+};
+
+use super::io::{tx_cdesc, tx_desc, Cq, RingIndex, Sq};
+use super::Regs;
+use crate::kapi::skb::{TxSkb, MAX_TX_BUFFERS};
+
+/// A packet the device has been given, by request id.
+struct InFlight<'bound> {
+    skb: TxSkb<'bound>,
+    descriptors: u16,
+}
+
+/// What one round of completions freed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Cleaned {
+    /// Packets completed.
+    pub(crate) packets: u32,
+    /// Their bytes.
+    pub(crate) bytes: u32,
+    /// Completions with a non-zero status (the device dropped the packet).
+    pub(crate) errors: u32,
+    /// Completions naming no packet in flight: the device misbehaves.
+    pub(crate) bogus: u32,
+}
+
+/// The rings of a transmit queue and the driver's positions in them.
+pub(crate) struct TxRing<'bound> {
+    sq_ring: Coherent<[[u32; 4]]>,
+    cq_ring: Coherent<[[u32; 2]]>,
+    depth: u16,
+    ring: RingIndex,
+    /// Free-running tail of descriptors handed to the device.
+    tail: u16,
+    /// Free-running head of completions consumed.
+    cq_head: u16,
+    /// The completion head last written to the device.
+    cq_head_reported: u16,
+    /// Descriptors not in flight.
+    free: u16,
+    /// Request ids not in flight.
+    ids: KVec<u16>,
+    in_flight: KVec<Option<InFlight<'bound>>>,
+    pub(crate) sq: Option<Sq>,
+    pub(crate) cq: Option<Cq>,
+}
+
+impl<'bound> TxRing<'bound> {
+    /// Allocates the rings for `depth` descriptors (a power of two).
+    pub(crate) fn new(dev: &Device<Bound>, depth: u16) -> Result<Self> {
+        let n = usize::from(depth);
+        let mut ids = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut in_flight = KVec::with_capacity(n, GFP_KERNEL)?;
+        for id in (0..depth).rev() {
+            ids.push(id, GFP_KERNEL)?;
+            in_flight.push(None, GFP_KERNEL)?;
+        }
+        Ok(Self {
+            sq_ring: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
+            cq_ring: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
+            depth,
+            ring: RingIndex::new(depth).ok_or(EINVAL)?,
+            tail: 0,
+            cq_head: 0,
+            cq_head_reported: 0,
+            free: depth,
+            ids,
+            in_flight,
+            sq: None,
+            cq: None,
+        })
+    }
+
+    /// Device address of the submission ring.
+    pub(crate) fn sq_address(&self) -> u64 {
+        self.sq_ring.dma_address()
+    }
+
+    /// Device address of the completion ring.
+    pub(crate) fn cq_address(&self) -> u64 {
+        self.cq_ring.dma_address()
+    }
+
+    /// Whether a packet of any shape fits.
+    pub(crate) fn has_room(&self) -> bool {
+        usize::from(self.free) >= MAX_TX_BUFFERS && !self.ids.is_empty()
+    }
+
+    /// Writes `skb`'s descriptors and rings the doorbell. The caller checked [`Self::has_room`];
+    /// without room, or without a queue, the packet comes back.
+    pub(crate) fn push(
+        &mut self,
+        regs: &Regs<'_>,
+        skb: TxSkb<'bound>,
+    ) -> Result<(), TxSkb<'bound>> {
+        let Some(sq) = self.sq else {
+            return Err(skb);
+        };
+        if !self.has_room() {
+            return Err(skb);
+        }
+        let Some(id) = self.ids.pop() else {
+            return Err(skb);
+        };
+        let id32 = u32::from(id);
+        let count = skb.buffers().count();
+        let mut tail = self.tail;
+        for (i, (addr, len)) in skb.buffers().enumerate() {
+            let mut len_ctrl = (len & 0xffff) | tx_desc::COMP_REQ;
+            if self.ring.phase(tail) {
+                len_ctrl |= tx_desc::PHASE;
+            }
+            let mut meta_ctrl = 0;
+            if i == 0 {
+                len_ctrl |= tx_desc::FIRST | (((id32 >> 10) & 0x3f) << tx_desc::REQ_ID_HI_SHIFT);
+                meta_ctrl = (id32 & 0x3ff) << tx_desc::REQ_ID_LO_SHIFT;
+            }
+            if i + 1 == count {
+                len_ctrl |= tx_desc::LAST;
+            }
+            let desc = [
+                len_ctrl,
+                meta_ctrl,
+                addr as u32,
+                (addr >> 32) as u32 & 0xffff,
+            ];
+            let slot = self.ring.slot(tail);
+            io_project!(self.sq_ring, [panic: slot]).copy_write(desc);
+            tail = tail.wrapping_add(1);
+        }
+        // At most MAX_TX_BUFFERS (18) descriptors.
+        let descriptors = count as u16;
+        self.tail = tail;
+        self.free -= descriptors;
+        self.in_flight[usize::from(id)] = Some(InFlight { skb, descriptors });
+        // The MMIO write orders the descriptors before the doorbell (writel's barrier).
+        let _ = regs.try_write32(u32::from(self.tail), sq.doorbell);
+        Ok(())
+    }
+
+    /// Takes the device's completions and frees their packets (`budget` as for NAPI).
+    pub(crate) fn clean(&mut self, regs: &Regs<'_>, budget: u32) -> Cleaned {
+        let mut done = Cleaned::default();
+        loop {
+            let slot = self.ring.slot(self.cq_head);
+            let word0: u32 = io_read!(self.cq_ring, [panic: slot][build: 0]);
+            if (word0 & tx_cdesc::PHASE != 0) != self.ring.phase(self.cq_head) {
+                break;
+            }
+            // The phase is written last: nothing else of the entry is needed, but the packet's
+            // buffers must not be released before the device's completion is seen.
+            dma_mb(Read);
+            self.cq_head = self.cq_head.wrapping_add(1);
+            let id = (word0 & 0xffff) as u16;
+            let packet = self
+                .in_flight
+                .get_mut(usize::from(id))
+                .and_then(Option::take);
+            let Some(packet) = packet else {
+                done.bogus += 1;
+                continue;
+            };
+            if (word0 >> tx_cdesc::STATUS_SHIFT) & 0xff != 0 {
+                done.errors += 1;
+            }
+            done.packets += 1;
+            done.bytes += packet.skb.len();
+            self.free += packet.descriptors;
+            // Cannot fail: `ids` had room for every id, and this one was taken from it.
+            let _ = self.ids.push(id, GFP_ATOMIC);
+            packet.skb.complete(budget);
+        }
+        // Like ena.ko, tell the device about consumed completions only every quarter ring.
+        if let Some(Cq {
+            head_doorbell: Some(db),
+            ..
+        }) = self.cq
+        {
+            if self.cq_head.wrapping_sub(self.cq_head_reported) >= self.depth / 4 {
+                self.cq_head_reported = self.cq_head;
+                let _ = regs.try_write32(u32::from(self.cq_head), db);
+            }
+        }
+        done
+    }
+}
