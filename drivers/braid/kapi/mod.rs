@@ -6,6 +6,7 @@
 //! could be proposed for `rust/kernel/`. All of braid.ko's `unsafe` lives here and in [`crate::sys`].
 
 pub(crate) mod dma;
+pub(crate) mod ethtool;
 pub(crate) mod irq;
 pub(crate) mod napi;
 pub(crate) mod netdev;

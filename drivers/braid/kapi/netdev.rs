@@ -10,6 +10,7 @@ use kernel::{device, error::from_result, prelude::*, time::Delta, types::Opaque}
 
 use super::{
     dma::raw_device,
+    ethtool::{self, Stats},
     skb::SkBuff,
     work::{Periodic, Task},
 };
@@ -42,6 +43,9 @@ pub(crate) enum Xmit {
 
 /// The callbacks of a network device whose private data is `Self`.
 pub(crate) trait Operations: Sized + Send + Sync {
+    /// The driver's name, as `ethtool -i` shows it.
+    const DRIVER_NAME: &'static CStr;
+
     /// `ndo_open`: the interface goes up (called under the RTNL lock).
     fn open(dev: &Device<Self>) -> Result;
     /// `ndo_stop`: the interface goes down (called under the RTNL lock, with transmission
@@ -58,6 +62,11 @@ pub(crate) trait Operations: Sized + Send + Sync {
     /// The driver's periodic service task (every [`Config::service_period`], in process
     /// context, without the RTNL lock), from registration until just before unregistration.
     fn service(_dev: &Device<Self>) {}
+    /// `ndo_tx_timeout`: transmit queue `queue` has been stopped for longer than the watchdog
+    /// timeout (called from the stack's watchdog timer: atomic context).
+    fn tx_timeout(_dev: &Device<Self>, _queue: u32) {}
+    /// The driver's counters for `ethtool -S`: the same names in the same order on every call.
+    fn ethtool_stats(_dev: &Device<Self>, _stats: &mut Stats<'_>) {}
 }
 
 /// A registered network device, seen from one of its callbacks or from its owner.
@@ -243,6 +252,7 @@ pub(crate) struct Registration<T: Operations> {
     service: Option<Pin<KBox<Periodic<Service<T>>>>>,
     dev: NonNull<sys::net_device>,
     _ops: KBox<sys::net_device_ops>,
+    _ethtool: KBox<sys::ethtool_ops>,
     _data: PhantomData<T>,
 }
 
@@ -268,10 +278,12 @@ impl<T: Operations> Registration<T> {
                 ndo_get_stats64: Some(get_stats64_callback::<T>),
                 ndo_change_mtu: Some(change_mtu_callback::<T>),
                 ndo_validate_addr: Some(sys::eth_validate_addr),
+                ndo_tx_timeout: Some(tx_timeout_callback::<T>),
                 ..Default::default()
             },
             GFP_KERNEL,
         )?;
+        let ethtool = KBox::new(ethtool::ops::<T>(), GFP_KERNEL)?;
         let size = i32::try_from(core::mem::size_of::<T>())?;
         // SAFETY: plain allocation; the counts are checked by the function.
         let raw = unsafe { sys::alloc_etherdev_mqs(size, config.tx_queues, config.rx_queues) };
@@ -285,6 +297,7 @@ impl<T: Operations> Registration<T> {
             sys::braid_netdev_set_parent(raw, raw_device(parent));
             sys::braid_eth_hw_addr_set(raw, config.mac.as_ptr());
             (*raw).netdev_ops = &*ops;
+            (*raw).ethtool_ops = &*ethtool;
             (*raw).min_mtu = ETH_MIN_MTU;
             (*raw).max_mtu = config.max_mtu;
             (*raw).features = config.features;
@@ -316,6 +329,7 @@ impl<T: Operations> Registration<T> {
             service: None,
             dev,
             _ops: ops,
+            _ethtool: ethtool,
             _data: PhantomData,
         };
         if let Some(period) = config.service_period {
@@ -391,6 +405,14 @@ unsafe extern "C" fn start_xmit_callback<T: Operations>(
             sys::netdev_tx_NETDEV_TX_BUSY
         }
     }
+}
+
+/// # Safety
+///
+/// As for [`open_callback`].
+unsafe extern "C" fn tx_timeout_callback<T: Operations>(dev: *mut sys::net_device, queue: u32) {
+    // SAFETY: as for `open_callback`.
+    T::tx_timeout(unsafe { Device::<T>::from_raw(dev) }, queue);
 }
 
 /// # Safety

@@ -44,6 +44,11 @@ void braid_eth_hw_addr_set(struct net_device *dev, const u8 *addr)
 	eth_hw_addr_set(dev, addr);
 }
 
+const char *braid_netdev_parent_name(const struct net_device *dev)
+{
+	return dev->dev.parent ? dev_name(dev->dev.parent) : "";
+}
+
 void braid_netif_tx_start_all_queues(struct net_device *dev)
 {
 	netif_tx_start_all_queues(dev);

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! ethtool: driver information, link state and the driver's named counters (`ethtool -i`, the
+//! link line of `ethtool`, `ethtool -S`).
+
+use core::fmt::{self, Write};
+
+use kernel::{ffi, prelude::*};
+
+use super::netdev::{Device, Operations};
+use crate::sys;
+
+/// Bytes of one counter name (`ETH_GSTRING_LEN`).
+const NAME_LEN: usize = sys::ETH_GSTRING_LEN as usize;
+
+/// What a pass over the driver's counters collects.
+enum Pass<'a> {
+    Count(usize),
+    Names(&'a mut [u8]),
+    Values(&'a mut [u64]),
+}
+
+/// The sink a driver reports its counters to, in the same order on every call
+/// ([`Operations::ethtool_stats`]).
+pub(crate) struct Stats<'a> {
+    pass: Pass<'a>,
+    index: usize,
+}
+
+/// Formats into a fixed, NUL-padded name slot, cutting what does not fit.
+struct NameSlot<'a>(&'a mut [u8], usize);
+
+impl Write for NameSlot<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for &b in s.as_bytes() {
+            // Keep the last byte for the terminating NUL.
+            if self.1 + 1 < self.0.len() {
+                self.0[self.1] = b;
+                self.1 += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Stats<'_> {
+    /// Reports the counter `name` (at most 31 bytes are kept), whose value `value` reads.
+    pub(crate) fn stat(&mut self, name: fmt::Arguments<'_>, value: impl FnOnce() -> u64) {
+        let i = self.index;
+        self.index += 1;
+        match &mut self.pass {
+            Pass::Count(n) => *n += 1,
+            Pass::Names(buf) => {
+                if let Some(slot) = buf.get_mut(i * NAME_LEN..(i + 1) * NAME_LEN) {
+                    slot.fill(0);
+                    let _ = NameSlot(slot, 0).write_fmt(name);
+                }
+            }
+            Pass::Values(buf) => {
+                if let Some(v) = buf.get_mut(i) {
+                    *v = value();
+                }
+            }
+        }
+    }
+}
+
+/// The ethtool callbacks of a device whose driver data is `T`.
+pub(crate) fn ops<T: Operations>() -> sys::ethtool_ops {
+    sys::ethtool_ops {
+        get_drvinfo: Some(get_drvinfo_callback::<T>),
+        get_link: Some(sys::ethtool_op_get_link),
+        get_sset_count: Some(get_sset_count_callback::<T>),
+        get_strings: Some(get_strings_callback::<T>),
+        get_ethtool_stats: Some(get_ethtool_stats_callback::<T>),
+        ..Default::default()
+    }
+}
+
+/// How many counters the driver reports.
+fn count<T: Operations>(dev: &Device<T>) -> usize {
+    let mut stats = Stats {
+        pass: Pass::Count(0),
+        index: 0,
+    };
+    T::ethtool_stats(dev, &mut stats);
+    match stats.pass {
+        Pass::Count(n) => n,
+        _ => 0,
+    }
+}
+
+/// Copies `s` into the fixed C string `dst`, cut to fit with its NUL.
+fn copy_name(dst: &mut [ffi::c_char], s: &[u8]) {
+    let last = dst.len().saturating_sub(1);
+    for (i, d) in dst.iter_mut().enumerate() {
+        *d = if i < last {
+            s.get(i).copied().unwrap_or(0) as ffi::c_char
+        } else {
+            0
+        };
+    }
+}
+
+/// # Safety
+///
+/// Called by ethtool with a device of `T` and a valid `info`.
+unsafe extern "C" fn get_drvinfo_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    info: *mut sys::ethtool_drvinfo,
+) {
+    // SAFETY: the caller guarantees a live device of `T` and a valid, exclusive `info`.
+    let (dev, info) = unsafe { (Device::<T>::from_raw(dev), &mut *info) };
+    copy_name(&mut info.driver, T::DRIVER_NAME.to_bytes());
+    // SAFETY: the device is live; the helper returns its parent's name, a C string that lives as
+    // long as the parent, which outlives the call.
+    let bus = unsafe { CStr::from_char_ptr(sys::braid_netdev_parent_name(dev.as_raw())) };
+    copy_name(&mut info.bus_info, bus.to_bytes());
+}
+
+/// # Safety
+///
+/// Called by ethtool with a device of `T`.
+unsafe extern "C" fn get_sset_count_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    sset: i32,
+) -> i32 {
+    if sset != sys::ethtool_stringset_ETH_SS_STATS as i32 {
+        return EOPNOTSUPP.to_errno();
+    }
+    // SAFETY: the caller guarantees a live device of `T`.
+    let dev = unsafe { Device::<T>::from_raw(dev) };
+    count(dev).try_into().unwrap_or(0)
+}
+
+/// # Safety
+///
+/// Called by ethtool with a device of `T` and room for as many names as `get_sset_count` said.
+unsafe extern "C" fn get_strings_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    sset: u32,
+    data: *mut u8,
+) {
+    if sset != sys::ethtool_stringset_ETH_SS_STATS {
+        return;
+    }
+    // SAFETY: the caller guarantees a live device of `T`.
+    let dev = unsafe { Device::<T>::from_raw(dev) };
+    let n = count(dev);
+    // SAFETY: ethtool sized `data` for `n` names of `ETH_GSTRING_LEN` bytes (the count the
+    // driver reports does not change while the device lives).
+    let names = unsafe { core::slice::from_raw_parts_mut(data, n * NAME_LEN) };
+    T::ethtool_stats(
+        dev,
+        &mut Stats {
+            pass: Pass::Names(names),
+            index: 0,
+        },
+    );
+}
+
+/// # Safety
+///
+/// Called by ethtool with a device of `T` and room for as many values as `get_sset_count` said.
+unsafe extern "C" fn get_ethtool_stats_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    _stats: *mut sys::ethtool_stats,
+    data: *mut u64,
+) {
+    // SAFETY: the caller guarantees a live device of `T`.
+    let dev = unsafe { Device::<T>::from_raw(dev) };
+    let n = count(dev);
+    // SAFETY: ethtool sized `data` for the count the driver reports.
+    let values = unsafe { core::slice::from_raw_parts_mut(data, n) };
+    T::ethtool_stats(
+        dev,
+        &mut Stats {
+            pass: Pass::Values(values),
+            index: 0,
+        },
+    );
+}
