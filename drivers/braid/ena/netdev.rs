@@ -26,6 +26,7 @@ use super::{
     EnaDevice, Regs,
 };
 use crate::kapi::{
+    ethtool::Stats,
     irq::{self, Vectors},
     napi::{Context, Napi, Poll, Scheduler},
     netdev::{self, features, online_cpus, with_rtnl, Config, Device, Operations, Stats64, Xmit},
@@ -55,26 +56,64 @@ const RX_CQ_WORDS: u32 = 4;
 const L4_TCP: u32 = 1;
 const L4_UDP: u32 = 2;
 
-/// The counters of one queue pair.
-struct QueueStats {
-    tx_packets: Atomic<u64>,
-    tx_bytes: Atomic<u64>,
-    tx_dropped: Atomic<u64>,
-    rx_packets: Atomic<u64>,
-    rx_bytes: Atomic<u64>,
-    rx_dropped: Atomic<u64>,
+/// Declares a set of event counters with their `ethtool -S` names.
+macro_rules! counters {
+    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident: $stat:literal,)* }) => {
+        $(#[$meta])*
+        struct $name {
+            $($(#[$fmeta])* $field: Atomic<u64>,)*
+        }
+
+        impl $name {
+            fn new() -> Self {
+                Self { $($field: Atomic::new(0),)* }
+            }
+
+            /// Reports every counter, its name prefixed with `prefix`.
+            fn report(&self, stats: &mut Stats<'_>, prefix: core::fmt::Arguments<'_>) {
+                $(stats.stat(format_args!("{}{}", prefix, $stat), || self.$field.load(Relaxed));)*
+            }
+        }
+    };
 }
 
-impl QueueStats {
-    fn new() -> Self {
-        Self {
-            tx_packets: Atomic::new(0),
-            tx_bytes: Atomic::new(0),
-            tx_dropped: Atomic::new(0),
-            rx_packets: Atomic::new(0),
-            rx_bytes: Atomic::new(0),
-            rx_dropped: Atomic::new(0),
-        }
+counters! {
+    /// The counters of one queue pair (`queue_<n>_` in `ethtool -S`, named as ena.ko's).
+    QueueStats {
+        /// Packets sent.
+        tx_packets: "tx_cnt",
+        /// Bytes sent.
+        tx_bytes: "tx_bytes",
+        /// Packets dropped on transmit (unmappable, or refused by the device).
+        tx_dropped: "tx_dropped",
+        /// Completions naming no packet in flight.
+        tx_bad_req_id: "tx_bad_req_id",
+        /// Packets received.
+        rx_packets: "rx_cnt",
+        /// Bytes received.
+        rx_bytes: "rx_bytes",
+        /// Frames dropped on receive (no memory, broken completions).
+        rx_dropped: "rx_dropped",
+        /// Completions naming no posted buffer.
+        rx_bad_req_id: "rx_bad_req_id",
+    }
+}
+
+counters! {
+    /// The device's counters (named as ena.ko's where ena.ko has them).
+    DeviceStats {
+        /// The interface went up.
+        interface_up: "interface_up",
+        /// The interface went down.
+        interface_down: "interface_down",
+        /// The stack's transmit watchdog fired.
+        tx_timeout: "tx_timeout",
+        /// The keep-alive watchdog fired.
+        wd_expired: "wd_expired",
+        /// Device resets to recover, for any reason.
+        resets: "device_resets",
+        /// Recoveries that did not bring the device back.
+        reset_fail: "reset_fail",
     }
 }
 
@@ -121,8 +160,9 @@ pub(crate) struct EnaNet<'bound> {
     /// The device's own drop counters, from its last keep-alive event.
     device_rx_drops: Atomic<u64>,
     device_tx_drops: Atomic<u64>,
-    /// Device resets the driver did to recover.
-    resets: Atomic<u64>,
+    counters: DeviceStats,
+    /// A data path context saw the device misbehave: the service task resets it.
+    reset_requested: Atomic<bool>,
 }
 
 impl<'bound> EnaNet<'bound> {
@@ -179,7 +219,8 @@ impl<'bound> EnaNet<'bound> {
                 stats,
                 device_rx_drops: Atomic::new(0),
                 device_tx_drops: Atomic::new(0),
-                resets: Atomic::new(0),
+                counters: DeviceStats::new(),
+                reset_requested: Atomic::new(false),
             }? Error),
         )
     }
@@ -333,7 +374,7 @@ impl<'bound> EnaNet<'bound> {
     /// was (`ena_fw_reset_device`). Called with the RTNL lock held.
     fn recover(&self, dev: &Device<Self>, control: &mut Control<'bound>, reason: u32, why: &str) {
         dev_warn!(self.pdev, "ENA device reset: {}\n", why);
-        self.resets.add(1, Relaxed);
+        self.counters.resets.add(1, Relaxed);
         dev.carrier_off();
         let up = control.up.take();
         let restarted = control.device.reset_and_restart(reason);
@@ -343,6 +384,7 @@ impl<'bound> EnaNet<'bound> {
         }
         control.alive = Instant::now();
         if let Err(e) = restarted {
+            self.counters.reset_fail.add(1, Relaxed);
             dev_err!(
                 self.pdev,
                 "ENA device did not come back from reset: {:?}\n",
@@ -352,20 +394,27 @@ impl<'bound> EnaNet<'bound> {
         }
         if was_up {
             if let Err(e) = self.start(dev, control) {
+                self.counters.reset_fail.add(1, Relaxed);
                 dev_err!(self.pdev, "ENA data path did not come back: {:?}\n", e);
+                return;
             }
         }
+        dev_info!(self.pdev, "ENA device reset done\n");
     }
 }
 
 impl<'bound> Operations for EnaNet<'bound> {
+    const DRIVER_NAME: &'static CStr = c"braid";
+
     fn open(dev: &Device<Self>) -> Result {
         let this = dev.data();
         let mut control = this.control.lock();
         if control.up.is_some() {
             return Ok(());
         }
-        this.start(dev, &mut control)
+        this.start(dev, &mut control)?;
+        this.counters.interface_up.add(1, Relaxed);
+        Ok(())
     }
 
     fn stop(dev: &Device<Self>) {
@@ -376,6 +425,21 @@ impl<'bound> Operations for EnaNet<'bound> {
             dev.carrier_off();
             let stopped = Self::stop_queues(&mut control.device, &up);
             this.release(dev, &mut control.device, up, stopped);
+            this.counters.interface_down.add(1, Relaxed);
+        }
+    }
+
+    fn tx_timeout(dev: &Device<Self>, _queue: u32) {
+        let this = dev.data();
+        this.counters.tx_timeout.add(1, Relaxed);
+        this.reset_requested.store(true, Relaxed);
+    }
+
+    fn ethtool_stats(dev: &Device<Self>, stats: &mut Stats<'_>) {
+        let this = dev.data();
+        this.counters.report(stats, format_args!(""));
+        for (q, s) in this.stats.iter().enumerate() {
+            s.report(stats, format_args!("queue_{}_", q));
         }
     }
 
@@ -411,7 +475,10 @@ impl<'bound> Operations for EnaNet<'bound> {
             } else if control.device.event_groups & group::KEEP_ALIVE != 0
                 && control.alive.elapsed() > KEEP_ALIVE_TIMEOUT
             {
+                this.counters.wd_expired.add(1, Relaxed);
                 this.recover(dev, control, RESET_KEEP_ALIVE_TO, "keep-alive timeout");
+            } else if this.reset_requested.xchg(false, Relaxed) {
+                this.recover(dev, control, RESET_GENERIC, "data path failure");
             }
         });
     }
@@ -535,6 +602,10 @@ impl<'bound> Poll for QueuePoll<'bound> {
                 stats.tx_bytes.add(u64::from(cleaned.bytes), Relaxed);
                 stats.tx_dropped.add(u64::from(cleaned.errors), Relaxed);
             }
+            if cleaned.bogus > 0 {
+                stats.tx_bad_req_id.add(u64::from(cleaned.bogus), Relaxed);
+                this.reset_requested.store(true, Relaxed);
+            }
             if dev.tx_stopped(q) && tx.has_room() {
                 dev.tx_wake(q);
             }
@@ -551,7 +622,13 @@ impl<'bound> Poll for QueuePoll<'bound> {
             work += 1;
             match received {
                 Received::Frame(frame) => self.deliver(dev, ctx, frame),
-                Received::Dropped => stats.rx_dropped.add(1, Relaxed),
+                Received::Dropped { bad_id } => {
+                    stats.rx_dropped.add(1, Relaxed);
+                    if bad_id {
+                        stats.rx_bad_req_id.add(1, Relaxed);
+                        this.reset_requested.store(true, Relaxed);
+                    }
+                }
             }
             if rx.unposted() >= REFILL_THRESHOLD {
                 rx.refill(&this.regs);

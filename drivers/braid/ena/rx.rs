@@ -34,8 +34,12 @@ pub(crate) struct Frame {
 pub(crate) enum Received {
     /// A frame.
     Frame(Frame),
-    /// A frame lost (no memory for the packet, or a completion naming no posted buffer).
-    Dropped,
+    /// A frame lost: no memory for the packet, or (`bad_id`) a completion naming no posted
+    /// buffer, which a sane device never writes.
+    Dropped {
+        /// A completion named no posted buffer.
+        bad_id: bool,
+    },
 }
 
 /// The rings of a receive queue, the pages posted to it, and the driver's positions.
@@ -171,6 +175,7 @@ impl<'bound> RxRing<'bound> {
             buffers += 1;
         }
         let mut skb: Option<SkBuff> = None;
+        let mut bad_id = false;
         let mut broken = first[0] & rx_cdesc::FIRST == 0 || last[0] & rx_cdesc::LAST == 0;
         for i in 0..buffers {
             let Some(c) = self.completion(self.cq_head) else {
@@ -181,6 +186,7 @@ impl<'bound> RxRing<'bound> {
             let len = c[1] & 0xffff;
             let Some(page) = self.take_page(&c) else {
                 broken = true;
+                bad_id = true;
                 continue;
             };
             if broken {
@@ -203,7 +209,7 @@ impl<'bound> RxRing<'bound> {
                 status: first[0],
                 hash: first[2],
             }),
-            _ => Received::Dropped,
+            _ => Received::Dropped { bad_id },
         })
     }
 }
