@@ -18,7 +18,12 @@ IPERF_PORT=5201
 
 # What ena prints when it resets the device or its watchdogs fire (keep-alive, missing TX
 # completions, missing interrupts, the stack's TX watchdog, bad completions).
-RESET_RE='Keep alive watchdog timeout|Trigger reset is on|Device reset completed|Device reset failed|Reset attempt failed|Can not reset device|TX hasn.t completed|Lost TX completions|Potential MSIX issue|Invalid req_id|Page is NULL|NETDEV WATCHDOG|TX timeout'
+# The driver's counters that move only when something went wrong or the interface restarted.
+case $NET_DRIVER in
+braid) RESET_COUNTERS="wd_expired reset_fail tx_timeout interface_up interface_down device_resets queue_[0-9]+_(tx|rx)_bad_req_id" ;;
+*) RESET_COUNTERS="wd_expired reset_fail tx_timeout interface_up interface_down queue_[0-9]+_tx_missed_tx queue_[0-9]+_(tx|rx)_bad_req_id queue_[0-9]+_rx_bad_desc_num" ;;
+esac
+RESET_RE='ENA device reset|Keep alive watchdog timeout|Trigger reset is on|Device reset completed|Device reset failed|Reset attempt failed|Can not reset device|TX hasn.t completed|Lost TX completions|Potential MSIX issue|Invalid req_id|Page is NULL|NETDEV WATCHDOG|TX timeout'
 
 command -v ping >/dev/null || ping() { busybox ping "$@"; }
 
@@ -89,8 +94,7 @@ stat_delta() {
 # line.
 no_reset() {
 	bad=0
-	for c in wd_expired reset_fail tx_timeout interface_up interface_down 'queue_[0-9]+_tx_missed_tx' \
-		'queue_[0-9]+_(tx|rx)_bad_req_id' 'queue_[0-9]+_rx_bad_desc_num'; do
+	for c in $RESET_COUNTERS; do
 		d=$(stat_delta "$1" "$2" "$c") || bad=1
 		[ "$d" -eq 0 ] || { echo "$c moved by $d"; bad=1; }
 	done
