@@ -204,6 +204,45 @@ pub(crate) mod tx_desc {
     pub(crate) const COMP_REQ: u32 = 1 << 28;
     /// Word 1: request id bits 9:0 go in 31:22.
     pub(crate) const REQ_ID_LO_SHIFT: u32 = 22;
+    /// Word 1: L3 protocol index (3:0): IPv4.
+    pub(crate) const L3_IPV4: u32 = 8;
+    /// Word 1: L3 protocol index: IPv6.
+    pub(crate) const L3_IPV6: u32 = 11;
+    /// Word 1: segment the TCP packet.
+    pub(crate) const TSO_EN: u32 = 1 << 7;
+    /// Word 1: L4 protocol index (12:8).
+    pub(crate) const L4_PROTO_SHIFT: u32 = 8;
+    /// Word 1: fill the IPv4 header checksum.
+    pub(crate) const L3_CSUM_EN: u32 = 1 << 13;
+    /// Word 1: fill the TCP/UDP checksum.
+    pub(crate) const L4_CSUM_EN: u32 = 1 << 14;
+    /// Word 1: the checksum field holds the pseudo-header sum.
+    pub(crate) const L4_CSUM_PARTIAL: u32 = 1 << 17;
+}
+
+/// `ena_eth_io_tx_meta_desc`: word 0 `len_ctrl` (with `tx_desc`'s phase, first and completion
+/// bits at the same places), word 2 the MSS's low bits.
+pub(crate) mod tx_meta {
+    /// Word 0: MSS bits 13:10 go in 19:16.
+    pub(crate) const MSS_HI_SHIFT: u32 = 16;
+    /// Word 0: the extended fields (MSS) are valid.
+    pub(crate) const EXT_VALID: u32 = 1 << 14;
+    /// Word 0: Ethernet meta type.
+    pub(crate) const ETH_META_TYPE: u32 = 1 << 20;
+    /// Word 0: the device keeps the MSS for later packets of the queue.
+    pub(crate) const META_STORE: u32 = 1 << 21;
+    /// Word 0: this is a meta descriptor.
+    pub(crate) const META_DESC: u32 = 1 << 23;
+    /// Word 2: MSS bits 9:0 go in 31:22.
+    pub(crate) const MSS_LO_SHIFT: u32 = 22;
+}
+
+/// `enum ena_eth_io_l4_proto_index`, in TX descriptors and RX completions alike.
+pub(crate) mod l4 {
+    /// TCP.
+    pub(crate) const TCP: u32 = 12;
+    /// UDP.
+    pub(crate) const UDP: u32 = 13;
 }
 
 /// `ena_eth_io_tx_cdesc` word 0: request id 15:0, status 23:16, phase bit 24.

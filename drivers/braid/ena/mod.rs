@@ -33,6 +33,8 @@ const GET_FEATURE: u8 = 8;
 const SET_FEATURE: u8 = 9;
 /// `ENA_ADMIN_DEVICE_ATTRIBUTES`.
 const DEVICE_ATTRIBUTES: u32 = 1;
+/// `ENA_ADMIN_STATELESS_OFFLOAD_CONFIG`.
+const STATELESS_OFFLOAD_CONFIG: u32 = 11;
 /// `ENA_ADMIN_MTU`.
 const MTU: u32 = 14;
 /// `ENA_ADMIN_AENQ_CONFIG`.
@@ -76,6 +78,31 @@ impl DeviceAttributes {
 
 /// The control registers (BAR0's trapped page), shared by the device protocol and the data path.
 pub(crate) type Regs<'bound> = pci::Bar<'bound, REG_PAGE_SIZE>;
+
+/// What the device can offload (`ena_admin_feature_offload_desc`): the `offload` bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Offloads {
+    /// Transmit offloads.
+    pub(crate) tx: u32,
+    /// Receive offloads the device supports.
+    pub(crate) rx: u32,
+}
+
+/// Bits of [`Offloads`] (`ENA_ADMIN_FEATURE_OFFLOAD_DESC_*`).
+pub(crate) mod offload {
+    /// TX: TCP/UDP checksum over IPv4, partial or full.
+    pub(crate) const TX_L4_IPV4_CSUM: u32 = (1 << 1) | (1 << 2);
+    /// TX: TCP/UDP checksum over IPv6, partial or full.
+    pub(crate) const TX_L4_IPV6_CSUM: u32 = (1 << 3) | (1 << 4);
+    /// TX: TSO over IPv4.
+    pub(crate) const TSO_IPV4: u32 = 1 << 5;
+    /// TX: TSO over IPv6.
+    pub(crate) const TSO_IPV6: u32 = 1 << 6;
+    /// TX: TSO with ECN.
+    pub(crate) const TSO_ECN: u32 = 1 << 7;
+    /// RX: TCP/UDP checksum over IPv4 or IPv6 verified.
+    pub(crate) const RX_L4_CSUM: u32 = (1 << 1) | (1 << 2);
+}
 
 /// An ENA function brought up to a working admin queue; reset when dropped, before its rings
 /// are freed.
@@ -227,6 +254,13 @@ impl<'bound> EnaDevice<'bound> {
         self.event_groups = event_groups;
         self.link_up = link_up;
         Ok(())
+    }
+
+    /// What the device can offload.
+    pub(crate) fn offloads(&mut self) -> Result<Offloads> {
+        let c = self.execute(GET_FEATURE, feature_command(STATELESS_OFFLOAD_CONFIG))?;
+        // The body: tx (word 2), rx_supported (word 3), rx_enabled (word 4).
+        Ok(Offloads { tx: c[2], rx: c[3] })
     }
 
     /// Whether the device shows a fatal error in its status register.

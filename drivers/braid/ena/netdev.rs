@@ -19,11 +19,12 @@ use kernel::{
 
 use super::{
     aenq::{group, Event},
-    io::{combined, intr, rx_cdesc, Cq, Direction, Sq},
+    io::{combined, intr, l4, rx_cdesc, tx_desc, Cq, Direction, Sq},
+    offload,
     regs::{RESET_GENERIC, RESET_KEEP_ALIVE_TO},
     rx::{Received, RxRing},
-    tx::TxRing,
-    EnaDevice, Regs,
+    tx::{TxOffload, TxRing},
+    EnaDevice, Offloads, Regs,
 };
 use crate::kapi::{
     ethtool::Stats,
@@ -52,9 +53,6 @@ const KEEP_ALIVE_TIMEOUT: Delta = Delta::from_millis(6000);
 /// Entry sizes of the completion rings, in 32-bit words.
 const TX_CQ_WORDS: u32 = 2;
 const RX_CQ_WORDS: u32 = 4;
-/// `l4_proto_idx` of TCP and UDP.
-const L4_TCP: u32 = 1;
-const L4_UDP: u32 = 2;
 
 /// Declares a set of event counters with their `ethtool -S` names.
 macro_rules! counters {
@@ -170,7 +168,7 @@ impl<'bound> EnaNet<'bound> {
     pub(crate) fn register(
         pdev: &'bound pci::Device<Core<'_>>,
         vectors: Arc<Vectors<'bound>>,
-        device: EnaDevice<'bound>,
+        mut device: EnaDevice<'bound>,
     ) -> Result<netdev::Registration<Self>> {
         let pdev: &'bound pci::Device<Bound> = pdev;
         // Vector 0 is the admin queue's; one more per queue pair.
@@ -191,12 +189,13 @@ impl<'bound> EnaNet<'bound> {
             stats.push(QueueStats::new(), GFP_KERNEL)?;
         }
         let attributes = device.attributes;
+        let offloads = device.offloads()?;
         let config = Config {
             tx_queues: queues.into(),
             rx_queues: queues.into(),
             mac: &attributes.mac,
             max_mtu: attributes.max_mtu,
-            features: features::HIGHDMA | features::RXCSUM,
+            features: net_features(&offloads),
             watchdog_timeo: WATCHDOG_JIFFIES,
             service_period: Some(SERVICE_PERIOD),
         };
@@ -501,9 +500,10 @@ impl<'bound> Operations for EnaNet<'bound> {
             return Xmit::Busy(skb);
         }
         let len = skb.len();
+        let offload = tx_offload(&skb);
         let pushed = TxSkb::map(this.pdev.as_ref(), skb, GFP_ATOMIC)
             .map_err(drop)
-            .and_then(|mapped| tx.push(&this.regs, mapped).map_err(drop));
+            .and_then(|mapped| tx.push(&this.regs, mapped, offload).map_err(drop));
         match pushed {
             Ok(()) => {
                 dev.tx_sent(q, len);
@@ -536,6 +536,73 @@ impl<'bound> Operations for EnaNet<'bound> {
     }
 }
 
+/// The netdev features the device's offloads allow.
+fn net_features(o: &Offloads) -> u64 {
+    let mut f = features::HIGHDMA;
+    if o.rx & offload::RX_L4_CSUM != 0 {
+        f |= features::RXCSUM;
+    }
+    let csum4 = o.tx & offload::TX_L4_IPV4_CSUM != 0;
+    let csum6 = o.tx & offload::TX_L4_IPV6_CSUM != 0;
+    if csum4 {
+        f |= features::IP_CSUM;
+    }
+    if csum6 {
+        f |= features::IPV6_CSUM;
+    }
+    if csum4 || csum6 {
+        // Gathering needs checksum offload (the stack drops SG without it).
+        f |= features::SG;
+        if csum4 && o.tx & offload::TSO_IPV4 != 0 {
+            f |= features::TSO;
+        }
+        if csum6 && o.tx & offload::TSO_IPV6 != 0 {
+            f |= features::TSO6;
+        }
+        if o.tx & offload::TSO_ECN != 0 && f & (features::TSO | features::TSO6) != 0 {
+            f |= features::TSO_ECN;
+        }
+    }
+    f
+}
+
+/// `ETH_P_IP` and `ETH_P_IPV6`.
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// `IPPROTO_TCP` and `IPPROTO_UDP`.
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+/// What the device is to do for a packet: checksums and segmentation as the stack asks
+/// (`ena_tx_csum` in ena.ko). The device finds the headers itself; the protocol indexes tell it
+/// what they are.
+fn tx_offload(skb: &SkBuff) -> TxOffload {
+    let l3 = match skb.l3_protocol() {
+        ETH_P_IP => tx_desc::L3_IPV4,
+        ETH_P_IPV6 => tx_desc::L3_IPV6,
+        _ => 0,
+    };
+    let l4 = match skb.ip_protocol() {
+        IPPROTO_TCP => l4::TCP,
+        IPPROTO_UDP => l4::UDP,
+        _ => 0,
+    };
+    let mut meta_ctrl = l3 | (l4 << tx_desc::L4_PROTO_SHIFT);
+    let mss = skb.gso_size();
+    if mss > 0 {
+        meta_ctrl |= tx_desc::TSO_EN | tx_desc::L4_CSUM_EN;
+        if l3 == tx_desc::L3_IPV4 {
+            meta_ctrl |= tx_desc::L3_CSUM_EN;
+        }
+    } else if skb.checksum_partial() {
+        meta_ctrl |= tx_desc::L4_CSUM_EN | tx_desc::L4_CSUM_PARTIAL;
+    }
+    TxOffload {
+        meta_ctrl,
+        mss: u16::try_from(mss).ok().filter(|&m| m > 0),
+    }
+}
+
 /// The NAPI context of one queue pair.
 pub(crate) struct QueuePoll<'bound> {
     qid: u16,
@@ -559,7 +626,7 @@ impl<'bound> QueuePoll<'bound> {
         {
             skb.set_checksum_unnecessary();
         }
-        if l4 == L4_TCP || l4 == L4_UDP {
+        if l4 == l4::TCP || l4 == l4::UDP {
             skb.set_l4_hash(frame.hash);
         }
         skb.set_rx_queue(self.qid);

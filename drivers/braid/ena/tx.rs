@@ -13,7 +13,7 @@ use kernel::{
     sync::barrier::{dma_mb, Read},
 };
 
-use super::io::{tx_cdesc, tx_desc, Cq, RingIndex, Sq};
+use super::io::{tx_cdesc, tx_desc, tx_meta, Cq, RingIndex, Sq};
 use super::Regs;
 use crate::kapi::skb::{TxSkb, MAX_TX_BUFFERS};
 
@@ -21,6 +21,15 @@ use crate::kapi::skb::{TxSkb, MAX_TX_BUFFERS};
 struct InFlight<'bound> {
     skb: TxSkb<'bound>,
     descriptors: u16,
+}
+
+/// What the device is to do for a packet beyond sending it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TxOffload {
+    /// Bits of the first descriptor's `meta_ctrl`: protocol indexes, checksum and TSO enables.
+    pub(crate) meta_ctrl: u32,
+    /// The TSO segment size.
+    pub(crate) mss: Option<u16>,
 }
 
 /// What one round of completions freed.
@@ -46,6 +55,8 @@ pub(crate) struct TxRing<'bound> {
     tail: u16,
     /// Free-running head of completions consumed.
     cq_head: u16,
+    /// The MSS the device stored for the queue (META_STORE), 0 before any.
+    stored_mss: u16,
     /// The completion head last written to the device.
     cq_head_reported: u16,
     /// Descriptors not in flight.
@@ -74,6 +85,7 @@ impl<'bound> TxRing<'bound> {
             ring: RingIndex::new(depth).ok_or(EINVAL)?,
             tail: 0,
             cq_head: 0,
+            stored_mss: 0,
             cq_head_reported: 0,
             free: depth,
             ids,
@@ -95,7 +107,8 @@ impl<'bound> TxRing<'bound> {
 
     /// Whether a packet of any shape fits.
     pub(crate) fn has_room(&self) -> bool {
-        usize::from(self.free) >= MAX_TX_BUFFERS && !self.ids.is_empty()
+        // The buffers and a meta descriptor.
+        usize::from(self.free) > MAX_TX_BUFFERS && !self.ids.is_empty()
     }
 
     /// Writes `skb`'s descriptors and rings the doorbell. The caller checked [`Self::has_room`];
@@ -104,6 +117,7 @@ impl<'bound> TxRing<'bound> {
         &mut self,
         regs: &Regs<'_>,
         skb: TxSkb<'bound>,
+        offload: TxOffload,
     ) -> Result<(), TxSkb<'bound>> {
         let Some(sq) = self.sq else {
             return Err(skb);
@@ -117,6 +131,26 @@ impl<'bound> TxRing<'bound> {
         let id32 = u32::from(id);
         let count = skb.buffers().count();
         let mut tail = self.tail;
+        // A new MSS goes in a meta descriptor ahead of the packet, which the device stores for
+        // the queue's later packets (as ena.ko does).
+        let meta = offload.mss.filter(|&mss| mss != self.stored_mss);
+        if let Some(mss) = meta {
+            let mss = u32::from(mss);
+            let mut len_ctrl = tx_meta::META_DESC
+                | tx_meta::EXT_VALID
+                | tx_meta::ETH_META_TYPE
+                | tx_meta::META_STORE
+                | tx_desc::FIRST
+                | tx_desc::COMP_REQ
+                | (((mss >> 10) & 0xf) << tx_meta::MSS_HI_SHIFT);
+            if self.ring.phase(tail) {
+                len_ctrl |= tx_desc::PHASE;
+            }
+            let desc = [len_ctrl, 0, (mss & 0x3ff) << tx_meta::MSS_LO_SHIFT, 0];
+            io_project!(self.sq_ring, [panic: self.ring.slot(tail)]).copy_write(desc);
+            tail = tail.wrapping_add(1);
+            self.stored_mss = offload.mss.unwrap_or(0);
+        }
         for (i, (addr, len)) in skb.buffers().enumerate() {
             let mut len_ctrl = (len & 0xffff) | tx_desc::COMP_REQ;
             if self.ring.phase(tail) {
@@ -124,8 +158,11 @@ impl<'bound> TxRing<'bound> {
             }
             let mut meta_ctrl = 0;
             if i == 0 {
-                len_ctrl |= tx_desc::FIRST | (((id32 >> 10) & 0x3f) << tx_desc::REQ_ID_HI_SHIFT);
-                meta_ctrl = (id32 & 0x3ff) << tx_desc::REQ_ID_LO_SHIFT;
+                if meta.is_none() {
+                    len_ctrl |= tx_desc::FIRST;
+                }
+                len_ctrl |= ((id32 >> 10) & 0x3f) << tx_desc::REQ_ID_HI_SHIFT;
+                meta_ctrl = offload.meta_ctrl | ((id32 & 0x3ff) << tx_desc::REQ_ID_LO_SHIFT);
             }
             if i + 1 == count {
                 len_ctrl |= tx_desc::LAST;
@@ -140,8 +177,8 @@ impl<'bound> TxRing<'bound> {
             io_project!(self.sq_ring, [panic: slot]).copy_write(desc);
             tail = tail.wrapping_add(1);
         }
-        // At most MAX_TX_BUFFERS (18) descriptors.
-        let descriptors = count as u16;
+        // At most MAX_TX_BUFFERS (18) descriptors and a meta descriptor.
+        let descriptors = tail.wrapping_sub(self.tail);
         self.tail = tail;
         self.free -= descriptors;
         self.in_flight[usize::from(id)] = Some(InFlight { skb, descriptors });

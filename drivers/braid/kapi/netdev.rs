@@ -236,6 +236,18 @@ pub(crate) mod features {
     pub(crate) const HIGHDMA: u64 = 1 << sys::NETIF_F_HIGHDMA_BIT;
     /// The device verifies received checksums.
     pub(crate) const RXCSUM: u64 = 1 << sys::NETIF_F_RXCSUM_BIT;
+    /// The device gathers a packet from several buffers.
+    pub(crate) const SG: u64 = 1 << sys::NETIF_F_SG_BIT;
+    /// The device fills TCP/UDP checksums over IPv4.
+    pub(crate) const IP_CSUM: u64 = 1 << sys::NETIF_F_IP_CSUM_BIT;
+    /// The device fills TCP/UDP checksums over IPv6.
+    pub(crate) const IPV6_CSUM: u64 = 1 << sys::NETIF_F_IPV6_CSUM_BIT;
+    /// TCP segmentation over IPv4.
+    pub(crate) const TSO: u64 = 1 << sys::NETIF_F_TSO_BIT;
+    /// TCP segmentation over IPv6.
+    pub(crate) const TSO6: u64 = 1 << sys::NETIF_F_TSO6_BIT;
+    /// TCP segmentation with ECN.
+    pub(crate) const TSO_ECN: u64 = 1 << sys::NETIF_F_TSO_ECN_BIT;
 }
 
 /// Smallest MTU an Ethernet device takes (`ETH_MIN_MTU`).

@@ -64,6 +64,31 @@ impl SkBuff {
         unsafe { sys::braid_skb_get_queue_mapping(self.raw()) }
     }
 
+    /// Whether the stack left the transport checksum to the device (`CHECKSUM_PARTIAL`).
+    pub(crate) fn checksum_partial(&self) -> bool {
+        // SAFETY: valid by the type invariant.
+        unsafe { sys::braid_skb_csum_partial(self.raw()) }
+    }
+
+    /// The segment size the device cuts the packet into (TSO), or 0.
+    pub(crate) fn gso_size(&self) -> u32 {
+        // SAFETY: valid by the type invariant.
+        unsafe { sys::braid_skb_gso_size(self.raw()) }
+    }
+
+    /// The network protocol (`ETH_P_*`).
+    pub(crate) fn l3_protocol(&self) -> u16 {
+        // SAFETY: valid by the type invariant; a packet handed for transmission has its network
+        // header set.
+        unsafe { sys::braid_skb_l3_protocol(self.raw()) }
+    }
+
+    /// The transport protocol of an IP packet (`IPPROTO_*`), or 0.
+    pub(crate) fn ip_protocol(&self) -> u8 {
+        // SAFETY: as for `l3_protocol`; the helper reads the IP header only for IP packets.
+        unsafe { sys::braid_skb_ip_protocol(self.raw()) }
+    }
+
     /// Frees a packet that was transmitted (not dropped), from NAPI context with `budget`
     /// (0 from other contexts).
     pub(crate) fn consume(self, budget: u32) {

@@ -8,6 +8,9 @@
 
 #include <linux/dma-mapping.h>
 #include <linux/etherdevice.h>
+#include <linux/if_vlan.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/ethtool.h>
 #include <linux/netdevice.h>
 #include <linux/pci.h>
@@ -68,6 +71,11 @@ void braid_skb_set_hash_l4(struct sk_buff *skb, u32 hash);
 void braid_skb_set_csum_unnecessary(struct sk_buff *skb);
 bool braid_skb_csum_partial(const struct sk_buff *skb);
 unsigned int braid_skb_gso_size(const struct sk_buff *skb);
+/* The packet's network protocol (ETH_P_*, host order; through a VLAN tag). */
+u16 braid_skb_l3_protocol(struct sk_buff *skb);
+/* The transport protocol of an IPv4 or IPv6 packet (IPPROTO_*: ip_hdr()->protocol,
+ * ipv6_hdr()->nexthdr); 0 for anything else. */
+u8 braid_skb_ip_protocol(struct sk_buff *skb);
 void braid_skb_add_rx_frag(struct sk_buff *skb, struct page *page, unsigned int off,
 			   unsigned int size, unsigned int truesize);
 void braid_dev_kfree_skb_any(struct sk_buff *skb);

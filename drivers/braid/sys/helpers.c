@@ -168,6 +168,23 @@ unsigned int braid_skb_gso_size(const struct sk_buff *skb)
 	return skb_is_gso(skb) ? skb_shinfo(skb)->gso_size : 0;
 }
 
+u16 braid_skb_l3_protocol(struct sk_buff *skb)
+{
+	return ntohs(vlan_get_protocol(skb));
+}
+
+u8 braid_skb_ip_protocol(struct sk_buff *skb)
+{
+	switch (vlan_get_protocol(skb)) {
+	case htons(ETH_P_IP):
+		return ip_hdr(skb)->protocol;
+	case htons(ETH_P_IPV6):
+		return ipv6_hdr(skb)->nexthdr;
+	default:
+		return 0;
+	}
+}
+
 void braid_skb_add_rx_frag(struct sk_buff *skb, struct page *page, unsigned int off,
 			   unsigned int size, unsigned int truesize)
 {
