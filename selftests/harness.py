@@ -57,7 +57,7 @@ PLAN = [
     ]),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
     # The same pair on braid.ko.
-    Boot("braid-pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh"], vms=2,
+    Boot("braid-pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "braid/doorbell.sh"], vms=2,
          env={"BRAID_NET_DRIVER": "braid"}),
     # Two ENA functions in one guest with two CPUs: the driver gets two channels.
     Boot("channels", ["ena", "ena"], ["ena/channels.sh"], smp=2),

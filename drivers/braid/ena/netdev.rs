@@ -94,6 +94,10 @@ counters! {
         rx_dropped: "rx_dropped",
         /// Completions naming no posted buffer.
         rx_bad_req_id: "rx_bad_req_id",
+        /// NAPI polls that ended with the vector's unmask (one MMIO write each).
+        napi_unmask: "napi_unmask",
+        /// TX CQ head doorbell writes (one per quarter ring of completions).
+        tx_cq_head_writes: "tx_cq_head_writes",
     }
 }
 
@@ -669,6 +673,9 @@ impl<'bound> Poll for QueuePoll<'bound> {
                 stats.tx_bytes.add(u64::from(cleaned.bytes), Relaxed);
                 stats.tx_dropped.add(u64::from(cleaned.errors), Relaxed);
             }
+            if cleaned.head_written {
+                stats.tx_cq_head_writes.add(1, Relaxed);
+            }
             if cleaned.bogus > 0 {
                 stats.tx_bad_req_id.add(u64::from(cleaned.bogus), Relaxed);
                 this.reset_requested.store(true, Relaxed);
@@ -706,6 +713,7 @@ impl<'bound> Poll for QueuePoll<'bound> {
         }
         if work < budget && ctx.complete_done(work) {
             self.unmask(&this.regs, rx.cq_head());
+            stats.napi_unmask.add(1, Relaxed);
         }
         work
     }

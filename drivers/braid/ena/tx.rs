@@ -43,6 +43,8 @@ pub(crate) struct Cleaned {
     pub(crate) errors: u32,
     /// Completions naming no packet in flight: the device misbehaves.
     pub(crate) bogus: u32,
+    /// The CQ head doorbell was written.
+    pub(crate) head_written: bool,
 }
 
 /// The rings of a transmit queue and the driver's positions in them.
@@ -228,6 +230,7 @@ impl<'bound> TxRing<'bound> {
             if self.cq_head.wrapping_sub(self.cq_head_reported) >= self.depth / 4 {
                 self.cq_head_reported = self.cq_head;
                 let _ = regs.try_write32(u32::from(self.cq_head), db);
+                done.head_written = true;
             }
         }
         done

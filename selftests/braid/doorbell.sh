@@ -1,0 +1,51 @@
+#!/bin/sh
+# braid.ko ends every NAPI poll with ONE MMIO write: the RX CQ head and the vector's unmask on the
+# card's combined doorbell (docs/card.md, "braid extension"), plus a TX CQ head write once per
+# quarter ring. The card counts the doorbell writes it sees (control socket `status`); around 20
+# echoes to the peer (each one RX and one TX completion, so at least one poll on each side) the card
+# must see no write to the plain unmask register, some combined writes, and no more writes than the
+# driver says it made (the card folds writes between two of its passes into one, so it may see
+# fewer). Guests 0 and 1 of a pair boot, braid.ko on both.
+. /braid/src/selftests/lib/ktap.sh
+. /braid/src/selftests/lib/guest.sh
+. /braid/src/selftests/lib/braid.sh
+. /braid/src/selftests/lib/card.sh
+. /braid/src/selftests/lib/net.sh
+
+ECHOES=20
+
+net_require_pair
+ktap_plan 3
+dmesg_mark
+ktap_check_diag interface_up net_up
+
+# card_writes: "unmask combined head" as the card counts them for our function.
+card_writes() {
+	s=$(card_control status 0) || { echo "$s" >&2; return 1; }
+	echo "$(card_field "$s" unmask_writes) $(card_field "$s" combined_writes) $(card_field "$s" head_writes)"
+}
+
+one_write_per_poll() {
+	net_reachable 60 || return 1
+	# The driver's window encloses the card's: the driver counted every write the card saw.
+	net_stats /tmp/db.before && c0=$(card_writes) || return 1
+	ping -c "$ECHOES" -W 2 "$PEER_ADDR" >/tmp/db.ping 2>&1 || { tail -n 3 /tmp/db.ping; return 1; }
+	c1=$(card_writes) && net_stats /tmp/db.after || return 1
+	set -- $c0 $c1
+	unmask=$(($4 - $1)) combined=$(($5 - $2)) head=$(($6 - $3))
+	polls=$(stat_delta /tmp/db.before /tmp/db.after 'queue_[0-9]+_napi_unmask') || return 1
+	heads=$(stat_delta /tmp/db.before /tmp/db.after 'queue_[0-9]+_tx_cq_head_writes') || return 1
+	echo "card saw: $unmask unmask-register, $combined combined, $head head writes;" \
+		"driver: $polls polls ended with an unmask, $heads TX CQ head writes"
+	[ "$unmask" -eq 0 ] || { echo "the plain unmask register was written"; return 1; }
+	[ "$polls" -ge "$ECHOES" ] || { echo "fewer completed polls than echoes"; return 1; }
+	[ "$combined" -ge 1 ] || { echo "no combined doorbell write seen"; return 1; }
+	[ $((combined + head)) -le $((polls + heads)) ] || { echo "the card saw more writes than the driver made"; return 1; }
+}
+ktap_check_diag one_write_per_poll one_write_per_poll
+
+# Let the peer finish its echoes before going down.
+net_sync doorbell-done 120 >/dev/null
+net_down
+ktap_check no_kernel_splat no_splat_since_mark
+ktap_done
