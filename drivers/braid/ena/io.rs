@@ -166,30 +166,6 @@ impl EnaDevice<'_> {
     }
 }
 
-/// The position of a ring of a power-of-two depth: a free-running 16-bit index, its slot and the
-/// phase bit of that slot (set on the first pass, flipped on each wrap).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RingIndex {
-    depth: u16,
-}
-
-impl RingIndex {
-    /// For a ring of `depth` entries; `None` unless a power of two.
-    pub(crate) fn new(depth: u16) -> Option<Self> {
-        depth.is_power_of_two().then_some(Self { depth })
-    }
-
-    /// The slot of free-running index `index`.
-    pub(crate) fn slot(self, index: u16) -> usize {
-        usize::from(index & self.depth.wrapping_sub(1))
-    }
-
-    /// The phase bit of free-running index `index`.
-    pub(crate) fn phase(self, index: u16) -> bool {
-        index & self.depth == 0
-    }
-}
-
 /// `ena_eth_io_tx_desc` fields (word 0 `len_ctrl`, word 1 `meta_ctrl`, word 3 address high).
 pub(crate) mod tx_desc {
     /// Word 0: request id bits 15:10 go in 21:16.

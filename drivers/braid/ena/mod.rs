@@ -10,6 +10,7 @@ pub(crate) mod aenq;
 pub(crate) mod io;
 pub(crate) mod netdev;
 pub(crate) mod regs;
+pub(crate) mod ring;
 pub(crate) mod rx;
 pub(crate) mod tx;
 

@@ -7,13 +7,13 @@
 
 use kernel::{
     device::{Bound, Device},
-    dma::Coherent,
     io::{io_project, io_read, Io},
     prelude::*,
     sync::barrier::{dma_mb, Read},
 };
 
-use super::io::{rx_cdesc, rx_desc, Cq, RingIndex, Sq};
+use super::io::{rx_cdesc, rx_desc, Cq, Sq};
+use super::ring::{Rings, Slots};
 use super::Regs;
 use crate::kapi::skb::{rx_buffer_len, RxPage, SkBuff};
 
@@ -45,16 +45,12 @@ pub(crate) enum Received {
 /// The rings of a receive queue, the pages posted to it, and the driver's positions.
 pub(crate) struct RxRing<'bound> {
     dev: &'bound Device<Bound>,
-    sq_ring: Coherent<[[u32; 4]]>,
-    cq_ring: Coherent<[[u32; 4]]>,
-    ring: RingIndex,
+    rings: Rings<4>,
     /// Free-running tail of posted descriptors.
     tail: u16,
     /// Free-running head of completions consumed.
     cq_head: u16,
-    /// Buffer ids not posted.
-    ids: KVec<u16>,
-    pages: KVec<Option<RxPage<'bound>>>,
+    pages: Slots<RxPage<'bound>>,
     pub(crate) sq: Option<Sq>,
     pub(crate) cq: Option<Cq>,
 }
@@ -62,22 +58,12 @@ pub(crate) struct RxRing<'bound> {
 impl<'bound> RxRing<'bound> {
     /// Allocates the rings for `depth` buffers (a power of two).
     pub(crate) fn new(dev: &'bound Device<Bound>, depth: u16) -> Result<Self> {
-        let n = usize::from(depth);
-        let mut ids = KVec::with_capacity(n, GFP_KERNEL)?;
-        let mut pages = KVec::with_capacity(n, GFP_KERNEL)?;
-        for id in (0..depth).rev() {
-            ids.push(id, GFP_KERNEL)?;
-            pages.push(None, GFP_KERNEL)?;
-        }
         Ok(Self {
             dev,
-            sq_ring: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
-            cq_ring: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
-            ring: RingIndex::new(depth).ok_or(EINVAL)?,
+            rings: Rings::new(dev, depth)?,
             tail: 0,
             cq_head: 0,
-            ids,
-            pages,
+            pages: Slots::new(depth)?,
             sq: None,
             cq: None,
         })
@@ -85,12 +71,12 @@ impl<'bound> RxRing<'bound> {
 
     /// Device address of the submission ring.
     pub(crate) fn sq_address(&self) -> u64 {
-        self.sq_ring.dma_address()
+        self.rings.sq.dma_address()
     }
 
     /// Device address of the completion ring.
     pub(crate) fn cq_address(&self) -> u64 {
-        self.cq_ring.dma_address()
+        self.rings.cq.dma_address()
     }
 
     /// Free-running head of consumed completions.
@@ -100,7 +86,7 @@ impl<'bound> RxRing<'bound> {
 
     /// Buffers not posted.
     pub(crate) fn unposted(&self) -> u16 {
-        self.ids.len() as u16
+        self.pages.free() as u16
     }
 
     /// Posts a fresh page for every free buffer id, then rings the doorbell once. Returns how
@@ -110,14 +96,16 @@ impl<'bound> RxRing<'bound> {
             return 0;
         };
         let mut posted = 0;
-        while let Some(&id) = self.ids.last() {
+        while self.pages.free() > 0 {
             let Ok(page) = RxPage::new(self.dev) else {
                 break;
             };
-            self.ids.pop();
             let addr = page.addr();
+            let Some(id) = self.pages.hold(page) else {
+                break;
+            };
             let mut word0 = rx_buffer_len() | rx_desc::FIRST | rx_desc::LAST | rx_desc::COMP_REQ;
-            if self.ring.phase(self.tail) {
+            if self.rings.index.phase(self.tail) {
                 word0 |= rx_desc::PHASE;
             }
             let desc = [
@@ -126,9 +114,8 @@ impl<'bound> RxRing<'bound> {
                 addr as u32,
                 (addr >> 32) as u32 & 0xffff,
             ];
-            let slot = self.ring.slot(self.tail);
-            io_project!(self.sq_ring, [panic: slot]).copy_write(desc);
-            self.pages[usize::from(id)] = Some(page);
+            let slot = self.rings.index.slot(self.tail);
+            io_project!(self.rings.sq, [panic: slot]).copy_write(desc);
             self.tail = self.tail.wrapping_add(1);
             posted += 1;
         }
@@ -141,23 +128,19 @@ impl<'bound> RxRing<'bound> {
 
     /// The completion at free-running index `index`, if the device has written it.
     fn completion(&self, index: u16) -> Option<[u32; 4]> {
-        let slot = self.ring.slot(index);
-        let status: u32 = io_read!(self.cq_ring, [panic: slot][build: 0]);
-        if (status & rx_cdesc::PHASE != 0) != self.ring.phase(index) {
+        let slot = self.rings.index.slot(index);
+        let status: u32 = io_read!(self.rings.cq, [panic: slot][build: 0]);
+        if (status & rx_cdesc::PHASE != 0) != self.rings.index.phase(index) {
             return None;
         }
         // The phase is written last: read the rest after it.
         dma_mb(Read);
-        Some(io_project!(self.cq_ring, [panic: slot]).copy_read())
+        Some(io_project!(self.rings.cq, [panic: slot]).copy_read())
     }
 
     /// Takes the buffer a completion names.
     fn take_page(&mut self, completion: &[u32; 4]) -> Option<RxPage<'bound>> {
-        let id = (completion[1] >> 16) as u16;
-        let page = self.pages.get_mut(usize::from(id))?.take()?;
-        // Cannot fail: `ids` had room for every id, and this one was taken from it.
-        let _ = self.ids.push(id, GFP_ATOMIC);
-        Some(page)
+        self.pages.release((completion[1] >> 16) as u16)
     }
 
     /// Takes the next whole frame the device completed, if there is one.

@@ -7,13 +7,13 @@
 
 use kernel::{
     device::{Bound, Device},
-    dma::Coherent,
     io::{io_project, io_read, Io},
     prelude::*,
     sync::barrier::{dma_mb, Read},
 };
 
-use super::io::{tx_cdesc, tx_desc, tx_meta, Cq, RingIndex, Sq};
+use super::io::{tx_cdesc, tx_desc, tx_meta, Cq, Sq};
+use super::ring::{Rings, Slots};
 use super::Regs;
 use crate::kapi::skb::{TxSkb, MAX_TX_BUFFERS};
 
@@ -49,10 +49,7 @@ pub(crate) struct Cleaned {
 
 /// The rings of a transmit queue and the driver's positions in them.
 pub(crate) struct TxRing<'bound> {
-    sq_ring: Coherent<[[u32; 4]]>,
-    cq_ring: Coherent<[[u32; 2]]>,
-    depth: u16,
-    ring: RingIndex,
+    rings: Rings<2>,
     /// Free-running tail of descriptors handed to the device.
     tail: u16,
     /// Free-running head of completions consumed.
@@ -63,9 +60,7 @@ pub(crate) struct TxRing<'bound> {
     cq_head_reported: u16,
     /// Descriptors not in flight.
     free: u16,
-    /// Request ids not in flight.
-    ids: KVec<u16>,
-    in_flight: KVec<Option<InFlight<'bound>>>,
+    in_flight: Slots<InFlight<'bound>>,
     pub(crate) sq: Option<Sq>,
     pub(crate) cq: Option<Cq>,
 }
@@ -73,25 +68,14 @@ pub(crate) struct TxRing<'bound> {
 impl<'bound> TxRing<'bound> {
     /// Allocates the rings for `depth` descriptors (a power of two).
     pub(crate) fn new(dev: &Device<Bound>, depth: u16) -> Result<Self> {
-        let n = usize::from(depth);
-        let mut ids = KVec::with_capacity(n, GFP_KERNEL)?;
-        let mut in_flight = KVec::with_capacity(n, GFP_KERNEL)?;
-        for id in (0..depth).rev() {
-            ids.push(id, GFP_KERNEL)?;
-            in_flight.push(None, GFP_KERNEL)?;
-        }
         Ok(Self {
-            sq_ring: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
-            cq_ring: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
-            depth,
-            ring: RingIndex::new(depth).ok_or(EINVAL)?,
+            rings: Rings::new(dev, depth)?,
             tail: 0,
             cq_head: 0,
             stored_mss: 0,
             cq_head_reported: 0,
             free: depth,
-            ids,
-            in_flight,
+            in_flight: Slots::new(depth)?,
             sq: None,
             cq: None,
         })
@@ -99,18 +83,18 @@ impl<'bound> TxRing<'bound> {
 
     /// Device address of the submission ring.
     pub(crate) fn sq_address(&self) -> u64 {
-        self.sq_ring.dma_address()
+        self.rings.sq.dma_address()
     }
 
     /// Device address of the completion ring.
     pub(crate) fn cq_address(&self) -> u64 {
-        self.cq_ring.dma_address()
+        self.rings.cq.dma_address()
     }
 
     /// Whether a packet of any shape fits.
     pub(crate) fn has_room(&self) -> bool {
         // The buffers and a meta descriptor.
-        usize::from(self.free) > MAX_TX_BUFFERS && !self.ids.is_empty()
+        usize::from(self.free) > MAX_TX_BUFFERS && self.in_flight.free() > 0
     }
 
     /// Writes `skb`'s descriptors and rings the doorbell. The caller checked [`Self::has_room`];
@@ -127,7 +111,7 @@ impl<'bound> TxRing<'bound> {
         if !self.has_room() {
             return Err(skb);
         }
-        let Some(id) = self.ids.pop() else {
+        let Some(id) = self.in_flight.next_id() else {
             return Err(skb);
         };
         let id32 = u32::from(id);
@@ -145,17 +129,17 @@ impl<'bound> TxRing<'bound> {
                 | tx_desc::FIRST
                 | tx_desc::COMP_REQ
                 | (((mss >> 10) & 0xf) << tx_meta::MSS_HI_SHIFT);
-            if self.ring.phase(tail) {
+            if self.rings.index.phase(tail) {
                 len_ctrl |= tx_desc::PHASE;
             }
             let desc = [len_ctrl, 0, (mss & 0x3ff) << tx_meta::MSS_LO_SHIFT, 0];
-            io_project!(self.sq_ring, [panic: self.ring.slot(tail)]).copy_write(desc);
+            io_project!(self.rings.sq, [panic: self.rings.index.slot(tail)]).copy_write(desc);
             tail = tail.wrapping_add(1);
             self.stored_mss = offload.mss.unwrap_or(0);
         }
         for (i, (addr, len)) in skb.buffers().enumerate() {
             let mut len_ctrl = (len & 0xffff) | tx_desc::COMP_REQ;
-            if self.ring.phase(tail) {
+            if self.rings.index.phase(tail) {
                 len_ctrl |= tx_desc::PHASE;
             }
             let mut meta_ctrl = 0;
@@ -175,15 +159,15 @@ impl<'bound> TxRing<'bound> {
                 addr as u32,
                 (addr >> 32) as u32 & 0xffff,
             ];
-            let slot = self.ring.slot(tail);
-            io_project!(self.sq_ring, [panic: slot]).copy_write(desc);
+            let slot = self.rings.index.slot(tail);
+            io_project!(self.rings.sq, [panic: slot]).copy_write(desc);
             tail = tail.wrapping_add(1);
         }
         // At most MAX_TX_BUFFERS (18) descriptors and a meta descriptor.
         let descriptors = tail.wrapping_sub(self.tail);
         self.tail = tail;
         self.free -= descriptors;
-        self.in_flight[usize::from(id)] = Some(InFlight { skb, descriptors });
+        self.in_flight.hold(InFlight { skb, descriptors });
         // The MMIO write orders the descriptors before the doorbell (writel's barrier).
         let _ = regs.try_write32(u32::from(self.tail), sq.doorbell);
         Ok(())
@@ -193,9 +177,9 @@ impl<'bound> TxRing<'bound> {
     pub(crate) fn clean(&mut self, regs: &Regs<'_>, budget: u32) -> Cleaned {
         let mut done = Cleaned::default();
         loop {
-            let slot = self.ring.slot(self.cq_head);
-            let word0: u32 = io_read!(self.cq_ring, [panic: slot][build: 0]);
-            if (word0 & tx_cdesc::PHASE != 0) != self.ring.phase(self.cq_head) {
+            let slot = self.rings.index.slot(self.cq_head);
+            let word0: u32 = io_read!(self.rings.cq, [panic: slot][build: 0]);
+            if (word0 & tx_cdesc::PHASE != 0) != self.rings.index.phase(self.cq_head) {
                 break;
             }
             // The phase is written last: nothing else of the entry is needed, but the packet's
@@ -203,11 +187,7 @@ impl<'bound> TxRing<'bound> {
             dma_mb(Read);
             self.cq_head = self.cq_head.wrapping_add(1);
             let id = (word0 & 0xffff) as u16;
-            let packet = self
-                .in_flight
-                .get_mut(usize::from(id))
-                .and_then(Option::take);
-            let Some(packet) = packet else {
+            let Some(packet) = self.in_flight.release(id) else {
                 done.bogus += 1;
                 continue;
             };
@@ -217,8 +197,6 @@ impl<'bound> TxRing<'bound> {
             done.packets += 1;
             done.bytes += packet.skb.len();
             self.free += packet.descriptors;
-            // Cannot fail: `ids` had room for every id, and this one was taken from it.
-            let _ = self.ids.push(id, GFP_ATOMIC);
             packet.skb.complete(budget);
         }
         // Like ena.ko, tell the device about consumed completions only every quarter ring.
@@ -227,7 +205,7 @@ impl<'bound> TxRing<'bound> {
             ..
         }) = self.cq
         {
-            if self.cq_head.wrapping_sub(self.cq_head_reported) >= self.depth / 4 {
+            if self.cq_head.wrapping_sub(self.cq_head_reported) >= self.rings.index.depth() / 4 {
                 self.cq_head_reported = self.cq_head;
                 let _ = regs.try_write32(u32::from(self.cq_head), db);
                 done.head_written = true;
