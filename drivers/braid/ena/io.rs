@@ -8,7 +8,7 @@
 
 use kernel::{dma::DmaAddress, prelude::*};
 
-use super::{admin::Entry, EnaDevice};
+use super::{admin::Entry, ring::Rings, EnaDevice};
 
 /// `ENA_ADMIN_CREATE_SQ`.
 const CREATE_SQ: u8 = 1;
@@ -79,16 +79,15 @@ impl EnaDevice<'_> {
         Ok(offset)
     }
 
-    /// Creates a completion queue of `depth` entries of `entry_words` words at `ring`, raising
-    /// MSI-X vector `vector`; with `combined`, its head doorbell also unmasks.
-    pub(crate) fn create_cq(
+    /// Creates the completion queue of `rings`, raising MSI-X vector `vector`; with `combined`,
+    /// its head doorbell also unmasks.
+    pub(crate) fn create_cq<const W: usize>(
         &mut self,
-        entry_words: u32,
-        depth: u16,
+        rings: &Rings<W>,
         vector: u32,
-        ring: DmaAddress,
         combined: bool,
     ) -> Result<Cq> {
+        let (entry_words, depth, ring) = (W as u32, rings.index.depth(), rings.cq_address());
         let mut command: Entry = [0; 16];
         let mut caps_1 = CQ_INTERRUPTS;
         if combined {
@@ -118,15 +117,15 @@ impl EnaDevice<'_> {
         Ok(cq)
     }
 
-    /// Creates a submission queue of `depth` 16-byte descriptors at `ring` in host memory,
-    /// completing into `cq`.
-    pub(crate) fn create_sq(
+    /// Creates the submission queue of `rings` (its descriptors in host memory), completing into
+    /// `cq`.
+    pub(crate) fn create_sq<const W: usize>(
         &mut self,
         direction: Direction,
         cq: &Cq,
-        depth: u16,
-        ring: DmaAddress,
+        rings: &Rings<W>,
     ) -> Result<Sq> {
+        let (depth, ring) = (rings.index.depth(), rings.sq_address());
         let mut command: Entry = [0; 16];
         // Word 1: sq_identity, reserved, sq_caps_2 (placement; completion policy 0: one
         // completion per descriptor chain), sq_caps_3.

@@ -50,9 +50,6 @@ const WATCHDOG_JIFFIES: i32 = 5 * 1000;
 const SERVICE_PERIOD: Delta = Delta::from_millis(1000);
 /// Silence after which the device counts as dead (the card's hint: 6 s).
 const KEEP_ALIVE_TIMEOUT: Delta = Delta::from_millis(6000);
-/// Entry sizes of the completion rings, in 32-bit words.
-const TX_CQ_WORDS: u32 = 2;
-const RX_CQ_WORDS: u32 = 4;
 
 /// Declares a set of event counters with their `ethtool -S` names.
 macro_rules! counters {
@@ -249,24 +246,18 @@ impl<'bound> EnaNet<'bound> {
             };
 
             let mut tx = TxRing::new(self.pdev.as_ref(), TX_DEPTH)?;
-            let cq = device.create_cq(TX_CQ_WORDS, TX_DEPTH, vector, tx.cq_address(), false)?;
+            let cq = device.create_cq(tx.rings(), vector, false)?;
             ids.tx_cq = Some(cq);
-            let sq = device.create_sq(Direction::Tx, &cq, TX_DEPTH, tx.sq_address())?;
+            let sq = device.create_sq(Direction::Tx, &cq, tx.rings())?;
             ids.tx_sq = Some(sq);
             tx.cq = Some(cq);
             tx.sq = Some(sq);
             *self.tx[usize::from(q)].lock() = Some(tx);
 
             let mut rx = RxRing::new(self.pdev.as_ref(), RX_DEPTH)?;
-            let cq = device.create_cq(
-                RX_CQ_WORDS,
-                RX_DEPTH,
-                vector,
-                rx.cq_address(),
-                self.combined,
-            )?;
+            let cq = device.create_cq(rx.rings(), vector, self.combined)?;
             ids.rx_cq = Some(cq);
-            let sq = device.create_sq(Direction::Rx, &cq, RX_DEPTH, rx.sq_address())?;
+            let sq = device.create_sq(Direction::Rx, &cq, rx.rings())?;
             ids.rx_sq = Some(sq);
             rx.cq = Some(cq);
             rx.sq = Some(sq);

@@ -60,6 +60,16 @@ impl<const CQ_WORDS: usize> Rings<CQ_WORDS> {
             cq: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
         })
     }
+
+    /// Device address of the submission ring.
+    pub(crate) fn sq_address(&self) -> u64 {
+        self.sq.dma_address()
+    }
+
+    /// Device address of the completion ring.
+    pub(crate) fn cq_address(&self) -> u64 {
+        self.cq.dma_address()
+    }
 }
 
 /// What the device holds, by request id (below the ring's depth), and the ids that are free.

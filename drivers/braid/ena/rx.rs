@@ -14,6 +14,9 @@ use kernel::{
 
 use super::io::{rx_cdesc, rx_desc, Cq, Sq};
 use super::ring::{Rings, Slots};
+
+/// Words of a completion (`ena_eth_io_rx_cdesc_base`).
+const CQ_WORDS: usize = 4;
 use super::Regs;
 use crate::kapi::skb::{rx_buffer_len, RxPage, SkBuff};
 
@@ -45,7 +48,7 @@ pub(crate) enum Received {
 /// The rings of a receive queue, the pages posted to it, and the driver's positions.
 pub(crate) struct RxRing<'bound> {
     dev: &'bound Device<Bound>,
-    rings: Rings<4>,
+    rings: Rings<CQ_WORDS>,
     /// Free-running tail of posted descriptors.
     tail: u16,
     /// Free-running head of completions consumed.
@@ -69,14 +72,9 @@ impl<'bound> RxRing<'bound> {
         })
     }
 
-    /// Device address of the submission ring.
-    pub(crate) fn sq_address(&self) -> u64 {
-        self.rings.sq.dma_address()
-    }
-
-    /// Device address of the completion ring.
-    pub(crate) fn cq_address(&self) -> u64 {
-        self.rings.cq.dma_address()
+    /// The rings, for the device to be told where they are.
+    pub(crate) fn rings(&self) -> &Rings<CQ_WORDS> {
+        &self.rings
     }
 
     /// Free-running head of consumed completions.

@@ -14,6 +14,9 @@ use kernel::{
 
 use super::io::{tx_cdesc, tx_desc, tx_meta, Cq, Sq};
 use super::ring::{Rings, Slots};
+
+/// Words of a completion (`ena_eth_io_tx_cdesc`).
+const CQ_WORDS: usize = 2;
 use super::Regs;
 use crate::kapi::skb::{TxSkb, MAX_TX_BUFFERS};
 
@@ -49,7 +52,7 @@ pub(crate) struct Cleaned {
 
 /// The rings of a transmit queue and the driver's positions in them.
 pub(crate) struct TxRing<'bound> {
-    rings: Rings<2>,
+    rings: Rings<CQ_WORDS>,
     /// Free-running tail of descriptors handed to the device.
     tail: u16,
     /// Free-running head of completions consumed.
@@ -81,14 +84,9 @@ impl<'bound> TxRing<'bound> {
         })
     }
 
-    /// Device address of the submission ring.
-    pub(crate) fn sq_address(&self) -> u64 {
-        self.rings.sq.dma_address()
-    }
-
-    /// Device address of the completion ring.
-    pub(crate) fn cq_address(&self) -> u64 {
-        self.rings.cq.dma_address()
+    /// The rings, for the device to be told where they are.
+    pub(crate) fn rings(&self) -> &Rings<CQ_WORDS> {
+        &self.rings
     }
 
     /// Whether a packet of any shape fits.
