@@ -34,7 +34,7 @@ class Boot:
     One guest gets every function; with several, guest i gets function i alone (so `functions` has
     one entry per guest) and its tests see BRAID_VM_INDEX=i and BRAID_VM_COUNT=vms. Each guest has
     `smp` vCPUs; its tests also see `env` (e.g. BRAID_NET_DRIVER=braid runs the ENA scripts on
-    braid.ko)."""
+    braid.ko), and guest i also `vm_env[i]` when given."""
 
     name: str
     functions: list[str]
@@ -43,6 +43,7 @@ class Boot:
     vms: int = 1
     smp: int = 1
     env: dict[str, str] = field(default_factory=dict)
+    vm_env: list[dict[str, str]] = field(default_factory=list)
 
 
 PLAN = [
@@ -59,6 +60,9 @@ PLAN = [
     # The same pair on braid.ko.
     Boot("braid-pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "braid/doorbell.sh"], vms=2,
          env={"BRAID_NET_DRIVER": "braid"}),
+    # braid.ko in one guest, the upstream ena driver in the other.
+    Boot("mixed-pair", ["ena", "ena"], ["ena/ping.sh"], vms=2,
+         vm_env=[{"BRAID_NET_DRIVER": "braid"}, {"BRAID_NET_DRIVER": "ena"}]),
     # Two ENA functions in one guest with two CPUs: the driver gets two channels.
     Boot("channels", ["ena", "ena"], ["ena/channels.sh"], smp=2),
 ]
@@ -195,7 +199,8 @@ def guest_tests(plan: list[Boot]) -> list[Result]:
                         raise testbed.TestbedError(f"boot {boot.name}: {boot.vms} guests need one function each")
                     for i, fn in enumerate(card.functions):
                         tb.vm(f"{boot.name}{i}", [fn], job, smp=boot.smp,
-                              env=boot.env | {"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
+                              env=boot.env | (boot.vm_env[i] if i < len(boot.vm_env) else {})
+                              | {"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
                 vms = tb.wait()
         except testbed.TestbedError as e:
             results.append(Result(f"{boot.name}:testbed", "fail", str(e)))
