@@ -72,6 +72,13 @@ pub(super) fn phase(index: u16, depth: u16) -> bool {
     (index / depth) % 2 == 0
 }
 
+/// Zeroes every entry of a ring the device writes (before the device is told about it).
+pub(super) fn clear(ring: &Coherent<[Entry]>) {
+    for slot in 0..ring.len() {
+        io_project!(ring, [panic: slot]).copy_write([0u32; 16]);
+    }
+}
+
 /// The admin queue's rings and the driver's positions in them.
 pub(crate) struct AdminQueue {
     sq: Coherent<[Entry]>,
@@ -93,8 +100,11 @@ impl AdminQueue {
         })
     }
 
-    /// Tells the device where the rings are; the device starts both at index 0.
+    /// Tells the device where the rings are; the device starts both at index 0. The completion
+    /// ring is cleared first: completions of an earlier first pass would show the phase the
+    /// device's new ones will.
     pub(crate) fn program(&mut self, regs: &pci::Bar<'_, REG_PAGE_SIZE>) {
+        clear(&self.cq);
         let (sq, cq) = (self.sq.dma_address(), self.cq.dma_address());
         regs.write_reg(AQ_BASE_LO::zeroed().with_value(sq as u32));
         regs.write_reg(AQ_BASE_HI::zeroed().with_value((sq >> 32) as u32));

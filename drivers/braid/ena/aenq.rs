@@ -85,8 +85,11 @@ impl Aenq {
         })
     }
 
-    /// Tells the device where the ring is and hands it every slot.
+    /// Tells the device where the ring is and hands it every slot. The ring is cleared first:
+    /// after a reset the device starts again at slot 0 with phase 1, which the events of an
+    /// earlier first pass would also show.
     pub(crate) fn program(&mut self, regs: &pci::Bar<'_, REG_PAGE_SIZE>) {
+        super::admin::clear(&self.ring);
         let base = self.ring.dma_address();
         regs.write_reg(AENQ_BASE_LO::zeroed().with_value(base as u32));
         regs.write_reg(AENQ_BASE_HI::zeroed().with_value((base >> 32) as u32));
