@@ -60,6 +60,8 @@ PLAN = [
     # The same pair on braid.ko.
     Boot("braid-pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "braid/doorbell.sh"], vms=2,
          env={"BRAID_NET_DRIVER": "braid"}),
+    # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko.
+    Boot("braid-faults", ["ena"], ["ena/faults.sh"], env={"BRAID_NET_DRIVER": "braid"}),
     # braid.ko in one guest, the upstream ena driver in the other.
     Boot("mixed-pair", ["ena", "ena"], ["ena/ping.sh"], vms=2,
          vm_env=[{"BRAID_NET_DRIVER": "braid"}, {"BRAID_NET_DRIVER": "ena"}]),
