@@ -111,6 +111,11 @@ impl<'a> Mapping<'a> {
         self.addr
     }
 
+    /// The device the mapping was made for.
+    pub(crate) fn device(&self) -> &'a device::Device<Bound> {
+        self.dev
+    }
+
     /// The length of the mapping in bytes.
     pub(crate) fn len(&self) -> u32 {
         self.len

@@ -138,6 +138,11 @@ impl<T: Poll> PinnedDrop for Napi<T> {
 pub(crate) struct Context(*mut sys::napi_struct);
 
 impl Context {
+    /// The NAPI context, for allocations that use its per-CPU cache.
+    pub(super) fn raw(&self) -> *mut sys::napi_struct {
+        self.0
+    }
+
     /// Hands a received packet to GRO and the stack.
     pub(crate) fn gro_receive(&self, skb: SkBuff) {
         // SAFETY: called from the poll of this live context, as the function requires; the

@@ -168,6 +168,13 @@ impl<T: Operations> Device<T> {
         unsafe { sys::braid_netif_tx_queue_stopped(self.as_raw(), queue.into()) }
     }
 
+    /// Whether the stack is about to hand over more packets right away (`netdev_xmit_more`): a
+    /// driver may leave the doorbell for the last of them. Only meaningful in `start_xmit`.
+    pub(crate) fn xmit_more(&self) -> bool {
+        // SAFETY: reads this CPU's transmit state; `start_xmit` runs with bottom halves off.
+        unsafe { sys::braid_netdev_xmit_more() }
+    }
+
     /// Byte queue limits: `bytes` were handed to the device on `queue`.
     pub(crate) fn tx_sent(&self, queue: u16, bytes: u32) {
         // SAFETY: as for `tx_stop`.

@@ -11,6 +11,7 @@ use kernel::{
 };
 
 use super::dma::{raw_device, Direction, MapKind, Mapping};
+use super::napi::Context;
 use super::netdev::{self, Operations};
 use crate::sys;
 
@@ -135,10 +136,11 @@ impl Drop for SkBuff {
 pub(crate) const MAX_TX_BUFFERS: usize = 18;
 
 /// A packet the device is reading: the socket buffer and the DMA mappings of its linear part and
-/// fragments, undone before the buffer is freed.
+/// fragments, undone before the buffer is freed. A linear packet costs no allocation.
 pub(crate) struct TxSkb<'a> {
     // Declared first: dropped (unmapped) before the packet is freed.
-    maps: KVec<Mapping<'a>>,
+    head: Mapping<'a>,
+    frags: KVec<Mapping<'a>>,
     skb: SkBuff,
 }
 
@@ -150,17 +152,13 @@ impl<'a> TxSkb<'a> {
         skb: SkBuff,
         flags: kernel::alloc::Flags,
     ) -> core::result::Result<Self, (SkBuff, Error)> {
-        let frags = skb.nr_frags() as usize;
-        if frags + 1 > MAX_TX_BUFFERS {
+        let nr_frags = skb.nr_frags() as usize;
+        if nr_frags + 1 > MAX_TX_BUFFERS {
             return Err((skb, EMSGSIZE));
         }
-        let mut maps = match KVec::with_capacity(frags + 1, flags) {
-            Ok(maps) => maps,
-            Err(e) => return Err((skb, e.into())),
-        };
         let raw = raw_device(dev);
         // SAFETY: the packet is valid and owned; the linear part is `skb_headlen` bytes at
-        // `data`, kept alive by `skb` for as long as the mappings (dropped first).
+        // `data`, kept alive by `skb` for as long as the mapping (dropped first).
         let head = unsafe {
             let len = sys::braid_skb_headlen(skb.raw());
             let addr = sys::braid_dma_map_single(
@@ -171,14 +169,17 @@ impl<'a> TxSkb<'a> {
             );
             Mapping::from_raw(dev, addr, len, Direction::ToDevice, MapKind::Single)
         };
-        let mut push = |m: Result<Mapping<'a>>| -> Result {
-            maps.push(m?, flags)?;
-            Ok(())
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => return Err((skb, e)),
         };
-        if let Err(e) = push(head) {
-            return Err((skb, e));
+        let mut frags = KVec::new();
+        if nr_frags > 0 {
+            if let Err(e) = frags.reserve(nr_frags, flags) {
+                return Err((skb, e.into()));
+            }
         }
-        for i in 0..frags as u32 {
+        for i in 0..nr_frags as u32 {
             // SAFETY: `i` is below `nr_frags`; the fragment's page is held by the packet, which
             // outlives the mapping.
             let frag = unsafe {
@@ -186,17 +187,24 @@ impl<'a> TxSkb<'a> {
                 let addr = sys::braid_skb_frag_dma_map(raw, skb.raw(), i);
                 Mapping::from_raw(dev, addr, len, Direction::ToDevice, MapKind::Page)
             };
-            if let Err(e) = push(frag) {
-                drop(maps);
-                return Err((skb, e));
+            match frag {
+                // Within the capacity reserved above: no allocation.
+                Ok(frag) => {
+                    let _ = frags.push(frag, flags);
+                }
+                Err(e) => {
+                    drop((head, frags));
+                    return Err((skb, e));
+                }
             }
         }
-        Ok(Self { maps, skb })
+        Ok(Self { head, frags, skb })
     }
 
     /// The device addresses and lengths of the packet's buffers, linear part first.
     pub(crate) fn buffers(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.maps.iter().map(|m| (m.addr(), m.len()))
+        Iterator::chain(core::iter::once(&self.head), self.frags.iter())
+            .map(|m| (m.addr(), m.len()))
     }
 
     /// Total length of the packet.
@@ -206,8 +214,8 @@ impl<'a> TxSkb<'a> {
 
     /// The device is done: unmap and free the packet as transmitted.
     pub(crate) fn complete(self, budget: u32) {
-        let Self { maps, skb } = self;
-        drop(maps);
+        let Self { head, frags, skb } = self;
+        drop((head, frags));
         skb.consume(budget);
     }
 }
@@ -275,6 +283,35 @@ impl<'a> RxPage<'a> {
     /// The device address of the buffer.
     pub(crate) fn addr(&self) -> u64 {
         self.map.as_ref().map_or(0, Mapping::addr)
+    }
+
+    /// Copies the first `len` bytes the device wrote into a new packet from NAPI's cache and keeps
+    /// the page, still mapped, for the device to fill again (ena.ko's `rx_copybreak`): a small
+    /// frame costs no page allocation or mapping.
+    pub(crate) fn copy_to_skb(&self, napi: &Context, len: u32) -> Result<SkBuff> {
+        let map = self.map.as_ref().ok_or(EINVAL)?;
+        let len = len.min(map.len());
+        let dev = raw_device(map.device());
+        // SAFETY: `map` is a live mapping of this page made for `dev`; after the sync the CPU may
+        // read the first `len` bytes, which lie within the page at `rx_headroom()`; the packet
+        // comes from the poll's own NAPI context with room for `len` bytes; the sync back hands
+        // the buffer to the device again.
+        unsafe {
+            let dir = sys::dma_data_direction_DMA_FROM_DEVICE;
+            sys::braid_dma_sync_single_for_cpu(dev, map.addr(), len as usize, dir);
+            let skb = sys::napi_alloc_skb(napi.raw(), len);
+            if !skb.is_null() {
+                let data = sys::braid_page_address(self.page.as_ptr())
+                    .cast::<u8>()
+                    .add(rx_headroom() as usize);
+                sys::braid_skb_put_data(skb, data.cast(), len);
+            }
+            sys::braid_dma_sync_single_for_device(dev, map.addr(), len as usize, dir);
+            if skb.is_null() {
+                return Err(ENOMEM);
+            }
+            Ok(SkBuff::from_raw(skb))
+        }
     }
 
     /// Unmaps the page and hands it over, with our reference.

@@ -32,6 +32,10 @@ dma_addr_t braid_dma_map_single(struct device *dev, void *ptr, size_t size,
 void braid_dma_unmap_single(struct device *dev, dma_addr_t addr, size_t size,
 			    enum dma_data_direction dir);
 int braid_dma_mapping_error(struct device *dev, dma_addr_t addr);
+void braid_dma_sync_single_for_cpu(struct device *dev, dma_addr_t addr, size_t size,
+				   enum dma_data_direction dir);
+void braid_dma_sync_single_for_device(struct device *dev, dma_addr_t addr, size_t size,
+				      enum dma_data_direction dir);
 
 /* net_device */
 
@@ -49,6 +53,7 @@ void braid_netdev_tx_sent_queue(struct net_device *dev, unsigned int queue, unsi
 void braid_netdev_tx_completed_queue(struct net_device *dev, unsigned int queue,
 				     unsigned int packets, unsigned int bytes);
 void braid_netdev_tx_reset_queue(struct net_device *dev, unsigned int queue);
+bool braid_netdev_xmit_more(void);
 
 /* NAPI */
 
@@ -79,6 +84,8 @@ u8 braid_skb_ip_protocol(struct sk_buff *skb);
 void braid_skb_add_rx_frag(struct sk_buff *skb, struct page *page, unsigned int off,
 			   unsigned int size, unsigned int truesize);
 void braid_dev_kfree_skb_any(struct sk_buff *skb);
+/* skb_put_data() */
+void braid_skb_put_data(struct sk_buff *skb, const void *data, unsigned int len);
 /* skb->protocol = eth_type_trans(skb, dev). */
 void braid_eth_type_trans(struct sk_buff *skb, struct net_device *dev);
 

@@ -29,6 +29,18 @@ int braid_dma_mapping_error(struct device *dev, dma_addr_t addr)
 	return dma_mapping_error(dev, addr);
 }
 
+void braid_dma_sync_single_for_cpu(struct device *dev, dma_addr_t addr, size_t size,
+				   enum dma_data_direction dir)
+{
+	dma_sync_single_for_cpu(dev, addr, size, dir);
+}
+
+void braid_dma_sync_single_for_device(struct device *dev, dma_addr_t addr, size_t size,
+				      enum dma_data_direction dir)
+{
+	dma_sync_single_for_device(dev, addr, size, dir);
+}
+
 void *braid_netdev_priv(const struct net_device *dev)
 {
 	return netdev_priv(dev);
@@ -83,6 +95,11 @@ void braid_netdev_tx_completed_queue(struct net_device *dev, unsigned int queue,
 void braid_netdev_tx_reset_queue(struct net_device *dev, unsigned int queue)
 {
 	netdev_tx_reset_queue(netdev_get_tx_queue(dev, queue));
+}
+
+bool braid_netdev_xmit_more(void)
+{
+	return netdev_xmit_more();
 }
 
 void braid_netif_napi_add(struct net_device *dev, struct napi_struct *napi,
@@ -194,6 +211,11 @@ void braid_skb_add_rx_frag(struct sk_buff *skb, struct page *page, unsigned int 
 void braid_dev_kfree_skb_any(struct sk_buff *skb)
 {
 	dev_kfree_skb_any(skb);
+}
+
+void braid_skb_put_data(struct sk_buff *skb, const void *data, unsigned int len)
+{
+	skb_put_data(skb, data, len);
 }
 
 struct page *braid_dev_alloc_page(void)
