@@ -492,13 +492,14 @@ impl<'bound> Operations for EnaNet<'bound> {
         };
         if !tx.has_room() {
             dev.tx_stop(q);
+            tx.ring_doorbell(&this.regs);
             return Xmit::Busy(skb);
         }
         let len = skb.len();
         let offload = tx_offload(&skb);
         let pushed = TxSkb::map(this.pdev.as_ref(), skb, GFP_ATOMIC)
             .map_err(drop)
-            .and_then(|mapped| tx.push(&this.regs, mapped, offload).map_err(drop));
+            .and_then(|mapped| tx.push(mapped, offload).map_err(drop));
         match pushed {
             Ok(()) => {
                 dev.tx_sent(q, len);
@@ -507,6 +508,10 @@ impl<'bound> Operations for EnaNet<'bound> {
                 }
             }
             Err(()) => stats.tx_dropped.add(1, Relaxed),
+        }
+        // One doorbell for a burst: the stack says when more packets follow at once.
+        if !dev.xmit_more() || dev.tx_stopped(q) {
+            tx.ring_doorbell(&this.regs);
         }
         Xmit::Done
     }
@@ -681,7 +686,7 @@ impl<'bound> Poll for QueuePoll<'bound> {
         }
         let mut work = 0;
         while work < budget {
-            let Some(received) = rx.receive() else {
+            let Some(received) = rx.receive(ctx) else {
                 break;
             };
             work += 1;

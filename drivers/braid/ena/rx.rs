@@ -18,8 +18,14 @@ use super::ring::{Rings, Slots};
 /// Words of a completion (`ena_eth_io_rx_cdesc_base`).
 const CQ_WORDS: usize = 4;
 use super::Regs;
-use crate::kapi::skb::{rx_buffer_len, RxPage, SkBuff};
+use crate::kapi::{
+    napi::Context,
+    skb::{rx_buffer_len, RxPage, SkBuff},
+};
 
+/// Frames up to this long are copied into a small packet and their page posted again (ena.ko's
+/// `rx_copybreak` default).
+const COPYBREAK: u32 = 256;
 /// Most buffers one frame may take (a 9216-byte frame in pages of about 3.7 KiB needs three).
 const MAX_BUFFERS_PER_FRAME: u16 = 16;
 
@@ -54,6 +60,8 @@ pub(crate) struct RxRing<'bound> {
     /// Free-running head of completions consumed.
     cq_head: u16,
     pages: Slots<RxPage<'bound>>,
+    /// Pages whose frame was copied out, to be posted again before fresh ones.
+    recycled: KVec<RxPage<'bound>>,
     pub(crate) sq: Option<Sq>,
     pub(crate) cq: Option<Cq>,
 }
@@ -67,6 +75,7 @@ impl<'bound> RxRing<'bound> {
             tail: 0,
             cq_head: 0,
             pages: Slots::new(depth)?,
+            recycled: KVec::with_capacity(depth.into(), GFP_KERNEL)?,
             sq: None,
             cq: None,
         })
@@ -95,8 +104,12 @@ impl<'bound> RxRing<'bound> {
         };
         let mut posted = 0;
         while self.pages.free() > 0 {
-            let Ok(page) = RxPage::new(self.dev) else {
-                break;
+            let page = match self.recycled.pop() {
+                Some(page) => page,
+                None => match RxPage::new(self.dev) {
+                    Ok(page) => page,
+                    Err(_) => break,
+                },
             };
             let addr = page.addr();
             let Some(id) = self.pages.hold(page) else {
@@ -142,7 +155,7 @@ impl<'bound> RxRing<'bound> {
     }
 
     /// Takes the next whole frame the device completed, if there is one.
-    pub(crate) fn receive(&mut self) -> Option<Received> {
+    pub(crate) fn receive(&mut self, napi: &Context) -> Option<Received> {
         // A frame is visible once the completion of its last buffer is.
         let first = self.completion(self.cq_head)?;
         let mut buffers = 1;
@@ -173,7 +186,14 @@ impl<'bound> RxRing<'bound> {
             if broken {
                 continue;
             }
-            if i == 0 {
+            if i == 0 && buffers == 1 && len <= COPYBREAK {
+                match page.copy_to_skb(napi, len) {
+                    Ok(s) => skb = Some(s),
+                    Err(_) => broken = true,
+                }
+                // Cannot fail: one page per posted id, and `recycled` has room for all.
+                let _ = self.recycled.push(page, GFP_ATOMIC);
+            } else if i == 0 {
                 match page.into_skb(len) {
                     Ok(s) => skb = Some(s),
                     Err(_) => broken = true,

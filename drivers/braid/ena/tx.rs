@@ -63,6 +63,8 @@ pub(crate) struct TxRing<'bound> {
     cq_head_reported: u16,
     /// Descriptors not in flight.
     free: u16,
+    /// The tail last written to the doorbell.
+    tail_rung: u16,
     in_flight: Slots<InFlight<'bound>>,
     pub(crate) sq: Option<Sq>,
     pub(crate) cq: Option<Cq>,
@@ -78,6 +80,7 @@ impl<'bound> TxRing<'bound> {
             stored_mss: 0,
             cq_head_reported: 0,
             free: depth,
+            tail_rung: 0,
             in_flight: Slots::new(depth)?,
             sq: None,
             cq: None,
@@ -95,18 +98,15 @@ impl<'bound> TxRing<'bound> {
         usize::from(self.free) > MAX_TX_BUFFERS && self.in_flight.free() > 0
     }
 
-    /// Writes `skb`'s descriptors and rings the doorbell. The caller checked [`Self::has_room`];
-    /// without room, or without a queue, the packet comes back.
+    /// Writes `skb`'s descriptors (the device sees them at the next [`Self::ring_doorbell`]). The
+    /// caller checked [`Self::has_room`]; without room, or without a queue, the packet comes
+    /// back.
     pub(crate) fn push(
         &mut self,
-        regs: &Regs<'_>,
         skb: TxSkb<'bound>,
         offload: TxOffload,
     ) -> Result<(), TxSkb<'bound>> {
-        let Some(sq) = self.sq else {
-            return Err(skb);
-        };
-        if !self.has_room() {
+        if self.sq.is_none() || !self.has_room() {
             return Err(skb);
         }
         let Some(id) = self.in_flight.next_id() else {
@@ -166,9 +166,16 @@ impl<'bound> TxRing<'bound> {
         self.tail = tail;
         self.free -= descriptors;
         self.in_flight.hold(InFlight { skb, descriptors });
-        // The MMIO write orders the descriptors before the doorbell (writel's barrier).
-        let _ = regs.try_write32(u32::from(self.tail), sq.doorbell);
         Ok(())
+    }
+
+    /// Tells the device about the descriptors written since the last call.
+    pub(crate) fn ring_doorbell(&mut self, regs: &Regs<'_>) {
+        if let (Some(sq), true) = (self.sq, self.tail != self.tail_rung) {
+            self.tail_rung = self.tail;
+            // The MMIO write orders the descriptors before the doorbell (writel's barrier).
+            let _ = regs.try_write32(u32::from(self.tail), sq.doorbell);
+        }
     }
 
     /// Takes the device's completions and frees their packets (`budget` as for NAPI).
