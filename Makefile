@@ -19,6 +19,7 @@ check:
 bench:
 	@$(SETUP) host
 	@bench/net.py
+	@bench/driver.py --no-setup
 
 ## fuzz: the card's bounded random tests (admin commands, TX descriptors, frames), run long
 FUZZ_ROUNDS ?= 100000

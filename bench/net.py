@@ -77,10 +77,36 @@ def summarise(results: Path, nics: list[str], rounds: int) -> dict[str, dict[str
             raise testbed.TestbedError(f"no {nic} measurements in {results}")
         out[nic] = {"tcp_mbit_s": statistics.median(gbits), "tcp_runs": gbits, "retransmits": retrans,
                     "rtt_p50_ms": percentile(rtts, 50), "rtt_p99_ms": percentile(rtts, 99), "pings": len(rtts)}
+        out[nic].update(full_metrics(results, nic, rounds))
         traps = card_traps(results, nic, rounds)
         if traps is not None:
             out[nic].update(traps)
     return out
+
+
+def cpu_seconds_per_gb(report: dict) -> tuple[float, float]:
+    """Sender's and receiver's CPU seconds per GB of a TCP stream (iperf3's own CPU accounting)."""
+    end = report["end"]
+    cpu = end["cpu_utilization_percent"]
+    seconds, gb = end["sum_received"]["seconds"], end["sum_received"]["bytes"] / 1e9
+    return cpu["host_total"] / 100 * seconds / gb, cpu["remote_total"] / 100 * seconds / gb
+
+
+def full_metrics(results: Path, nic: str, rounds: int) -> dict[str, float]:
+    """With BENCH_FULL: 4-stream TCP, UDP packet rate, CPU per GB (medians over rounds); else {}."""
+    tcp4, udp, tx_cpu, rx_cpu = [], [], [], []
+    for r in range(1, rounds + 1):
+        one, four, dgram = (results / f"{nic}-{r}.{kind}json" for kind in ("iperf3.", "tcp4.iperf3.", "udp.iperf3."))
+        if not (four.exists() and dgram.exists()):
+            return {}
+        tcp4.append(json.loads(four.read_text())["end"]["sum_received"]["bits_per_second"] / 1e6)
+        s = json.loads(dgram.read_text())["end"]["sum"]
+        udp.append((s["packets"] - s["lost_packets"]) / s["seconds"])
+        tx, rx = cpu_seconds_per_gb(json.loads(one.read_text()))
+        tx_cpu.append(tx)
+        rx_cpu.append(rx)
+    return {"tcp4_mbit_s": statistics.median(tcp4), "udp64_pps": statistics.median(udp),
+            "tx_cpu_s_per_gb": statistics.median(tx_cpu), "rx_cpu_s_per_gb": statistics.median(rx_cpu)}
 
 
 def card_traps(results: Path, nic: str, rounds: int) -> dict[str, float] | None:
@@ -99,11 +125,12 @@ def card_traps(results: Path, nic: str, rounds: int) -> dict[str, float] | None:
 def run(args: argparse.Namespace, mtu: int) -> tuple[dict[str, dict], float]:
     """One boot: both guests at `mtu` on both NICs; returns the summary and the seconds it took."""
     p0, p1 = free_udp_ports(2)
+    full = getattr(args, "full", False)
     env = {"BRAID_NET_DRIVER": args.driver, "BENCH_ROUNDS": str(args.rounds), "BENCH_SECONDS": str(args.seconds),
-           "BENCH_MTU": str(mtu)}
+           "BENCH_MTU": str(mtu), "BENCH_FULL": "1" if full else "0"}
     job = "sh /braid/src/bench/guest/net.sh"
-    timeout = 300 + args.rounds * (2 * args.seconds + 30)
-    with testbed.Testbed(f"bench-net-{mtu}", timeout=timeout) as tb:
+    timeout = 300 + args.rounds * ((6 if full else 2) * args.seconds + 30)
+    with testbed.Testbed(f"bench-net-{args.driver}-{mtu}", timeout=timeout) as tb:
         card = tb.card("card0", ["ena", "ena"])
         for i, (local, remote) in enumerate([(p0, p1), (p1, p0)]):
             nic = ["-netdev", f"dgram,id=vn0,local.type=inet,local.host=127.0.0.1,local.port={local},"
