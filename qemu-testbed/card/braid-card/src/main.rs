@@ -18,7 +18,9 @@ use braid_card::ena::{self, EnaSettings};
 use braid_card::function::{Function, FunctionKind};
 use braid_card::pci::PciId;
 use braid_card::server::{FunctionServer, ServeError};
+use braid_card::srd_node::cli::{self as srd_cli, SrdCommand};
 use clap::{Args, Parser, Subcommand};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -154,6 +156,10 @@ enum Command {
     /// Send one request to a running card's control socket and print the
     /// answer (exit status 1 when the card refuses it).
     Control(ControlArgs),
+    /// The SRD transport over real UDP: run a node (traffic generator and
+    /// checking sink), or query and fault a running node.
+    #[command(subcommand)]
+    Srd(SrdCommand),
 }
 
 #[derive(Debug, Args)]
@@ -280,8 +286,8 @@ fn block_termination_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGINT/SIGTERM and reports the first one.
-fn spawn_signal_thread(events: mpsc::Sender<Event>) -> io::Result<()> {
+/// Waits for SIGINT/SIGTERM and hands the first one to `on_signal`.
+fn spawn_signal_thread(on_signal: impl FnOnce(libc::c_int) + Send + 'static) -> io::Result<()> {
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -290,9 +296,7 @@ fn spawn_signal_thread(events: mpsc::Sender<Event>) -> io::Result<()> {
             // SAFETY: `set` is initialized and `signal` is a valid out
             // pointer.
             match unsafe { libc::sigwait(&set, &mut signal) } {
-                0 => {
-                    let _ = events.send(Event::Signal(signal));
-                }
+                0 => on_signal(signal),
                 rc => error!(error = %io::Error::from_raw_os_error(rc), "sigwait failed"),
             }
         })
@@ -444,10 +448,29 @@ fn remove_sockets(sockets: &[PathBuf]) {
     }
 }
 
+/// `braid-card srd node`: SIGINT/SIGTERM stop the node, which then reports.
+fn run_srd_node(cli: &Cli, args: &srd_cli::NodeArgs) -> ExitCode {
+    init_logging(cli.log_level.as_deref());
+    if let Err(err) = block_termination_signals() {
+        error!(error = %err, "cannot block SIGINT/SIGTERM");
+        return ExitCode::FAILURE;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    if let Err(err) = spawn_signal_thread(move |_| flag.store(true, Ordering::Relaxed)) {
+        error!(error = %err, "cannot start the signal thread");
+        return ExitCode::FAILURE;
+    }
+    srd_cli::run_node(args, &stop)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Control(args)) = &cli.command {
-        return run_control_client(args);
+    match &cli.command {
+        Some(Command::Control(args)) => return run_control_client(args),
+        Some(Command::Srd(SrdCommand::Control(args))) => return srd_cli::run_control_client(args),
+        Some(Command::Srd(SrdCommand::Node(args))) => return run_srd_node(&cli, args),
+        None => {}
     }
     init_logging(cli.log_level.as_deref());
 
@@ -456,7 +479,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let (events, received) = mpsc::channel();
-    if let Err(err) = spawn_signal_thread(events.clone()) {
+    let signals = events.clone();
+    if let Err(err) = spawn_signal_thread(move |signal| {
+        let _ = signals.send(Event::Signal(signal));
+    }) {
         error!(error = %err, "cannot start the signal thread");
         return ExitCode::FAILURE;
     }
