@@ -12,6 +12,7 @@
 #        fabric.sh cut PATH | restore PATH       router PATH drops everything / nothing: a silent
 #                                                blackhole, the hosts' links stay up and their ECMP keeps
 #                                                hashing flows onto it, as with a dead switch in a fabric
+#        fabric.sh rule PCT                      print the nftables rule `loss` puts in a router
 #        fabric.sh netem PATH [netem args...]    e.g. `netem 1 delay 1ms` on the router's egress, both
 #                                                directions; no args clears (needs sch_netem in the kernel)
 #        fabric.sh path SPORT DPORT [FROM]       which path hostA (FROM=a) or hostB (FROM=b) sends a UDP
@@ -61,6 +62,8 @@ up() {
     for ((i = 0; i < PATHS; i++)); do
         local r; r=r$i
         sysctls "$r" net.ipv4.ip_forward=1
+        in_ns "$r" nft -f - <<<"add table ip braid
+add chain ip braid forward { type filter hook forward priority 0; policy accept; }"
         # hostA p$i <-> router$i a; router$i b <-> hostB p$i (created straight in their namespaces).
         ip link add name "p$i" netns "$(ns a)" type veth peer name toa netns "$(ns "$r")"
         ip link add name tob netns "$(ns "$r")" type veth peer name "p$i" netns "$(ns b)"
@@ -87,24 +90,26 @@ up() {
     done
 }
 
-# Router $1 drops $2 percent (0..100, up to two decimals) of the packets it forwards.
-router_loss() {
-    local r=r$1 pct=$2 per10k rule
+# The nftables rule that drops $1 percent (0..100, up to two decimals) of what a router forwards
+# (nothing for 0); `up` gives every router an empty chain `ip braid forward` to put it in.
+loss_rule() {
+    local pct=$1 per10k
     { [[ $pct =~ ^[0-9]+(\.[0-9]{1,2})?$ ]] && awk -v p="$pct" 'BEGIN { exit !(p <= 100) }'; } ||
         die "loss is a percentage 0..100, not '$pct'"
     per10k=$(awk -v p="$pct" 'BEGIN { printf "%d", p * 100 + 0.5 }')
-    in_ns "$r" nft delete table ip braid 2>/dev/null || true
-    ((per10k > 0)) || return 0
-    rule="numgen random mod 10000 < $per10k drop"
-    ((per10k < 10000)) || rule=drop
-    in_ns "$r" nft -f - <<-NFT
-	table ip braid {
-	    chain forward {
-	        type filter hook forward priority 0; policy accept;
-	        $rule
-	    }
-	}
-	NFT
+    if ((per10k >= 10000)); then
+        echo drop
+    elif ((per10k > 0)); then
+        echo "numgen random mod 10000 < $per10k drop"
+    fi
+}
+
+# Router $1 drops $2 percent of what it forwards, from now on.
+router_loss() {
+    local rule
+    rule=$(loss_rule "$2")
+    in_ns "r$1" nft -f - <<<"flush chain ip braid forward${rule:+
+add rule ip braid forward $rule}"
 }
 
 # Replaces router $1's egress qdiscs (both directions) with netem ARGS, or removes them.
@@ -150,6 +155,7 @@ case $cmd in
     status) for n in a b $(seq -f 'r%g' 0 $((PATHS - 1))); do ip netns list | grep -qw "$(ns "$n")" && echo "$(ns "$n") up" || echo "$(ns "$n") absent"; done ;;
     netem) check_path "${1:-}"; p=$1; shift; router_netem "$p" "$@" ;;
     loss) check_path "${1:-}"; (($# == 2)) || die "usage: fabric.sh loss PATH PCT"; router_loss "$1" "$2" ;;
+    rule) (($# == 1)) || die "usage: fabric.sh rule PCT"; loss_rule "$1" ;;
     cut) check_path "${1:-}"; router_loss "$1" 100 ;;
     restore) check_path "${1:-}"; router_loss "$1" 0 ;;
     path) (($# >= 2)) || die "usage: fabric.sh path SPORT DPORT [a|b]"; path_of "$@" ;;
