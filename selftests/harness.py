@@ -219,11 +219,11 @@ def srd_tests() -> list[Result]:
             time.sleep(max(0.0, start + SRD_CUT_AFTER - time.monotonic()))
             at_cut = fab.counters()
             cut = max(range(fabric.PATHS), key=lambda p: at_cut[p]["a_to_b"] - before[p]["a_to_b"])
-            flowlets_before = a.ask("flowlets")["flowlets"]
+            flowlets_before = [f for c in a.ask("flowlets")["contexts"] for f in c["flowlets"]]
             cut_ns = sum(fab.cut(cut)) // 2
             cut_done = fab.counters()
             time.sleep(1.5)
-            flowlets_after = a.ask("flowlets")["flowlets"]
+            flowlets_after = [f for c in a.ask("flowlets")["contexts"] for f in c["flowlets"]]
             mid = fab.counters()
             on_cut_before = [f for f in flowlets_before if fab.path_of(f["src_port"]) == cut]
             active_on_cut = [f for f in flowlets_after
@@ -243,8 +243,8 @@ def srd_tests() -> list[Result]:
                f"missing {sink['missing']}")
     replaced = report_a["contexts"][0]["flowlet_replacements"] if report_a["contexts"] else 0
     expect("flowlets_leave_the_cut_path", bool(on_cut_before) and not active_on_cut and replaced > 0,
-           f"path {cut} cut; flowlets on it before: {[(f['slot'], f['src_port']) for f in on_cut_before]}; "
-           f"still active on it 1.5 s later: {[(f['slot'], f['src_port']) for f in active_on_cut]}; "
+           f"path {cut} cut; flowlets on it before: {[(f['id'], f['src_port']) for f in on_cut_before]}; "
+           f"still active on it 1.5 s later: {[(f['id'], f['src_port']) for f in active_on_cut]}; "
            f"flowlets replaced: {replaced}")
     grew = {p: mid[p]["a_to_b"] - cut_done[p]["a_to_b"] for p in range(fabric.PATHS)}
     survivors = [p for p in range(fabric.PATHS) if p != cut]

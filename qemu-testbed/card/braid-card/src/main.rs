@@ -625,6 +625,98 @@ mod tests {
     }
 
     #[test]
+    fn parses_srd_node_and_control_commands() {
+        let node = |args: &[&str]| {
+            let argv = ["braid-card", "srd", "node", "--listen", "198.18.0.1:7000"]
+                .into_iter()
+                .chain(args.iter().copied());
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Some(Command::Srd(SrdCommand::Node(n)))) => Ok(n),
+                Ok(other) => panic!("{args:?}: parsed as {other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let n = node(&[]).unwrap();
+        assert_eq!((n.flowlets, n.src_ports, n.peer), (8, (49152, 65535), None));
+        let n = node(&[
+            "--peer",
+            "198.18.0.2:7000",
+            "--duration",
+            "2.5",
+            "--rate",
+            "1e4",
+            "--flowlets",
+            "1",
+            "--src-ports",
+            "40000-40999",
+        ])
+        .unwrap();
+        assert_eq!(n.duration, Some(std::time::Duration::from_millis(2500)));
+        assert_eq!(
+            (n.rate, n.flowlets, n.src_ports),
+            (Some(1e4), 1, (40000, 40999))
+        );
+        for (args, expected) in [
+            (
+                &["--peer", "198.18.0.2:7000"][..],
+                "--count <N>|--duration <SECS>",
+            ),
+            (&["--count", "5"], "--peer"),
+            (
+                &["--peer", "1.2.3.4:5", "--count", "1", "--duration", "1"],
+                "cannot be used with",
+            ),
+            (&["--flowlets", "0"], "not in 1..=255"),
+            (&["--flowlets", "256"], "not in 1..=255"),
+            (&["--src-ports", "5000"], "is not a port range"),
+            (&["--src-ports", "6000-5000"], "is empty"),
+            (&["--src-ports", "0-10"], "'0' is not a port"),
+            (&["--size", "35"], "at least 36 bytes"),
+            (
+                &["--peer", "1.2.3.4:5", "--count", "1", "--rate", "0"],
+                "positive rate",
+            ),
+            (&["--idle-exit=-1"], "not a number of seconds"),
+            (
+                &["--peer", "nowhere", "--count", "1"],
+                "invalid socket address",
+            ),
+        ] {
+            let err = node(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+
+        let control = |args: &[&str]| {
+            let argv = ["braid-card", "srd", "control", "--socket", "/tmp/n.sock"]
+                .into_iter()
+                .chain(args.iter().copied());
+            Cli::try_parse_from(argv).map_err(|e| e.to_string())
+        };
+        for args in [
+            &["flowlets"][..],
+            &["--json", "contexts"],
+            &["fault", "drop", "5"],
+            &["fault", "delay", "0.5"],
+            &["fault", "pause", "3"],
+            &["fault", "pause", "off"],
+        ] {
+            assert!(control(args).is_ok(), "{args:?}");
+        }
+        for (args, expected) in [
+            (&["fault", "pause", "on"][..], "neither a flowlet slot"),
+            (&["fault", "drop"], "<PCT>"),
+            (&["fault", "drop", "x"], "invalid value 'x'"),
+            (
+                &["fault", "jitter", "5"],
+                "unrecognized subcommand 'jitter'",
+            ),
+        ] {
+            let err = control(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_arguments_with_a_message() {
         let cases: &[(&[&str], &str)] = &[
             (&[], "--function"),

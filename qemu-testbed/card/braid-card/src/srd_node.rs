@@ -24,11 +24,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use srd::{Config, Endpoint, Transmit};
+use srd::{Config, ContextStats, Endpoint, Transmit};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use self::control::{ContextRow, flowlet_rows};
 use self::faults::{FaultStatus, Faults};
 use self::traffic::{Generator, GeneratorConfig, GeneratorReport, Sink, SinkReport, mono_ns};
 
@@ -148,10 +147,8 @@ pub struct Report {
     pub node: NodeCounters,
     /// The faults in force at the end and their counts.
     pub faults: FaultStatus,
-    /// The transport contexts at the end.
-    pub contexts: Vec<ContextRow>,
-    /// Their flowlets at the end.
-    pub flowlet_table: Vec<control::FlowletRow>,
+    /// The transport contexts and their flowlets at the end.
+    pub contexts: Vec<ContextStats>,
 }
 
 /// The node's sockets.
@@ -390,7 +387,6 @@ impl Node {
             }
         };
         let core = self.shared.lock();
-        let stats = core.endpoint.stats();
         Report {
             listen: self.cfg.listen.to_string(),
             epoch: self.epoch,
@@ -401,8 +397,7 @@ impl Node {
             sink: self.sink.report(),
             node: core.counters.clone(),
             faults: core.faults.status(),
-            contexts: stats.iter().map(ContextRow::from).collect(),
-            flowlet_table: flowlet_rows(&stats),
+            contexts: core.endpoint.stats(),
         }
     }
 

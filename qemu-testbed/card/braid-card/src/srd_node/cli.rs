@@ -281,7 +281,7 @@ pub fn run_control_client(args: &ControlArgs) -> ExitCode {
                     );
                 }
             }
-            SrdVerb::Flowlets => print!("{}", flowlets_table(&response.flowlets)),
+            SrdVerb::Flowlets => print!("{}", flowlets_table(&response.contexts)),
             SrdVerb::Faults | SrdVerb::Fault { .. } => {
                 if let Some(f) = &response.faults {
                     let paused: Vec<String> = f

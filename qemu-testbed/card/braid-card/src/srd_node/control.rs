@@ -123,145 +123,6 @@ mod pause_target {
     }
 }
 
-/// A transport context as the control socket shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ContextRow {
-    /// The peer's listen address.
-    pub peer: String,
-    /// The peer's epoch (0: not heard from yet).
-    pub peer_epoch: u32,
-    /// Congestion window, packets.
-    pub window: u32,
-    /// Data packets in flight.
-    pub inflight: usize,
-    /// Fragments waiting to be sent.
-    pub queued: usize,
-    /// Messages not yet completely acknowledged.
-    pub outstanding: usize,
-    /// Mean smoothed RTT over the flowlets, µs.
-    pub srtt_us: Option<f64>,
-    /// Datagrams sent.
-    pub tx_packets: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Datagrams received.
-    pub rx_packets: u64,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Fragments sent again after a loss.
-    pub retransmits: u64,
-    /// Retransmission timeouts.
-    pub timeouts: u64,
-    /// Losses inferred from selective acks.
-    pub sack_losses: u64,
-    /// Flowlets failed early (later packets on siblings acked).
-    pub early_losses: u64,
-    /// Duplicate data packets received.
-    pub duplicates: u64,
-    /// Messages sent.
-    pub messages_sent: u64,
-    /// Messages completely acknowledged.
-    pub messages_completed: u64,
-    /// Messages delivered.
-    pub messages_delivered: u64,
-    /// Times the peer restarted.
-    pub peer_restarts: u64,
-    /// Flowlets declared dead and replaced.
-    pub flowlet_replacements: u64,
-}
-
-/// A flowlet as the control socket shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FlowletRow {
-    /// Its context's peer.
-    pub peer: String,
-    /// Slot in the context.
-    pub slot: u8,
-    /// UDP source port (the path it takes).
-    pub src_port: u16,
-    /// `active`, `suspect` or `probing`.
-    pub state: String,
-    /// Replacements of this slot so far.
-    pub generation: u32,
-    /// Data packets in flight.
-    pub inflight: u32,
-    /// Smoothed RTT, µs.
-    pub srtt_us: Option<f64>,
-    /// Lowest RTT seen, µs.
-    pub min_rtt_us: Option<f64>,
-    /// Packets sent (data, probes, acks).
-    pub tx_packets: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Data packets acknowledged.
-    pub acked: u64,
-    /// Timeouts.
-    pub timeouts: u64,
-    /// Packets lost on it and re-sent (timeouts and inferred losses).
-    pub retransmits: u64,
-}
-
-fn micros(d: Option<Duration>) -> Option<f64> {
-    d.map(|d| d.as_secs_f64() * 1e6)
-}
-
-impl From<&ContextStats> for ContextRow {
-    fn from(c: &ContextStats) -> Self {
-        Self {
-            peer: c.peer.to_string(),
-            peer_epoch: c.peer_epoch,
-            window: c.window,
-            inflight: c.inflight,
-            queued: c.queued,
-            outstanding: c.outstanding_messages,
-            srtt_us: micros(c.srtt),
-            tx_packets: c.tx_packets,
-            tx_bytes: c.tx_bytes,
-            rx_packets: c.rx_packets,
-            rx_bytes: c.rx_bytes,
-            retransmits: c.retransmits,
-            timeouts: c.timeouts,
-            sack_losses: c.sack_losses,
-            early_losses: c.early_losses,
-            duplicates: c.duplicates,
-            messages_sent: c.messages_sent,
-            messages_completed: c.messages_completed,
-            messages_delivered: c.messages_delivered,
-            peer_restarts: c.peer_restarts,
-            flowlet_replacements: c.flowlet_replacements,
-        }
-    }
-}
-
-/// Every flowlet of `contexts`, context by context.
-pub fn flowlet_rows(contexts: &[ContextStats]) -> Vec<FlowletRow> {
-    contexts
-        .iter()
-        .flat_map(|c| {
-            c.flowlets.iter().map(|f| FlowletRow {
-                peer: c.peer.to_string(),
-                slot: f.id,
-                src_port: f.src_port,
-                state: match f.state {
-                    FlowletState::Active => "active",
-                    FlowletState::Suspect => "suspect",
-                    FlowletState::Probing => "probing",
-                }
-                .to_owned(),
-                generation: f.generation,
-                inflight: f.inflight,
-                srtt_us: micros(f.srtt),
-                min_rtt_us: micros(f.min_rtt),
-                tx_packets: f.tx_packets,
-                tx_bytes: f.tx_bytes,
-                acked: f.acked,
-                timeouts: f.timeouts,
-                retransmits: f.losses,
-            })
-        })
-        .collect()
-}
-
 /// One response line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SrdResponse {
@@ -276,12 +137,9 @@ pub struct SrdResponse {
     /// The node's own counters (`contexts`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeCounters>,
-    /// The contexts (`contexts`).
+    /// The transport contexts with their flowlets (`contexts`, `flowlets`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub contexts: Vec<ContextRow>,
-    /// The flowlets (`flowlets`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub flowlets: Vec<FlowletRow>,
+    pub contexts: Vec<ContextStats>,
     /// The faults in force (`faults`, `fault-*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultStatus>,
@@ -296,13 +154,9 @@ impl Shared {
             ..SrdResponse::default()
         };
         let message = match *request {
-            SrdRequest::Contexts {} => {
-                response.contexts = core.endpoint.stats().iter().map(ContextRow::from).collect();
+            SrdRequest::Contexts {} | SrdRequest::Flowlets {} => {
+                response.contexts = core.endpoint.stats();
                 response.node = Some(core.counters.clone());
-                return Ok(response);
-            }
-            SrdRequest::Flowlets {} => {
-                response.flowlets = flowlet_rows(&core.endpoint.stats());
                 return Ok(response);
             }
             SrdRequest::Faults {} => None,
@@ -374,12 +228,23 @@ impl Handler for Shared {
     }
 }
 
-fn opt_us(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+fn opt_us(v: Option<Duration>) -> String {
+    v.map_or_else(
+        || "-".to_owned(),
+        |v| format!("{:.0}", v.as_secs_f64() * 1e6),
+    )
+}
+
+fn state(s: FlowletState) -> &'static str {
+    match s {
+        FlowletState::Active => "active",
+        FlowletState::Suspect => "suspect",
+        FlowletState::Probing => "probing",
+    }
 }
 
 /// The contexts as an aligned table with a header.
-pub fn contexts_table(rows: &[ContextRow]) -> String {
+pub fn contexts_table(contexts: &[ContextStats]) -> String {
     let mut table = vec![
         [
             "PEER",
@@ -401,30 +266,36 @@ pub fn contexts_table(rows: &[ContextRow]) -> String {
         .map(str::to_owned)
         .to_vec(),
     ];
-    for c in rows {
-        table.push(vec![
-            c.peer.clone(),
+    for c in contexts {
+        let mut row = vec![
+            c.peer.to_string(),
             c.peer_epoch.to_string(),
             c.window.to_string(),
             c.inflight.to_string(),
-            opt_us(c.srtt_us),
-            c.tx_packets.to_string(),
-            c.tx_bytes.to_string(),
-            c.rx_packets.to_string(),
-            c.rx_bytes.to_string(),
-            c.retransmits.to_string(),
-            c.timeouts.to_string(),
-            c.messages_sent.to_string(),
-            c.messages_completed.to_string(),
-            c.messages_delivered.to_string(),
-            c.flowlet_replacements.to_string(),
-        ]);
+            opt_us(c.srtt),
+        ];
+        row.extend(
+            [
+                c.tx_packets,
+                c.tx_bytes,
+                c.rx_packets,
+                c.rx_bytes,
+                c.retransmits,
+                c.timeouts,
+                c.messages_sent,
+                c.messages_completed,
+                c.messages_delivered,
+                c.flowlet_replacements,
+            ]
+            .map(|v| v.to_string()),
+        );
+        table.push(row);
     }
     aligned_table(&table, |column| column > 0)
 }
 
-/// The flowlets as an aligned table with a header.
-pub fn flowlets_table(rows: &[FlowletRow]) -> String {
+/// Every context's flowlets as an aligned table with a header.
+pub fn flowlets_table(contexts: &[ContextStats]) -> String {
     let mut table = vec![
         [
             "PEER",
@@ -444,22 +315,23 @@ pub fn flowlets_table(rows: &[FlowletRow]) -> String {
         .map(str::to_owned)
         .to_vec(),
     ];
-    for f in rows {
-        table.push(vec![
-            f.peer.clone(),
-            f.slot.to_string(),
-            f.src_port.to_string(),
-            f.state.clone(),
-            f.generation.to_string(),
-            f.inflight.to_string(),
-            opt_us(f.srtt_us),
-            opt_us(f.min_rtt_us),
-            f.tx_packets.to_string(),
-            f.tx_bytes.to_string(),
-            f.acked.to_string(),
-            f.timeouts.to_string(),
-            f.retransmits.to_string(),
-        ]);
+    for c in contexts {
+        for f in &c.flowlets {
+            let mut row = vec![
+                c.peer.to_string(),
+                f.id.to_string(),
+                f.src_port.to_string(),
+                state(f.state).to_owned(),
+                f.generation.to_string(),
+                f.inflight.to_string(),
+                opt_us(f.srtt),
+                opt_us(f.min_rtt),
+            ];
+            row.extend(
+                [f.tx_packets, f.tx_bytes, f.acked, f.timeouts, f.losses].map(|v| v.to_string()),
+            );
+            table.push(row);
+        }
     }
     aligned_table(&table, |column| column > 0 && column != 3)
 }

@@ -91,7 +91,7 @@ fn a_paused_flowlet_is_left_and_replaced() {
     assert_eq!(ra.generator.unwrap().not_completed, 0);
     assert_eq!((rb.sink.messages, rb.sink.duplicates), (3000, 0));
     let paused = ra.faults.paused[0].port;
-    let slot1 = &ra.flowlet_table[1];
+    let slot1 = &ra.contexts[0].flowlets[1];
     assert_ne!(slot1.src_port, paused, "flowlet 1 still on the paused port");
     assert!(slot1.generation > 0);
     assert!(ra.faults.counters.paused > 0);
@@ -157,7 +157,11 @@ fn control_verbs_answer_and_refuse_with_reasons() {
     let r = ask(&shared, r#"{"verb":"fault-pause","flowlet":9}"#);
     assert!(r.error.unwrap().contains("contexts have fewer flowlets"));
     let r = ask(&shared, r#"{"verb":"flowlets"}"#);
-    assert_eq!(r.flowlets.len(), 4);
+    assert_eq!(r.contexts[0].flowlets.len(), 4);
+    // The transport's statistics go out as they are, durations in µs.
+    let line = shared.answer(r#"{"verb":"flowlets"}"#);
+    assert!(line.contains(r#""state":"active""#), "{line}");
+    assert!(line.contains(r#""srtt_us":"#), "{line}");
 }
 
 #[test]
