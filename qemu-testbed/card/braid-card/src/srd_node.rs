@@ -55,6 +55,9 @@ pub struct NodeConfig {
     pub src_ports: (u16, u16),
     /// The transport's largest congestion window, packets.
     pub max_window: Option<u32>,
+    /// Never replace a flowlet: each context keeps its K source ports (so
+    /// its K paths) for life, dead or not.
+    pub fixed_ports: bool,
     /// Traffic to send, if any.
     pub generator: Option<GeneratorConfig>,
     /// Stop after this long without receiving anything (once something
@@ -304,6 +307,9 @@ impl Node {
         config.src_port_base = lo;
         config.src_port_count = count.min(u32::from(u16::MAX)) as u16;
         config.seed ^= u64::from(std::process::id()) << 16 ^ mono_ns();
+        if cfg.fixed_ports {
+            config.dead_after_timeouts = u32::MAX;
+        }
         if let Some(w) = cfg.max_window {
             config.max_window = w.max(config.min_window);
             config.initial_window = config.initial_window.min(config.max_window);

@@ -97,6 +97,12 @@ pub struct NodeArgs {
     #[arg(long, value_name = "PACKETS")]
     pub max_window: Option<u32>,
 
+    /// Never replace a dead flowlet on a fresh source port: each context
+    /// keeps its K ports, so its K paths, for life. With --flowlets 1,
+    /// multipath is entirely off: one port, one ECMP path.
+    #[arg(long)]
+    pub fixed_ports: bool,
+
     /// Send messages to the node at IP:PORT (its --listen).
     #[arg(long, value_name = "IP:PORT", requires = "amount")]
     pub peer: Option<SocketAddr>,
@@ -152,6 +158,7 @@ impl NodeArgs {
             flowlets: usize::from(self.flowlets),
             src_ports: self.src_ports,
             max_window: self.max_window,
+            fixed_ports: self.fixed_ports,
             generator: self.peer.map(|peer| GeneratorConfig {
                 peer,
                 size: self.size,

@@ -13,11 +13,16 @@ use super::*;
 use crate::control::Handler;
 
 fn node(src_ports: (u16, u16), generator: Option<GeneratorConfig>) -> Node {
+    node_with(src_ports, generator, false)
+}
+
+fn node_with(src_ports: (u16, u16), generator: Option<GeneratorConfig>, fixed_ports: bool) -> Node {
     Node::new(NodeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         flowlets: 4,
         src_ports,
         max_window: None,
+        fixed_ports,
         // A receiver stops once its sender is gone; a sender when done.
         idle_exit: generator.is_none().then_some(Duration::from_millis(500)),
         generator,
@@ -96,6 +101,30 @@ fn a_paused_flowlet_is_left_and_replaced() {
     assert!(slot1.generation > 0);
     assert!(ra.faults.counters.paused > 0);
     assert!(ra.contexts[0].flowlet_replacements > 0);
+}
+
+#[test]
+fn fixed_ports_keep_a_dead_flowlet_and_use_the_others() {
+    let b = node((48_000, 48_499), None);
+    let a = node_with(
+        (48_500, 48_999),
+        Some(generator(b.listen_addr(), 2000)),
+        true,
+    );
+    let (ra, rb) = exchange(a, b, |s| {
+        assert!(ask(s, r#"{"verb":"fault-pause","flowlet":2}"#).ok);
+    });
+    assert_eq!(ra.generator.unwrap().not_completed, 0);
+    assert_eq!((rb.sink.messages, rb.sink.duplicates), (2000, 0));
+    let c = &ra.contexts[0];
+    assert_eq!(c.flowlet_replacements, 0);
+    let slot2 = &c.flowlets[2];
+    assert_eq!(
+        (slot2.src_port, slot2.generation),
+        (ra.faults.paused[0].port, 0)
+    );
+    assert_ne!(slot2.state, srd::FlowletState::Active);
+    assert!(ra.faults.counters.paused > 0);
 }
 
 #[test]
@@ -189,6 +218,7 @@ fn requests_round_trip_and_bad_settings_are_refused() {
             flowlets,
             src_ports,
             max_window: None,
+            fixed_ports: false,
             generator: None,
             idle_exit: None,
             max_time: None,
