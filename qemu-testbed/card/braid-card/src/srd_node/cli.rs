@@ -128,8 +128,8 @@ pub struct NodeArgs {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub inflight: u32,
 
-    /// After the last send, wait this long for acknowledgements before
-    /// counting the rest lost.
+    /// Give up when messages wait this long for acknowledgement with
+    /// nothing sent or acknowledged meanwhile; they count as lost.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
     pub drain_timeout: Duration,
 

@@ -32,12 +32,15 @@ fn node_with(src_ports: (u16, u16), generator: Option<GeneratorConfig>, fixed_po
     .unwrap()
 }
 
+/// `count` messages at 10 000/s: the transfer lasts long enough for a
+/// fault set once it started to matter, however the test threads are
+/// scheduled.
 fn generator(peer: SocketAddr, count: u64) -> GeneratorConfig {
     GeneratorConfig {
         peer,
         size: 3000,
         limit: Limit::Count(count),
-        rate: None,
+        rate: Some(10_000.0),
         inflight: 32,
         drain_timeout: Duration::from_secs(5),
     }
@@ -68,11 +71,10 @@ fn exchange(a: Node, b: Node, during: impl FnOnce(&Shared) + Send + 'static) -> 
 fn delivers_every_message_once_through_dropped_datagrams() {
     let b = node((45_000, 45_499), None);
     let a = node((45_500, 45_999), Some(generator(b.listen_addr(), 2000)));
-    let (ra, rb) = exchange(a, b, |s| {
-        let r = ask(s, r#"{"verb":"fault-drop","percent":10}"#);
-        assert!(r.ok, "{r:?}");
-        assert_eq!(r.faults.unwrap().drop_percent, 10.0);
-    });
+    let r = ask(&a.shared(), r#"{"verb":"fault-drop","percent":10}"#);
+    assert!(r.ok, "{r:?}");
+    assert_eq!(r.faults.unwrap().drop_percent, 10.0);
+    let (ra, rb) = exchange(a, b, |_| {});
     let g = ra.generator.unwrap();
     assert_eq!((g.sent, g.completed, g.not_completed), (2000, 2000, 0));
     assert_eq!(
@@ -123,7 +125,9 @@ fn fixed_ports_keep_a_dead_flowlet_and_use_the_others() {
         (slot2.src_port, slot2.generation),
         (ra.faults.paused[0].port, 0)
     );
-    assert_ne!(slot2.state, srd::FlowletState::Active);
+    // Its packets were lost (its state at the end depends on whether a
+    // late ack of a packet sent before the pause came last).
+    assert!(slot2.timeouts + slot2.losses > 0, "{slot2:?}");
     assert!(ra.faults.counters.paused > 0);
 }
 

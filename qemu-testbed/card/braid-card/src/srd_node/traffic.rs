@@ -183,8 +183,9 @@ pub struct GeneratorConfig {
     pub rate: Option<f64>,
     /// Messages sent but not yet acknowledged, at most.
     pub inflight: usize,
-    /// After the last send, how long to wait for the outstanding
-    /// messages' acknowledgements before counting them lost.
+    /// How long messages may wait for acknowledgement with no progress
+    /// (nothing sent or acknowledged) before the generator gives up and
+    /// counts them lost.
     pub drain_timeout: Duration,
 }
 
@@ -201,6 +202,8 @@ pub struct GeneratorReport {
     pub sent: u64,
     /// Messages the peer acknowledged completely.
     pub completed: u64,
+    /// Messages never sent because the generator gave up first.
+    pub unsent: u64,
     /// Messages still unacknowledged at the end (lost).
     pub not_completed: u64,
     /// Messages the transport refused.
@@ -321,18 +324,21 @@ impl Generator {
         }
     }
 
-    /// Everything sent and acknowledged, or the drain timeout passed.
+    /// Everything sent and acknowledged; or given up: messages have waited
+    /// for acknowledgement with nothing sent or acknowledged for the drain
+    /// timeout (a stuck transfer, or the tail after the last send).
     pub fn done(&self, now_ns: u64) -> bool {
         let Some(start_ns) = self.start_ns else {
             return false;
         };
-        if !self.all_sent(now_ns, start_ns) {
-            return false;
+        if self.outstanding.is_empty() {
+            return self.all_sent(now_ns, start_ns);
         }
-        self.outstanding.is_empty()
-            || self.last_send_ns.is_none_or(|last| {
-                now_ns.saturating_sub(last) >= self.cfg.drain_timeout.as_nanos() as u64
-            })
+        let progress = self
+            .last_send_ns
+            .unwrap_or(start_ns)
+            .max(self.last_completion_ns);
+        now_ns.saturating_sub(progress) >= self.cfg.drain_timeout.as_nanos() as u64
     }
 
     /// The results so far.
@@ -350,6 +356,10 @@ impl Generator {
             size: self.cfg.size,
             sent: self.next_seq,
             completed: self.completed,
+            unsent: match self.cfg.limit {
+                Limit::Count(n) => n.saturating_sub(self.next_seq),
+                Limit::Duration(_) => 0,
+            },
             not_completed: self.outstanding.len() as u64,
             send_errors: self.send_errors,
             seconds,
@@ -557,6 +567,57 @@ mod tests {
         assert_eq!(r.timeline, vec![4, 1]);
         assert_eq!(r.latency.samples, 5);
         assert_eq!(r.latency.p50_us, 2000.0);
+    }
+
+    #[test]
+    fn a_stuck_generator_gives_up_after_the_drain_timeout() {
+        let mut endpoint = Endpoint::new(srd::Config::new(7000, 1), Duration::ZERO);
+        let mut g = Generator::new(
+            GeneratorConfig {
+                peer: "198.18.0.2:7000".parse().unwrap(),
+                size: 100,
+                limit: Limit::Count(10),
+                rate: None,
+                inflight: 2,
+                drain_timeout: Duration::from_secs(1),
+            },
+            5,
+        );
+        g.pump(1_000, &mut endpoint);
+        assert_eq!(
+            g.next_due_ns(),
+            None,
+            "waits for acknowledgements, not time"
+        );
+        assert!(!g.done(1_000 + 999_999_999));
+        assert!(g.done(1_000 + 1_000_000_000));
+        let r = g.report();
+        assert_eq!(
+            (r.sent, r.completed, r.not_completed, r.unsent),
+            (2, 0, 2, 8)
+        );
+
+        // An open-loop generator waiting for its next message is not stuck.
+        let mut g = Generator::new(
+            GeneratorConfig {
+                limit: Limit::Duration(Duration::from_secs(100)),
+                rate: Some(0.01),
+                ..g.cfg.clone()
+            },
+            6,
+        );
+        g.pump(1_000, &mut endpoint);
+        let id = MessageId(2);
+        g.complete(
+            &Completion {
+                dest: g.cfg.peer,
+                id,
+            },
+            2_000,
+        );
+        assert_eq!(g.report().completed, 1);
+        assert_eq!(g.next_due_ns(), Some(1_000 + 100_000_000_000));
+        assert!(!g.done(50_000_000_000));
     }
 
     #[test]
