@@ -186,7 +186,8 @@ def testbed_tests() -> list[Result]:
 
 
 # The SRD multipath test: traffic both ways between two nodes on the 4-path fabric, one path cut in
-# the middle (the sender's busiest so far). Rates and durations keep it to ~10 s.
+# the middle (the sender's busiest so far); then a control run without multipath that must be caught
+# losing messages. Rates and durations keep it to ~10 s.
 SRD_MESSAGES = 30000  # hostA -> hostB, 1 KiB each, at SRD_RATE per second
 SRD_RATE = 10000
 SRD_CUT_AFTER = 1.0  # seconds into the transfer
@@ -230,17 +231,35 @@ def srd_tests() -> list[Result]:
                              if fab.path_of(f["src_port"]) == cut and f["state"] == "active"]
             report_a, report_b = a.wait(40), b.wait(40)
             after = fab.counters()
+            fab.restore(cut)
+            # The control: multipath off (one flowlet that never moves) under the same kind of cut. The
+            # same checks must call this lossy, or they could not fail.
+            single = ["--flowlets", "1", "--fixed-ports", "--src-ports", "41000-41999", "--idle-exit", "1",
+                      "--max-time", "20"]
+            b1 = fab.node("b", single, port=7001)
+            before1 = fab.counters()
+            a1 = fab.node("a", single + ["--peer", f"{fabric.ADDR['b']}:7001", "--count", "5000", "--rate",
+                                         str(SRD_RATE), "--drain-timeout", "1"], port=7001)
+            time.sleep(0.2)
+            now1 = fab.counters()
+            fab.cut(max(range(fabric.PATHS), key=lambda p: now1[p]["a_to_b"] - before1[p]["a_to_b"]))
+            control_a, control_b = a1.wait(30), b1.wait(30)
     except (fabric.FabricError, subprocess.SubprocessError, OSError, KeyError, ValueError) as e:
         return results + [Result("host:srd:multipath", "fail", f"{type(e).__name__}: {e}")]
 
+    def exactly_once(gen: dict, sink: dict) -> tuple[bool, str]:
+        ok = (gen["sent"] == gen["completed"] == sink["messages"] and gen["not_completed"] == gen["unsent"] == 0
+              and sink["duplicates"] == sink["corrupt"] == sink["missing"] == 0)
+        return ok, (f"sent {gen['sent']} (never sent {gen['unsent']}), acknowledged {gen['completed']}, lost "
+                    f"{gen['not_completed']}; received {sink['messages']}, duplicated {sink['duplicates']}, "
+                    f"corrupt {sink['corrupt']}, missing {sink['missing']}")
+
     for name, gen, sink in (("a_to_b", report_a["generator"], report_b["sink"]),
                             ("b_to_a", report_b["generator"], report_a["sink"])):
-        ok = (gen["sent"] == gen["completed"] == sink["messages"] and gen["not_completed"] == 0
-              and sink["duplicates"] == sink["corrupt"] == sink["missing"] == 0)
-        expect(f"every_message_delivered_once_{name}", ok,
-               f"sent {gen['sent']}, acknowledged {gen['completed']}, lost {gen['not_completed']}; received "
-               f"{sink['messages']}, duplicated {sink['duplicates']}, corrupt {sink['corrupt']}, "
-               f"missing {sink['missing']}")
+        expect(f"every_message_delivered_once_{name}", *exactly_once(gen, sink))
+    ok, detail = exactly_once(control_a["generator"], control_b["sink"])
+    expect("a_single_fixed_port_is_caught_losing_messages", not ok,
+           f"control run, --flowlets 1 --fixed-ports, its path cut: {detail}")
     replaced = report_a["contexts"][0]["flowlet_replacements"] if report_a["contexts"] else 0
     expect("flowlets_leave_the_cut_path", bool(on_cut_before) and not active_on_cut and replaced > 0,
            f"path {cut} cut; flowlets on it before: {[(f['id'], f['src_port']) for f in on_cut_before]}; "
