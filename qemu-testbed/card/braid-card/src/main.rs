@@ -677,6 +677,7 @@ mod tests {
                 "positive rate",
             ),
             (&["--idle-exit=-1"], "not a number of seconds"),
+            (&["--min-rto", "0"], "not a positive number of milliseconds"),
             (
                 &["--peer", "nowhere", "--count", "1"],
                 "invalid socket address",

@@ -58,6 +58,8 @@ pub struct NodeConfig {
     /// Never replace a flowlet: each context keeps its K source ports (so
     /// its K paths) for life, dead or not.
     pub fixed_ports: bool,
+    /// The transport's smallest retransmission timeout, if not its default.
+    pub min_rto: Option<Duration>,
     /// Traffic to send, if any.
     pub generator: Option<GeneratorConfig>,
     /// Stop after this long without receiving anything (once something
@@ -309,6 +311,10 @@ impl Node {
         config.seed ^= u64::from(std::process::id()) << 16 ^ mono_ns();
         if cfg.fixed_ports {
             config.dead_after_timeouts = u32::MAX;
+        }
+        if let Some(rto) = cfg.min_rto {
+            config.min_rto = rto;
+            config.max_rto = config.max_rto.max(rto);
         }
         if let Some(w) = cfg.max_window {
             config.max_window = w.max(config.min_window);

@@ -23,7 +23,7 @@ pub enum SrdCommand {
     /// generator (--peer) and a sink that checks what it receives; prints
     /// a JSON report when it stops (exit status 1 if messages were lost,
     /// duplicated or corrupted).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Send one request to a running node's control socket and print the
     /// answer (exit status 1 when the node refuses it).
     Control(ControlArgs),
@@ -34,6 +34,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .ok()
         .and_then(|v| Duration::try_from_secs_f64(v).ok())
         .ok_or_else(|| format!("'{s}' is not a number of seconds (e.g. 2.5)"))
+}
+
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| *v > 0.0)
+        .and_then(|v| Duration::try_from_secs_f64(v / 1e3).ok())
+        .ok_or_else(|| format!("'{s}' is not a positive number of milliseconds (e.g. 2)"))
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
@@ -103,6 +111,12 @@ pub struct NodeArgs {
     #[arg(long)]
     pub fixed_ports: bool,
 
+    /// Smallest retransmission timeout, milliseconds (the transport's
+    /// default is 0.5). A node whose process can be descheduled for longer
+    /// sees spurious timeouts below that.
+    #[arg(long, value_name = "MS", value_parser = parse_millis)]
+    pub min_rto: Option<Duration>,
+
     /// Send messages to the node at IP:PORT (its --listen).
     #[arg(long, value_name = "IP:PORT", requires = "amount")]
     pub peer: Option<SocketAddr>,
@@ -159,6 +173,7 @@ impl NodeArgs {
             src_ports: self.src_ports,
             max_window: self.max_window,
             fixed_ports: self.fixed_ports,
+            min_rto: self.min_rto,
             generator: self.peer.map(|peer| GeneratorConfig {
                 peer,
                 size: self.size,

@@ -23,6 +23,7 @@ fn node_with(src_ports: (u16, u16), generator: Option<GeneratorConfig>, fixed_po
         src_ports,
         max_window: None,
         fixed_ports,
+        min_rto: None,
         // A receiver stops once its sender is gone; a sender when done.
         idle_exit: generator.is_none().then_some(Duration::from_millis(500)),
         generator,
@@ -223,6 +224,7 @@ fn requests_round_trip_and_bad_settings_are_refused() {
             src_ports,
             max_window: None,
             fixed_ports: false,
+            min_rto: None,
             generator: None,
             idle_exit: None,
             max_time: None,
