@@ -37,10 +37,19 @@ CUT_AFTER = 1.0
 WINDOW_MS = 5  # recovery is judged on deliveries per 5 ms
 
 
+# The cases a round runs, in order, with their flowlet counts.
+CASES = {"clean": KS, "cut": KS, "loss5": [8], "fixed": [1], "clean-rto2": [8], "cut-rto2": [8], "peak": KS}
+
+
 def run_case(fab: fabric.Fabric, k: int, case: str, rate: float, seconds: float) -> dict:
     """One transfer A -> B; `case` is clean, loss5, cut, fixed (cut with --fixed-ports: flowlets are
-    never replaced) or peak (closed loop, clean)."""
+    never replaced), peak (closed loop, clean), or clean-rto2 / cut-rto2 (with --min-rto 2)."""
     common = ["--flowlets", str(k), "--src-ports", "40000-40999", "--max-time", str(seconds + 30)]
+    if case.endswith("-rto2"):
+        common += ["--min-rto", "2"]
+        case_base = case.removesuffix("-rto2")
+    else:
+        case_base = case
     b = fab.node("b", common + ["--timeline", "--idle-exit", "1"])
     load = ["--duration", str(seconds)] + (["--inflight", "256"] if case == "peak" else
                                            ["--rate", str(rate), "--inflight", "4096"])
@@ -57,16 +66,18 @@ def run_case(fab: fabric.Fabric, k: int, case: str, rate: float, seconds: float)
         path = max(range(fabric.PATHS), key=lambda p: now[p]["a_to_b"] - before[p]["a_to_b"])
         # Clean runs note the same moment without touching the path: their "recovery" is this
         # machine's noise floor for the metric.
-        cut_ns = time.monotonic_ns() if case == "clean" else sum(fab.loss(path, 5 if case == "loss5" else 100)) // 2
+        cut_ns = (time.monotonic_ns() if case_base == "clean"
+                  else sum(fab.loss(path, 5 if case == "loss5" else 100)) // 2)
     ra, rb = a.wait(seconds + 40), b.wait(seconds + 40)
-    if case in ("cut", "loss5", "fixed"):
+    faulted = case_base in ("cut", "loss5", "fixed")
+    if faulted:
         fab.restore(path)
     after = fab.counters()
     sink, gen = rb["sink"], ra["generator"]
     timeline = sink.pop("timeline", [])
     result = {
         "k": k, "case": case, "rate": None if case == "peak" else rate, "seconds": seconds,
-        "path": path if case in ("cut", "loss5", "fixed") else None,
+        "path": path if faulted else None,
         "sent": gen["sent"], "completed": gen["completed"], "lost": gen["not_completed"],
         "received": sink["messages"], "duplicates": sink["duplicates"], "corrupt": sink["corrupt"],
         "throughput_mbps": sink["throughput_mbps"], "latency": sink["latency"],
@@ -209,15 +220,15 @@ def fmt(v, digits=0) -> str:
 def report(runs: list[dict], info: dict, args) -> str:
     rows, verdicts = [], []
     cases = ([("clean", k) for k in KS] + [("loss5", 8)] + [("cut", k) for k in KS] + [("fixed", 1)]
-             + [("peak", k) for k in KS])
+             + [("clean-rto2", 8), ("cut-rto2", 8)] + [("peak", k) for k in KS])
     clean_p999 = {}
     for case, k in cases:
         rs = [r for r in runs if r["case"] == case and r["k"] == k]
         if not rs:
             continue
         p999 = median(rs, lambda r: r["latency"]["p999_us"])
-        if case == "clean":
-            clean_p999[k] = p999
+        if case.startswith("clean"):
+            clean_p999[case.replace("clean", "cut"), k] = p999
         lost = sum((r["sent"] - r["received"]) + r["duplicates"] + r["corrupt"] for r in rs)
         rows.append(f"| {case} | {k} | {len(rs)} | {fmt(median(rs, delivered_mbps))} | "
                     f"{fmt(median(rs, lambda r: r['latency']['p50_us']))} | "
@@ -236,11 +247,11 @@ def report(runs: list[dict], info: dict, args) -> str:
                             f" of {fmt(sent)} never (the generator stops at 4096 unacknowledged)")
         elif lost:
             verdicts.append(f"- **{case}, K={k}: {lost} messages lost, duplicated or corrupted** (goal: none)")
-        if case == "cut" and k > 1 and clean_p999.get(k):
-            ratio = p999 / clean_p999[k]
-            worst = max(r["latency"]["p999_us"] for r in rs) / clean_p999[k]
+        if case.startswith("cut") and k > 1 and clean_p999.get((case, k)):
+            ratio = p999 / clean_p999[case, k]
+            worst = max(r["latency"]["p999_us"] for r in rs) / clean_p999[case, k]
             rec = median(rs, lambda r: r.get("recovery_ms"))
-            verdicts.append(f"- cut, K={k}: p99.9 {ratio:.1f}x the clean run's (goal ≤ 2x: "
+            verdicts.append(f"- {case}, K={k}: p99.9 {ratio:.1f}x the clean run's (goal ≤ 2x: "
                             f"{'met' if ratio <= 2 else 'missed'}; worst run {worst:.1f}x); recovery {fmt(rec)} ms (goal ≤ 10 ms: "
                             f"{'met' if rec is not None and rec <= 10 else 'missed'})")
         if case in ("clean", "cut") and k == 1:
@@ -249,6 +260,12 @@ def report(runs: list[dict], info: dict, args) -> str:
                             f"{fmt(worst['latency']['p999_us'])} µs with {worst['replacements']} flowlet "
                             f"replacement(s); longest pause median {fmt(median(rs, lambda r: r.get('max_gap_ms')))}"
                             f" ms, worst {fmt(max((r.get('max_gap_ms') or 0) for r in rs))} ms")
+    spurious = [(c, median([r for r in runs if r["case"] == c and r["k"] == 8], lambda r: r["retransmits"]))
+                for c in ("clean", "clean-rto2")]
+    if all(v is not None for _, v in spurious):
+        verdicts.append(f"- retransmits on clean paths, K=8: median {fmt(spurious[0][1])} with the default "
+                        f"500 µs minimum RTO, {fmt(spurious[1][1])} with 2 ms (none is a real loss: the paths "
+                        "are clean)")
     if not any("messages lost" in v for v in verdicts):
         verdicts.insert(0, "- zero messages lost, duplicated or corrupted in every run with flowlet replacement "
                            "(goal met)")
@@ -260,7 +277,8 @@ Two `braid-card srd node`s in network namespaces joined by four ECMP paths (`qem
 node A sends {SIZE}-byte messages to node B open loop at {args.rate:g} messages/s for {args.seconds:g} s
 (`peak`: closed loop, 256 messages in flight). `loss5`: the path carrying most of A's traffic drops 5 %
 from {CUT_AFTER:g} s on; `cut`: that path drops everything from {CUT_AFTER:g} s on; `fixed`: the same cut
-with `--fixed-ports` (a dead flowlet is never moved to a fresh port), so K=1 is multipath entirely off. Latency is one-way,
+with `--fixed-ports` (a dead flowlet is never moved to a fresh port), so K=1 is multipath entirely off;
+`-rto2`: the nodes run with `--min-rto 2` (the transport's default is 0.5 ms). Latency is one-way,
 from when a message was due to its delivery at B (both nodes read one host clock), so stalls count.
 Medians over the rounds; raw runs in `srd.json`.
 
@@ -319,12 +337,12 @@ def main() -> int:
                                   f"each of ports {spread['ports']}; per path expected {spread['expected']}, "
                                   f"forwarded {spread['forwarded']}")
         for rnd in range(args.rounds):
-            for case in ("clean", "cut", "loss5", "fixed", "peak"):
-                for k in {"loss5": [8], "fixed": [1]}.get(case, KS):
+            for case, ks in CASES.items():
+                for k in ks:
                     r = run_case(fab, k, case, args.rate, args.seconds)
                     r["round"] = rnd
                     runs.append(r)
-                    print(f"round {rnd} {case:5} K={k:2}: {r['throughput_mbps']:7.1f} Mbit/s, p99.9 "
+                    print(f"round {rnd} {case:10} K={k:2}: {r['throughput_mbps']:7.1f} Mbit/s, p99.9 "
                           f"{r['latency']['p999_us']:8.0f} us, pause {r.get('max_gap_ms', '-')} ms, recovery "
                           f"{r.get('recovery_ms', '-')} ms, lost {r['lost']}, dup {r['duplicates']}", flush=True)
     info["duration"] = f"{time.monotonic() - t0:.0f} s"
