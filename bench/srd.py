@@ -346,6 +346,8 @@ def main() -> int:
                           f"{r['latency']['p999_us']:8.0f} us, pause {r.get('max_gap_ms', '-')} ms, recovery "
                           f"{r.get('recovery_ms', '-')} ms, lost {r['lost']}, dup {r['duplicates']}", flush=True)
     info["duration"] = f"{time.monotonic() - t0:.0f} s"
+    # Other work on the two cores shows in the worst runs: say how busy the machine was.
+    info["load_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     text = report(runs, info, args)
     if args.no_write:
         print(text)
