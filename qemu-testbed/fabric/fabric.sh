@@ -114,10 +114,14 @@ add rule ip braid forward $rule}"
 
 # Replaces router $1's egress qdiscs (both directions) with netem ARGS, or removes them.
 router_netem() {
-    local r=r$1 dev; shift
+    local r=r$1 dev err; shift
     for dev in toa tob; do
         in_ns "$r" tc qdisc del dev "$dev" root 2>/dev/null || true
-        if (($#)); then in_ns "$r" tc qdisc add dev "$dev" root netem "$@"; fi
+        if (($#)) && ! err=$(in_ns "$r" tc qdisc add dev "$dev" root netem "$@" 2>&1); then
+            [[ $err == *"qdisc kind is unknown"* ]] &&
+                die "this kernel has no sch_netem: per-path delay is not available (loss and cuts are: fabric.sh loss/cut)"
+            die "netem $*: $err"
+        fi
     done
 }
 
