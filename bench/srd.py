@@ -61,9 +61,15 @@ def run_case(fab: fabric.Fabric, k: int, case: str, rate: float, seconds: float)
     a = fab.node("a", common + ["--peer", f"{fabric.ADDR['b']}:7000", "--size", str(SIZE)] + load)
     cut_ns, path = None, None
     if case != "peak":
+        # The path A uses now (its flowlets may have moved since the start): the most packets in the
+        # last 200 ms.
+        time.sleep(max(0.0, start + CUT_AFTER - 0.2 - time.monotonic()))
+        recent = fab.counters()
         time.sleep(max(0.0, start + CUT_AFTER - time.monotonic()))
         now = fab.counters()
-        path = max(range(fabric.PATHS), key=lambda p: now[p]["a_to_b"] - before[p]["a_to_b"])
+        path = max(range(fabric.PATHS), key=lambda p: now[p]["a_to_b"] - recent[p]["a_to_b"])
+        share = (now[path]["a_to_b"] - recent[path]["a_to_b"]) / max(
+            1, sum(now[p]["a_to_b"] - recent[p]["a_to_b"] for p in range(fabric.PATHS)))
         # Clean runs note the same moment without touching the path: their "recovery" is this
         # machine's noise floor for the metric.
         cut_ns = (time.monotonic_ns() if case_base == "clean"
@@ -78,6 +84,8 @@ def run_case(fab: fabric.Fabric, k: int, case: str, rate: float, seconds: float)
     result = {
         "k": k, "case": case, "rate": None if case == "peak" else rate, "seconds": seconds,
         "path": path if faulted else None,
+        # The share of A's packets the cut path carried in the 200 ms before the cut.
+        "path_share": round(share, 3) if faulted else None,
         "sent": gen["sent"], "completed": gen["completed"], "lost": gen["not_completed"],
         "received": sink["messages"], "duplicates": sink["duplicates"], "corrupt": sink["corrupt"],
         "throughput_mbps": sink["throughput_mbps"], "latency": sink["latency"],
@@ -276,7 +284,8 @@ Produced by `bench/srd.py --rounds {args.rounds} --seconds {args.seconds:g} --ra
 Two `braid-card srd node`s in network namespaces joined by four ECMP paths (`qemu-testbed/fabric`);
 node A sends {SIZE}-byte messages to node B open loop at {args.rate:g} messages/s for {args.seconds:g} s
 (`peak`: closed loop, 256 messages in flight). `loss5`: the path carrying most of A's traffic drops 5 %
-from {CUT_AFTER:g} s on; `cut`: that path drops everything from {CUT_AFTER:g} s on; `fixed`: the same cut
+from {CUT_AFTER:g} s on (the busiest over the 200 ms before); `cut`: that path drops everything from
+{CUT_AFTER:g} s on; `fixed`: the same cut
 with `--fixed-ports` (a dead flowlet is never moved to a fresh port), so K=1 is multipath entirely off;
 `-rto2`: the nodes run with `--min-rto 2` (the transport's default is 0.5 ms). Latency is one-way,
 from when a message was due to its delivery at B (both nodes read one host clock), so stalls count.

@@ -281,8 +281,8 @@ impl Node {
     /// Binds the listen socket and sets the transport up.
     pub fn new(cfg: NodeConfig) -> Result<Self, NodeError> {
         let (lo, hi) = cfg.src_ports;
-        let count = u32::from(hi) - u32::from(lo) + 1;
-        if hi < lo || !(1..=255).contains(&cfg.flowlets) || count < cfg.flowlets as u32 * 2 {
+        let count = (u32::from(hi) + 1).saturating_sub(u32::from(lo));
+        if !(1..=255).contains(&cfg.flowlets) || count < cfg.flowlets as u32 * 2 {
             return Err(NodeError::Config(format!(
                 "{} flowlets need 1..=255 flowlets and at least twice as many source ports \
                  (replacements take fresh ones); {lo}-{hi} has {count}",

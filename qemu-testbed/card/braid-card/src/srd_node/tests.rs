@@ -234,6 +234,7 @@ fn requests_round_trip_and_bad_settings_are_refused() {
         .to_string()
     };
     assert!(bad(8, (40_000, 40_009)).contains("at least twice as many source ports"));
+    assert!(bad(1, (40_009, 40_000)).contains("40009-40000 has 0"));
     assert!(bad(0, (40_000, 40_999)).contains("1..=255 flowlets"));
     assert!(bad(256, (40_000, 40_999)).contains("1..=255 flowlets"));
 }
