@@ -3,7 +3,7 @@
 
 SETUP := qemu-testbed/env/setup
 
-.PHONY: run check bench fuzz setup lint clean distclean
+.PHONY: run check bench bench-srd fuzz setup lint clean distclean
 
 ## run: boot a VM with the card attached, load braid.ko and show what it bound
 run:
@@ -20,6 +20,13 @@ bench:
 	@$(SETUP) host
 	@bench/net.py
 	@bench/driver.py --no-setup
+	@$(SETUP) card
+	@bench/srd.py
+
+## bench-srd: only the SRD benchmark (two nodes on the 4-path fabric, about 2.5 min)
+bench-srd:
+	@$(SETUP) card
+	@bench/srd.py
 
 ## fuzz: the card's bounded random tests (admin commands, TX descriptors, frames), run long
 FUZZ_ROUNDS ?= 100000

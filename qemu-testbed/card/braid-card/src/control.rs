@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
@@ -430,6 +431,27 @@ fn ena_status(s: EnaStatus) -> EnaFunctionStatus {
     }
 }
 
+/// What a control socket serves: answers one request line with one
+/// response line (JSON, without the newline). The card's functions
+/// ([`Card`]) and an SRD node (`crate::srd_node`) share the socket
+/// machinery below through it.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request line (without its newline).
+    fn answer(&self, line: &str) -> String;
+}
+
+impl Handler for Card {
+    fn answer(&self, line: &str) -> String {
+        self.handle_line(line).to_line()
+    }
+}
+
+/// An error response line, `{"ok":false,"error":"..."}`, in the shape
+/// every control socket answers with.
+pub fn error_line(message: impl Into<String>) -> String {
+    Response::error(message).to_line()
+}
+
 /// Why the control socket cannot be served.
 #[derive(Debug, Error)]
 pub enum ControlServeError {
@@ -456,18 +478,18 @@ pub enum ControlServeError {
     },
 }
 
-/// The control socket, listening.
+/// A control socket, listening.
 #[derive(Debug)]
-pub struct ControlServer {
+pub struct ControlServer<H: Handler = Card> {
     listener: UnixListener,
     path: PathBuf,
-    card: Arc<Card>,
+    handler: Arc<H>,
 }
 
-impl ControlServer {
+impl<H: Handler> ControlServer<H> {
     /// Listens on `path` (a stale socket there is replaced, a live one or
-    /// any other file refused) for requests about `card`.
-    pub fn bind(path: &Path, card: Arc<Card>) -> Result<Self, ControlServeError> {
+    /// any other file refused) for requests `handler` answers.
+    pub fn bind(path: &Path, handler: Arc<H>) -> Result<Self, ControlServeError> {
         claim_socket_path(path)?;
         let listener = UnixListener::bind(path).map_err(|source| ControlServeError::Bind {
             path: path.to_owned(),
@@ -477,7 +499,7 @@ impl ControlServer {
         Ok(Self {
             listener,
             path: path.to_owned(),
-            card,
+            handler,
         })
     }
 
@@ -500,11 +522,11 @@ impl ControlServer {
                     };
                 }
             };
-            let card = Arc::clone(&self.card);
+            let handler = Arc::clone(&self.handler);
             let spawned = thread::Builder::new()
                 .name("control".into())
                 .spawn(move || {
-                    if let Err(err) = serve_connection(&card, stream) {
+                    if let Err(err) = serve_connection(&*handler, stream) {
                         debug!(error = %err, "control connection ended");
                     }
                 });
@@ -516,7 +538,7 @@ impl ControlServer {
 }
 
 /// Answers requests on one connection until the client closes it.
-fn serve_connection(card: &Card, stream: UnixStream) -> io::Result<()> {
+fn serve_connection<H: Handler>(handler: &H, stream: UnixStream) -> io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -539,17 +561,17 @@ fn serve_connection(card: &Card, stream: UnixStream) -> io::Result<()> {
                     break;
                 }
             }
-            let response = Response::error(format!(
+            let response = error_line(format!(
                 "request longer than {MAX_REQUEST_LINE} bytes; ignored"
             ));
-            writeln!(writer, "{}", response.to_line())?;
+            writeln!(writer, "{response}")?;
             continue;
         }
         let response = match std::str::from_utf8(&line) {
-            Ok(text) => card.handle_line(text.trim_end_matches(['\n', '\r'])),
-            Err(err) => Response::error(format!("request is not UTF-8: {err}")),
+            Ok(text) => handler.answer(text.trim_end_matches(['\n', '\r'])),
+            Err(err) => error_line(format!("request is not UTF-8: {err}")),
         };
-        writeln!(writer, "{}", response.to_line())?;
+        writeln!(writer, "{response}")?;
     }
 }
 
@@ -598,6 +620,15 @@ pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sends `request` to the control socket at `socket` and returns the
 /// card's response (which may be an error response).
 pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    request_as(socket, request)
+}
+
+/// Sends any request to the control socket at `socket` and parses the
+/// answer as `R` (the server's response type).
+pub fn request_as<R: DeserializeOwned>(
+    socket: &Path,
+    request: &impl Serialize,
+) -> Result<R, ClientError> {
     let io_err = |source| ClientError::Io {
         path: socket.to_owned(),
         source,
@@ -674,8 +705,22 @@ pub fn format_table(functions: &[FunctionStatus]) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..HEADER.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+    // Numbers right-aligned, text left-aligned.
+    aligned_table(&rows, |column| column >= 7 || column == 0)
+}
+
+/// `rows` (the first one the header) as text columns two spaces apart,
+/// right-aligned where `right(column)` says so; one line per row.
+pub fn aligned_table(rows: &[Vec<String>], right: impl Fn(usize) -> bool) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -684,8 +729,7 @@ pub fn format_table(functions: &[FunctionStatus]) -> String {
             .zip(&widths)
             .enumerate()
             .map(|(i, (cell, &w))| {
-                // Numbers right-aligned, text left-aligned.
-                if i >= 7 || i == 0 {
+                if right(i) {
                     format!("{cell:>w$}")
                 } else {
                     format!("{cell:<w$}")

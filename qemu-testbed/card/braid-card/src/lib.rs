@@ -10,6 +10,8 @@
 //! queue, features, I/O queue bookkeeping, asynchronous events, reset).
 //! [`server`] connects a function to its vfio-user socket; [`control`]
 //! serves the operator's control socket (link, fatal error, keep-alive).
+//! [`srd_node`] runs the SRD transport over real UDP sockets, with a
+//! traffic generator and a checking sink.
 
 pub mod control;
 pub mod device_memory;
@@ -22,3 +24,4 @@ pub mod net;
 pub mod nitro_regs;
 pub mod pci;
 pub mod server;
+pub mod srd_node;

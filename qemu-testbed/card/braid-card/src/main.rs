@@ -18,7 +18,9 @@ use braid_card::ena::{self, EnaSettings};
 use braid_card::function::{Function, FunctionKind};
 use braid_card::pci::PciId;
 use braid_card::server::{FunctionServer, ServeError};
+use braid_card::srd_node::cli::{self as srd_cli, SrdCommand};
 use clap::{Args, Parser, Subcommand};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
@@ -154,6 +156,10 @@ enum Command {
     /// Send one request to a running card's control socket and print the
     /// answer (exit status 1 when the card refuses it).
     Control(ControlArgs),
+    /// The SRD transport over real UDP: run a node (traffic generator and
+    /// checking sink), or query and fault a running node.
+    #[command(subcommand)]
+    Srd(SrdCommand),
 }
 
 #[derive(Debug, Args)]
@@ -280,8 +286,8 @@ fn block_termination_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGINT/SIGTERM and reports the first one.
-fn spawn_signal_thread(events: mpsc::Sender<Event>) -> io::Result<()> {
+/// Waits for SIGINT/SIGTERM and hands the first one to `on_signal`.
+fn spawn_signal_thread(on_signal: impl FnOnce(libc::c_int) + Send + 'static) -> io::Result<()> {
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -290,9 +296,7 @@ fn spawn_signal_thread(events: mpsc::Sender<Event>) -> io::Result<()> {
             // SAFETY: `set` is initialized and `signal` is a valid out
             // pointer.
             match unsafe { libc::sigwait(&set, &mut signal) } {
-                0 => {
-                    let _ = events.send(Event::Signal(signal));
-                }
+                0 => on_signal(signal),
                 rc => error!(error = %io::Error::from_raw_os_error(rc), "sigwait failed"),
             }
         })
@@ -444,10 +448,29 @@ fn remove_sockets(sockets: &[PathBuf]) {
     }
 }
 
+/// `braid-card srd node`: SIGINT/SIGTERM stop the node, which then reports.
+fn run_srd_node(cli: &Cli, args: &srd_cli::NodeArgs) -> ExitCode {
+    init_logging(cli.log_level.as_deref());
+    if let Err(err) = block_termination_signals() {
+        error!(error = %err, "cannot block SIGINT/SIGTERM");
+        return ExitCode::FAILURE;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    if let Err(err) = spawn_signal_thread(move |_| flag.store(true, Ordering::Relaxed)) {
+        error!(error = %err, "cannot start the signal thread");
+        return ExitCode::FAILURE;
+    }
+    srd_cli::run_node(args, &stop)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Control(args)) = &cli.command {
-        return run_control_client(args);
+    match &cli.command {
+        Some(Command::Control(args)) => return run_control_client(args),
+        Some(Command::Srd(SrdCommand::Control(args))) => return srd_cli::run_control_client(args),
+        Some(Command::Srd(SrdCommand::Node(args))) => return run_srd_node(&cli, args),
+        None => {}
     }
     init_logging(cli.log_level.as_deref());
 
@@ -456,7 +479,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let (events, received) = mpsc::channel();
-    if let Err(err) = spawn_signal_thread(events.clone()) {
+    let signals = events.clone();
+    if let Err(err) = spawn_signal_thread(move |signal| {
+        let _ = signals.send(Event::Signal(signal));
+    }) {
         error!(error = %err, "cannot start the signal thread");
         return ExitCode::FAILURE;
     }
@@ -595,6 +621,99 @@ mod tests {
             assert_eq!(c.socket, PathBuf::from("/tmp/ctl.sock"));
             assert_eq!(&c.verb.request(), request, "{args:?}");
             assert_eq!(c.json, *json, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn parses_srd_node_and_control_commands() {
+        let node = |args: &[&str]| {
+            let argv = ["braid-card", "srd", "node", "--listen", "198.18.0.1:7000"]
+                .into_iter()
+                .chain(args.iter().copied());
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Some(Command::Srd(SrdCommand::Node(n)))) => Ok(n),
+                Ok(other) => panic!("{args:?}: parsed as {other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let n = node(&[]).unwrap();
+        assert_eq!((n.flowlets, n.src_ports, n.peer), (8, (49152, 65535), None));
+        let n = node(&[
+            "--peer",
+            "198.18.0.2:7000",
+            "--duration",
+            "2.5",
+            "--rate",
+            "1e4",
+            "--flowlets",
+            "1",
+            "--src-ports",
+            "40000-40999",
+        ])
+        .unwrap();
+        assert_eq!(n.duration, Some(std::time::Duration::from_millis(2500)));
+        assert_eq!(
+            (n.rate, n.flowlets, n.src_ports),
+            (Some(1e4), 1, (40000, 40999))
+        );
+        for (args, expected) in [
+            (
+                &["--peer", "198.18.0.2:7000"][..],
+                "--count <N>|--duration <SECS>",
+            ),
+            (&["--count", "5"], "--peer"),
+            (
+                &["--peer", "1.2.3.4:5", "--count", "1", "--duration", "1"],
+                "cannot be used with",
+            ),
+            (&["--flowlets", "0"], "not in 1..=255"),
+            (&["--flowlets", "256"], "not in 1..=255"),
+            (&["--src-ports", "5000"], "is not a port range"),
+            (&["--src-ports", "6000-5000"], "is empty"),
+            (&["--src-ports", "0-10"], "'0' is not a port"),
+            (&["--size", "35"], "at least 36 bytes"),
+            (
+                &["--peer", "1.2.3.4:5", "--count", "1", "--rate", "0"],
+                "positive rate",
+            ),
+            (&["--idle-exit=-1"], "not a number of seconds"),
+            (&["--min-rto", "0"], "not a positive number of milliseconds"),
+            (
+                &["--peer", "nowhere", "--count", "1"],
+                "invalid socket address",
+            ),
+        ] {
+            let err = node(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+
+        let control = |args: &[&str]| {
+            let argv = ["braid-card", "srd", "control", "--socket", "/tmp/n.sock"]
+                .into_iter()
+                .chain(args.iter().copied());
+            Cli::try_parse_from(argv).map_err(|e| e.to_string())
+        };
+        for args in [
+            &["flowlets"][..],
+            &["--json", "contexts"],
+            &["fault", "drop", "5"],
+            &["fault", "delay", "0.5"],
+            &["fault", "pause", "3"],
+            &["fault", "pause", "off"],
+        ] {
+            assert!(control(args).is_ok(), "{args:?}");
+        }
+        for (args, expected) in [
+            (&["fault", "pause", "on"][..], "neither a flowlet slot"),
+            (&["fault", "drop"], "<PCT>"),
+            (&["fault", "drop", "x"], "invalid value 'x'"),
+            (
+                &["fault", "jitter", "5"],
+                "unrecognized subcommand 'jitter'",
+            ),
+        ] {
+            let err = control(args).unwrap_err();
+            assert!(err.contains(expected), "{args:?}: {err}");
         }
     }
 

@@ -1,12 +1,16 @@
 //! Plain statistics structs, for the card's control socket and tests.
+//! They serialize as they are (durations as microseconds, `null` when
+//! unknown; the peer as `ip:port`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 pub use crate::flowlet::FlowletState;
 
 /// Counters and state of one transport context.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContextStats {
     /// The peer's listen address (the context's key).
     pub peer: SocketAddr,
@@ -21,6 +25,7 @@ pub struct ContextStats {
     /// Messages sent but not completely acked.
     pub outstanding_messages: usize,
     /// Mean smoothed RTT over the flowlets.
+    #[serde(rename = "srtt_us", with = "micros")]
     pub srtt: Option<Duration>,
     /// Datagrams sent (data and control).
     pub tx_packets: u64,
@@ -58,7 +63,7 @@ pub struct ContextStats {
 }
 
 /// Counters and state of one flowlet.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowletStats {
     /// Slot in the context.
     pub id: u8,
@@ -71,8 +76,10 @@ pub struct FlowletStats {
     /// Data packets in flight.
     pub inflight: u32,
     /// Smoothed RTT.
+    #[serde(rename = "srtt_us", with = "micros")]
     pub srtt: Option<Duration>,
     /// Lowest RTT seen.
+    #[serde(rename = "min_rtt_us", with = "micros")]
     pub min_rtt: Option<Duration>,
     /// Packets sent (data and probes).
     pub tx_packets: u64,
@@ -84,4 +91,21 @@ pub struct FlowletStats {
     pub timeouts: u64,
     /// Losses (timeouts and SACK-inferred).
     pub losses: u64,
+}
+
+/// An optional duration as a number of microseconds (fractional), or null.
+mod micros {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| d.as_secs_f64() * 1e6).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|us| Duration::try_from_secs_f64(us / 1e6).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
