@@ -283,7 +283,8 @@ unsafe impl<T: Operations> Sync for Registration<T> {}
 
 impl<T: Operations> Registration<T> {
     /// Allocates an Ethernet device as a child of `parent`, initializes its private data with
-    /// `data` and registers it (it shows up in `ip link`; `open` may run right away).
+    /// `data` and registers it without carrier (it shows up in `ip link`; `open` may run right
+    /// away).
     pub(crate) fn new(
         parent: &device::Device<device::Bound>,
         config: &Config<'_>,
@@ -332,6 +333,10 @@ impl<T: Operations> Registration<T> {
             unsafe { sys::free_netdev(raw) };
             return Err(e);
         }
+        // No carrier until the driver says so: a carrier on from the start would never change,
+        // and the operational state would stay "unknown".
+        // SAFETY: `raw` is a live device, not registered yet.
+        unsafe { sys::netif_carrier_off(raw) };
         // SAFETY: the device is fully set up; registering it may call `open` at once, which
         // finds the initialized data.
         if let Err(e) = kernel::error::to_result(unsafe { sys::register_netdev(raw) }) {
