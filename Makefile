@@ -5,10 +5,10 @@ SETUP := qemu-testbed/env/setup
 
 .PHONY: run check bench bench-srd fuzz setup lint clean distclean
 
-## run: boot a VM with the card attached, load braid.ko and show what it bound
+## run: two VMs on one card, braid.ko in both: what it bound, a ping and iperf3 between the netdevs
 run:
 	@$(SETUP) host
-	@qemu-testbed/vm -- sh /braid/src/qemu-testbed/guest/demo.sh
+	@qemu-testbed/vm --vms 2 --shared-card -- sh /braid/src/qemu-testbed/guest/demo.sh
 
 ## check: every test (host cargo tests, guest selftests); ends with "N passed, N failed"
 check:
