@@ -46,7 +46,7 @@ flows() { net_reachable "$FLOW_TRIES"; }
 ktap_plan 17
 dmesg_mark
 ktap_check_diag interface_up net_up
-first_mark=$dmesg_lines
+first_mark=$dmesg_time
 net_stats /tmp/ethtool.start
 
 ktap_check iperf3_server net_iperf3_serve
@@ -268,7 +268,7 @@ ktap_check peer_done net_sync ethtool-done 90
 # The reconfigurations restart the interface (interface_up/down move) but nothing else may show a
 # reset or a watchdog.
 no_reset_but_restarts() {
-	dmesg_lines=$first_mark
+	dmesg_time=$first_mark
 	net_stats /tmp/ethtool.end
 	for c in interface_up interface_down; do
 		sed -i "/^$c /d" /tmp/ethtool.start /tmp/ethtool.end

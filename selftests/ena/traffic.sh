@@ -134,7 +134,7 @@ else
 fi
 dmesg_mark
 ktap_check_diag interface_up net_up
-first_mark=$dmesg_lines
+first_mark=$dmesg_time
 net_stats /tmp/traffic.start
 
 if [ "$VM_INDEX" -eq 1 ]; then
@@ -176,7 +176,7 @@ else
 	ktap_check_diag counters_cover_peer_traffic peer_traffic
 fi
 
-dmesg_lines=$first_mark
+dmesg_time=$first_mark
 net_stats /tmp/traffic.end
 ktap_check no_reset_whole_run no_reset /tmp/traffic.start /tmp/traffic.end
 ktap_check interface_down net_down

@@ -23,9 +23,16 @@ pci_devices_of() {
 # Kernel log lines that mean a bug, whatever the test was doing.
 SPLAT_RE='BUG: |WARNING: |Oops|Kernel panic|general protection fault|kernel BUG at|UBSAN: |KFENCE: |INFO: possible|inconsistent lock state|suspicious RCU usage|Call Trace:'
 
-# dmesg_mark / dmesg_since_mark: the kernel log written after a point in the test.
-dmesg_mark() { dmesg_lines=$(dmesg | wc -l); }
-dmesg_since_mark() { dmesg | tail -n +"$((dmesg_lines + 1))"; }
+# dmesg_mark / dmesg_since_mark: the kernel log written after a point in the test. The mark is the
+# timestamp of the last line, not a line count: once the log buffer is full, old lines drop off the
+# front and a count would point past the lines that came after the mark.
+dmesg_mark() {
+	dmesg_time=$(dmesg | tail -n 1 | sed -n 's/^\[ *\([0-9.]*\)\].*/\1/p')
+	dmesg_time=${dmesg_time:-0}
+}
+dmesg_since_mark() {
+	dmesg | awk -v t="$dmesg_time" '/^\[ *[0-9.]+\]/ { s = $0; sub(/^\[ */, "", s); sub(/\].*/, "", s); after = s + 0 > t + 0 } after'
+}
 
 # no_splat_since_mark: fails, quoting the first lines, if the kernel complained since the mark.
 no_splat_since_mark() {
