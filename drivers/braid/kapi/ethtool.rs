@@ -5,7 +5,7 @@
 
 use core::fmt::{self, Write};
 
-use kernel::{ffi, prelude::*};
+use kernel::{error::from_result, ffi, prelude::*};
 
 use super::netdev::{Device, Operations};
 use crate::sys;
@@ -65,16 +65,163 @@ impl Stats<'_> {
     }
 }
 
+/// Ring sizes (`ethtool -g/-G`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rings {
+    /// Largest receive ring.
+    pub(crate) rx_max: u32,
+    /// Largest transmit ring.
+    pub(crate) tx_max: u32,
+    /// Receive ring size.
+    pub(crate) rx: u32,
+    /// Transmit ring size.
+    pub(crate) tx: u32,
+}
+
+/// Combined channels, one transmit and one receive queue each (`ethtool -l/-L`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Channels {
+    /// Most channels.
+    pub(crate) max: u32,
+    /// Channels in use.
+    pub(crate) count: u32,
+}
+
+/// Interrupt moderation (`ethtool -c/-C`: rx-usecs and tx-usecs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Coalesce {
+    /// Receive interrupt delay in µs.
+    pub(crate) rx_usecs: u32,
+    /// Transmit interrupt delay in µs.
+    pub(crate) tx_usecs: u32,
+}
+
+/// `ETHTOOL_COALESCE_RX_USECS | ETHTOOL_COALESCE_TX_USECS`: the moderation parameters a device
+/// with [`Coalesce`] takes (ethtool refuses the others before the driver sees them).
+const COALESCE_USECS: u32 = (1 << 0) | (1 << 4);
+
 /// The ethtool callbacks of a device whose driver data is `T`.
 pub(crate) fn ops<T: Operations>() -> sys::ethtool_ops {
     sys::ethtool_ops {
+        supported_coalesce_params: COALESCE_USECS,
         get_drvinfo: Some(get_drvinfo_callback::<T>),
         get_link: Some(sys::ethtool_op_get_link),
         get_sset_count: Some(get_sset_count_callback::<T>),
         get_strings: Some(get_strings_callback::<T>),
         get_ethtool_stats: Some(get_ethtool_stats_callback::<T>),
+        get_ringparam: Some(get_ringparam_callback::<T>),
+        set_ringparam: Some(set_ringparam_callback::<T>),
+        get_channels: Some(get_channels_callback::<T>),
+        set_channels: Some(set_channels_callback::<T>),
+        get_coalesce: Some(get_coalesce_callback::<T>),
+        set_coalesce: Some(set_coalesce_callback::<T>),
         ..Default::default()
     }
+}
+
+/// # Safety
+///
+/// Called by ethtool (under the RTNL lock) with a device of `T` and a valid `ring`.
+unsafe extern "C" fn get_ringparam_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    ring: *mut sys::ethtool_ringparam,
+    _kring: *mut sys::kernel_ethtool_ringparam,
+    _extack: *mut sys::netlink_ext_ack,
+) {
+    // SAFETY: the caller guarantees a live device of `T` and a valid, exclusive `ring`.
+    let (dev, ring) = unsafe { (Device::<T>::from_raw(dev), &mut *ring) };
+    if let Some(r) = T::rings(dev) {
+        ring.rx_max_pending = r.rx_max;
+        ring.tx_max_pending = r.tx_max;
+        ring.rx_pending = r.rx;
+        ring.tx_pending = r.tx;
+    }
+}
+
+/// # Safety
+///
+/// As for [`get_ringparam_callback`].
+unsafe extern "C" fn set_ringparam_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    ring: *mut sys::ethtool_ringparam,
+    _kring: *mut sys::kernel_ethtool_ringparam,
+    _extack: *mut sys::netlink_ext_ack,
+) -> i32 {
+    // SAFETY: as for `get_ringparam_callback`.
+    let (dev, ring) = unsafe { (Device::<T>::from_raw(dev), &*ring) };
+    if ring.rx_mini_pending != 0 || ring.rx_jumbo_pending != 0 {
+        return EINVAL.to_errno();
+    }
+    from_result(|| T::set_rings(dev, ring.rx_pending, ring.tx_pending).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called by ethtool (under the RTNL lock) with a device of `T` and a valid `ch`.
+unsafe extern "C" fn get_channels_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    ch: *mut sys::ethtool_channels,
+) {
+    // SAFETY: the caller guarantees a live device of `T` and a valid, exclusive `ch`.
+    let (dev, ch) = unsafe { (Device::<T>::from_raw(dev), &mut *ch) };
+    if let Some(c) = T::channels(dev) {
+        ch.max_combined = c.max;
+        ch.combined_count = c.count;
+    }
+}
+
+/// # Safety
+///
+/// As for [`get_channels_callback`].
+unsafe extern "C" fn set_channels_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    ch: *mut sys::ethtool_channels,
+) -> i32 {
+    // SAFETY: as for `get_channels_callback`.
+    let (dev, ch) = unsafe { (Device::<T>::from_raw(dev), &*ch) };
+    if ch.rx_count != 0 || ch.tx_count != 0 || ch.other_count != 0 || ch.combined_count == 0 {
+        return EINVAL.to_errno();
+    }
+    from_result(|| T::set_channels(dev, ch.combined_count).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called by ethtool (under the RTNL lock) with a device of `T` and a valid `ec`.
+unsafe extern "C" fn get_coalesce_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    ec: *mut sys::ethtool_coalesce,
+    _kec: *mut sys::kernel_ethtool_coalesce,
+    _extack: *mut sys::netlink_ext_ack,
+) -> i32 {
+    // SAFETY: the caller guarantees a live device of `T` and a valid, exclusive `ec`.
+    let (dev, ec) = unsafe { (Device::<T>::from_raw(dev), &mut *ec) };
+    match T::coalesce(dev) {
+        Some(c) => {
+            ec.rx_coalesce_usecs = c.rx_usecs;
+            ec.tx_coalesce_usecs = c.tx_usecs;
+            0
+        }
+        None => EOPNOTSUPP.to_errno(),
+    }
+}
+
+/// # Safety
+///
+/// As for [`get_coalesce_callback`].
+unsafe extern "C" fn set_coalesce_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    ec: *mut sys::ethtool_coalesce,
+    _kec: *mut sys::kernel_ethtool_coalesce,
+    _extack: *mut sys::netlink_ext_ack,
+) -> i32 {
+    // SAFETY: as for `get_coalesce_callback`.
+    let (dev, ec) = unsafe { (Device::<T>::from_raw(dev), &*ec) };
+    let c = Coalesce {
+        rx_usecs: ec.rx_coalesce_usecs,
+        tx_usecs: ec.tx_coalesce_usecs,
+    };
+    from_result(|| T::set_coalesce(dev, c).map(|()| 0))
 }
 
 /// How many counters the driver reports.

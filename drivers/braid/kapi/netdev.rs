@@ -10,7 +10,7 @@ use kernel::{device, error::from_result, prelude::*, time::Delta, types::Opaque}
 
 use super::{
     dma::raw_device,
-    ethtool::{self, Stats},
+    ethtool::{self, Channels, Coalesce, Rings, Stats},
     skb::SkBuff,
     work::{Periodic, Task},
 };
@@ -67,6 +67,30 @@ pub(crate) trait Operations: Sized + Send + Sync {
     fn tx_timeout(_dev: &Device<Self>, _queue: u32) {}
     /// The driver's counters for `ethtool -S`: the same names in the same order on every call.
     fn ethtool_stats(_dev: &Device<Self>, _stats: &mut Stats<'_>) {}
+    /// Ring sizes; `None`: not reported.
+    fn rings(_dev: &Device<Self>) -> Option<Rings> {
+        None
+    }
+    /// Resizes the rings (under the RTNL lock).
+    fn set_rings(_dev: &Device<Self>, _rx: u32, _tx: u32) -> Result {
+        Err(EOPNOTSUPP)
+    }
+    /// Channels; `None`: not reported.
+    fn channels(_dev: &Device<Self>) -> Option<Channels> {
+        None
+    }
+    /// Uses `count` combined channels (under the RTNL lock).
+    fn set_channels(_dev: &Device<Self>, _count: u32) -> Result {
+        Err(EOPNOTSUPP)
+    }
+    /// Interrupt moderation; `None`: not supported.
+    fn coalesce(_dev: &Device<Self>) -> Option<Coalesce> {
+        None
+    }
+    /// Sets interrupt moderation (under the RTNL lock).
+    fn set_coalesce(_dev: &Device<Self>, _c: Coalesce) -> Result {
+        Err(EOPNOTSUPP)
+    }
 }
 
 /// A registered network device, seen from one of its callbacks or from its owner.
