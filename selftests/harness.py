@@ -63,7 +63,8 @@ PLAN = [
     ]),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
     # The same pair on braid.ko.
-    Boot("braid-pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "braid/doorbell.sh"], vms=2,
+    Boot("braid-pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "braid/doorbell.sh", "braid/ethtool.sh"],
+         vms=2,
          env={"BRAID_NET_DRIVER": "braid"}),
     # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko.
     Boot("braid-faults", ["ena"], ["ena/faults.sh"], env={"BRAID_NET_DRIVER": "braid"}),

@@ -263,16 +263,18 @@ pub(crate) mod rx_cdesc {
     pub(crate) const LAST: u32 = 1 << 27;
 }
 
-/// `ena_eth_io_intr_reg`: the unmask register's value (RX delay 14:0 and TX delay 29:15 left at
-/// zero: no moderation yet).
+/// `ena_eth_io_intr_reg`: the unmask register's value, RX delay in 14:0.
 pub(crate) mod intr {
+    /// TX delay (29:15).
+    pub(crate) const TX_DELAY_SHIFT: u32 = 15;
     /// Unmask the vector.
     pub(crate) const UNMASK: u32 = 1 << 30;
 }
 
-/// braid's combined CQ doorbell: head 15:0, interrupt delay 29:16 (zero: no moderation yet),
-/// unmask 30.
+/// braid's combined CQ doorbell: head 15:0, interrupt delay 29:16, unmask 30.
 pub(crate) mod combined {
+    /// Interrupt delay for the CQ's direction (14 bits).
+    pub(crate) const DELAY_SHIFT: u32 = 16;
     /// Unmask the vector.
     pub(crate) const UNMASK: u32 = 1 << 30;
 }

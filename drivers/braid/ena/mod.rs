@@ -14,6 +14,8 @@ pub(crate) mod ring;
 pub(crate) mod rx;
 pub(crate) mod tx;
 
+use core::num::NonZeroU32;
+
 use kernel::{
     device::{Bound, Core},
     io::Io,
@@ -36,6 +38,10 @@ const SET_FEATURE: u8 = 9;
 const DEVICE_ATTRIBUTES: u32 = 1;
 /// `ENA_ADMIN_STATELESS_OFFLOAD_CONFIG`.
 const STATELESS_OFFLOAD_CONFIG: u32 = 11;
+/// `ENA_ADMIN_RSS_INDIRECTION_TABLE_CONFIG`.
+const RSS_INDIRECTION_TABLE_CONFIG: u32 = 12;
+/// `ENA_ADMIN_INTERRUPT_MODERATION`.
+const INTERRUPT_MODERATION: u32 = 20;
 /// `ENA_ADMIN_MTU`.
 const MTU: u32 = 14;
 /// `ENA_ADMIN_AENQ_CONFIG`.
@@ -262,6 +268,39 @@ impl<'bound> EnaDevice<'bound> {
         let c = self.execute(GET_FEATURE, feature_command(STATELESS_OFFLOAD_CONFIG))?;
         // The body: tx (word 2), rx_supported (word 3), rx_enabled (word 4).
         Ok(Offloads { tx: c[2], rx: c[3] })
+    }
+
+    /// The unit of the device's interrupt delays in µs, if it moderates interrupts.
+    pub(crate) fn interrupt_delay_resolution(&mut self) -> Result<Option<NonZeroU32>> {
+        if self.attributes.supported_features & (1 << INTERRUPT_MODERATION) == 0 {
+            return Ok(None);
+        }
+        let c = self.execute(GET_FEATURE, feature_command(INTERRUPT_MODERATION))?;
+        // `ena_admin_feature_intr_moder_desc`: intr_delay_resolution in the body's low half.
+        Ok(NonZeroU32::new(c[2] & 0xffff))
+    }
+
+    /// Points the RSS indirection table's entries at `rx_sqs` in turn (entry i to
+    /// `rx_sqs[i % n]`), one inline entry update per command, at the table size the device has.
+    pub(crate) fn spread_rss(&mut self, rx_sqs: &[u16]) -> Result {
+        if rx_sqs.is_empty() {
+            return Err(EINVAL);
+        }
+        // `ena_admin_feature_rss_ind_table`: min_size, max_size (word 2), size (log2, word 3).
+        let table = self.execute(GET_FEATURE, feature_command(RSS_INDIRECTION_TABLE_CONFIG))?;
+        let log = table[3] & 0xffff;
+        if log > 16 {
+            return Err(EIO);
+        }
+        for (entry, &sq) in (0..1u32 << log).zip(rx_sqs.iter().cycle()) {
+            let mut command = feature_command(RSS_INDIRECTION_TABLE_CONFIG);
+            // size (log2) and one_entry_update; inline_index; inline_entry.cq_idx (the RX SQ).
+            command[6] = log | (1 << 16);
+            command[7] = entry;
+            command[8] = u32::from(sq);
+            self.execute(SET_FEATURE, command)?;
+        }
+        Ok(())
     }
 
     /// Whether the device shows a fatal error in its status register.

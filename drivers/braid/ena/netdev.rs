@@ -5,6 +5,8 @@
 
 #![forbid(unsafe_code)]
 
+use core::num::NonZeroU32;
+
 use kernel::{
     device::{Bound, Core},
     io::Io,
@@ -27,7 +29,7 @@ use super::{
     EnaDevice, Offloads, Regs,
 };
 use crate::kapi::{
-    ethtool::Stats,
+    ethtool::{Channels, Coalesce, Rings, Stats},
     irq::{self, Vectors},
     napi::{Context, Napi, Poll, Scheduler},
     netdev::{self, features, online_cpus, with_rtnl, Config, Device, Operations, Stats64, Xmit},
@@ -36,12 +38,14 @@ use crate::kapi::{
 
 /// Most queue pairs braid.ko sets up (the card offers 8).
 const MAX_QUEUES: u16 = 8;
-/// Transmit descriptors per queue.
-const TX_DEPTH: u16 = 1024;
-/// Receive buffers per queue.
-const RX_DEPTH: u16 = 1024;
-/// Free receive buffers that make a poll refill the ring before it ends.
-const REFILL_THRESHOLD: u16 = RX_DEPTH / 8;
+/// Largest ring (the card's 1024 descriptors), and the default.
+const MAX_DEPTH: u16 = 1024;
+/// Smallest ring (as ena.ko).
+const MIN_DEPTH: u16 = 256;
+/// Largest interrupt delay in device units: 14 bits in the combined doorbell, 15 in the unmask
+/// register.
+const MAX_RX_DELAY_COMBINED: u32 = 0x3fff;
+const MAX_DELAY: u32 = 0x7fff;
 /// `ENA_ADMIN_*` capability bit 31: braid's combined CQ doorbell (docs/card.md).
 const CAP_COMBINED_DOORBELL: u32 = 1 << 31;
 /// Transmit watchdog: 5 s, as the card's hint (in jiffies at HZ=1000 or less, at least 5 s).
@@ -139,6 +143,16 @@ struct Control<'bound> {
     up: Option<Up<'bound>>,
     /// When the device last showed it is alive (a keep-alive event, a reset).
     alive: Instant<Monotonic>,
+    /// The shape of the data path (`ethtool -L/-G`), applied at the next start.
+    shape: Shape,
+}
+
+/// How many queue pairs, and how deep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Shape {
+    channels: u16,
+    tx_depth: u16,
+    rx_depth: u16,
 }
 
 /// The ENA network device's private data.
@@ -147,8 +161,15 @@ pub(crate) struct EnaNet<'bound> {
     pdev: &'bound pci::Device<Bound>,
     regs: Arc<Regs<'bound>>,
     vectors: Arc<Vectors<'bound>>,
-    /// Queue pairs.
+    /// Most queue pairs (one MSI-X vector each).
     queues: u16,
+    /// Queue pairs in use (`Shape::channels` of the running data path), for `ethtool -S`.
+    channels: Atomic<u32>,
+    /// The unit of the device's interrupt delays in µs; `None`: no moderation.
+    delay_resolution: Option<NonZeroU32>,
+    /// Interrupt delays in device units (`ethtool -C rx-usecs/tx-usecs`).
+    rx_delay: Atomic<u32>,
+    tx_delay: Atomic<u32>,
     /// Whether the receive CQs take braid's combined head-and-unmask doorbell.
     combined: bool,
     #[pin]
@@ -191,6 +212,13 @@ impl<'bound> EnaNet<'bound> {
         }
         let attributes = device.attributes;
         let offloads = device.offloads()?;
+        let delay_resolution = device.interrupt_delay_resolution()?;
+        // Every queue pair the vectors allow, at the largest ring size.
+        let shape = Shape {
+            channels: queues,
+            tx_depth: MAX_DEPTH,
+            rx_depth: MAX_DEPTH,
+        };
         let config = Config {
             tx_queues: queues.into(),
             rx_queues: queues.into(),
@@ -214,7 +242,12 @@ impl<'bound> EnaNet<'bound> {
                     device,
                     up: None,
                     alive: Instant::now(),
+                    shape,
                 }),
+                channels: Atomic::new(shape.channels.into()),
+                delay_resolution,
+                rx_delay: Atomic::new(0),
+                tx_delay: Atomic::new(0),
                 tx,
                 stats,
                 device_rx_drops: Atomic::new(0),
@@ -237,15 +270,16 @@ impl<'bound> EnaNet<'bound> {
         dev: &Device<Self>,
         device: &mut EnaDevice<'bound>,
         up: &mut Up<'bound>,
+        shape: Shape,
     ) -> Result {
-        for q in 0..self.queues {
+        for q in 0..shape.channels {
             let vector = u32::from(q) + 1;
             up.queues.push(QueueIds::default(), GFP_KERNEL)?;
             let Some(ids) = up.queues.last_mut() else {
                 return Err(EINVAL);
             };
 
-            let mut tx = TxRing::new(self.pdev.as_ref(), TX_DEPTH)?;
+            let mut tx = TxRing::new(self.pdev.as_ref(), shape.tx_depth)?;
             let cq = device.create_cq(tx.rings(), vector, false)?;
             ids.tx_cq = Some(cq);
             let sq = device.create_sq(Direction::Tx, &cq, tx.rings())?;
@@ -254,7 +288,7 @@ impl<'bound> EnaNet<'bound> {
             tx.sq = Some(sq);
             *self.tx[usize::from(q)].lock() = Some(tx);
 
-            let mut rx = RxRing::new(self.pdev.as_ref(), RX_DEPTH)?;
+            let mut rx = RxRing::new(self.pdev.as_ref(), shape.rx_depth)?;
             let cq = device.create_cq(rx.rings(), vector, self.combined)?;
             ids.rx_cq = Some(cq);
             let sq = device.create_sq(Direction::Rx, &cq, rx.rings())?;
@@ -283,16 +317,34 @@ impl<'bound> EnaNet<'bound> {
         Ok(())
     }
 
+    /// Spreads flows over the RX queues of `up` (the device starts with every RSS table entry on
+    /// the first).
+    fn spread_flows(device: &mut EnaDevice<'bound>, up: &Up<'bound>) -> Result {
+        if up.queues.len() < 2 {
+            return Ok(());
+        }
+        let mut rx_sqs = KVec::with_capacity(up.queues.len(), GFP_KERNEL)?;
+        for sq in up.queues.iter().filter_map(|ids| ids.rx_sq) {
+            rx_sqs.push(sq.idx, GFP_KERNEL)?;
+        }
+        device.spread_rss(&rx_sqs)
+    }
+
     /// Brings the data path up: queues, contexts, interrupts, carrier.
     fn start(&self, dev: &Device<Self>, control: &mut Control<'bound>) -> Result {
         control.device.set_mtu(dev.mtu())?;
-        dev.set_real_num_queues(self.queues.into(), self.queues.into())?;
+        let shape = control.shape;
+        dev.set_real_num_queues(shape.channels.into(), shape.channels.into())?;
+        self.channels.store(shape.channels.into(), Relaxed);
         let mut up = Up {
             irqs: KVec::new(),
             napis: KVec::new(),
             queues: KVec::new(),
         };
-        if let Err(e) = self.bring_up(dev, &mut control.device, &mut up) {
+        let brought_up = self
+            .bring_up(dev, &mut control.device, &mut up, shape)
+            .and_then(|()| Self::spread_flows(&mut control.device, &up));
+        if let Err(e) = brought_up {
             let stopped = Self::stop_queues(&mut control.device, &up);
             self.release(dev, &mut control.device, up, stopped);
             return Err(e);
@@ -364,6 +416,23 @@ impl<'bound> EnaNet<'bound> {
         }
     }
 
+    /// Applies a new shape: the data path, if up, is taken down and brought up again with it
+    /// (under the RTNL lock).
+    fn reshape(&self, dev: &Device<Self>, shape: Shape) -> Result {
+        let mut control = self.control.lock();
+        let control = &mut *control;
+        if control.shape == shape {
+            return Ok(());
+        }
+        control.shape = shape;
+        if let Some(up) = control.up.take() {
+            let stopped = Self::stop_queues(&mut control.device, &up);
+            self.release(dev, &mut control.device, up, stopped);
+            self.start(dev, control)?;
+        }
+        Ok(())
+    }
+
     /// Resets the device (its queues go with it), frees the data path and brings it back as it
     /// was (`ena_fw_reset_device`). Called with the RTNL lock held.
     fn recover(&self, dev: &Device<Self>, control: &mut Control<'bound>, reason: u32, why: &str) {
@@ -432,9 +501,78 @@ impl<'bound> Operations for EnaNet<'bound> {
     fn ethtool_stats(dev: &Device<Self>, stats: &mut Stats<'_>) {
         let this = dev.data();
         this.counters.report(stats, format_args!(""));
-        for (q, s) in this.stats.iter().enumerate() {
+        let channels = this.channels.load(Relaxed) as usize;
+        for (q, s) in this.stats.iter().enumerate().take(channels) {
             s.report(stats, format_args!("queue_{}_", q));
         }
+    }
+
+    fn rings(dev: &Device<Self>) -> Option<Rings> {
+        let shape = dev.data().control.lock().shape;
+        Some(Rings {
+            rx_max: MAX_DEPTH.into(),
+            tx_max: MAX_DEPTH.into(),
+            rx: shape.rx_depth.into(),
+            tx: shape.tx_depth.into(),
+        })
+    }
+
+    fn set_rings(dev: &Device<Self>, rx: u32, tx: u32) -> Result {
+        let this = dev.data();
+        let shape = this.control.lock().shape;
+        this.reshape(
+            dev,
+            Shape {
+                rx_depth: ring_depth(rx)?,
+                tx_depth: ring_depth(tx)?,
+                ..shape
+            },
+        )
+    }
+
+    fn channels(dev: &Device<Self>) -> Option<Channels> {
+        let this = dev.data();
+        Some(Channels {
+            max: this.queues.into(),
+            count: this.control.lock().shape.channels.into(),
+        })
+    }
+
+    fn set_channels(dev: &Device<Self>, count: u32) -> Result {
+        let this = dev.data();
+        let channels = u16::try_from(count)
+            .ok()
+            .filter(|&c| (1..=this.queues).contains(&c))
+            .ok_or(EINVAL)?;
+        let shape = this.control.lock().shape;
+        this.reshape(dev, Shape { channels, ..shape })
+    }
+
+    fn coalesce(dev: &Device<Self>) -> Option<Coalesce> {
+        let this = dev.data();
+        let unit = this.delay_resolution?;
+        Some(Coalesce {
+            rx_usecs: this.rx_delay.load(Relaxed).saturating_mul(unit.get()),
+            tx_usecs: this.tx_delay.load(Relaxed).saturating_mul(unit.get()),
+        })
+    }
+
+    fn set_coalesce(dev: &Device<Self>, c: Coalesce) -> Result {
+        let this = dev.data();
+        let unit = this.delay_resolution.ok_or(EOPNOTSUPP)?;
+        let (rx, tx) = (c.rx_usecs / unit, c.tx_usecs / unit);
+        let max_rx = if this.combined {
+            MAX_RX_DELAY_COMBINED
+        } else {
+            MAX_DELAY
+        };
+        if rx > max_rx || tx > MAX_DELAY {
+            return Err(EINVAL);
+        }
+        // The next poll's unmask write carries them.
+        this.rx_delay.store(rx, Relaxed);
+        this.tx_delay.store(tx, Relaxed);
+        Ok(())
     }
 
     fn service(dev: &Device<Self>) {
@@ -566,6 +704,13 @@ fn net_features(o: &Offloads) -> u64 {
     f
 }
 
+/// A ring size as `ethtool -G` asks for it, made what the rings take: at least 256 (ena.ko's
+/// minimum), rounded down to a power of two, at most 1024.
+fn ring_depth(asked: u32) -> Result<u16> {
+    let n = u16::try_from(asked.clamp(MIN_DEPTH.into(), MAX_DEPTH.into())).map_err(|_| EINVAL)?;
+    Ok(1 << n.ilog2())
+}
+
 /// `ETH_P_IP` and `ETH_P_IPV6`.
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -634,14 +779,25 @@ impl<'bound> QueuePoll<'bound> {
         ctx.gro_receive(skb);
     }
 
-    /// Ends a poll: the receive CQ's head and the vector's unmask, in one write with the
-    /// combined doorbell.
-    fn unmask(&self, regs: &Regs<'_>, head: u16) {
+    /// Ends a poll with one write: the receive CQ's head, its interrupt delay and the vector's
+    /// unmask on the combined doorbell; the unmask register (both directions' delays) on a
+    /// device without it, or when a TX delay is set, which the combined doorbell of a receive CQ
+    /// does not carry.
+    fn unmask(&self, this: &EnaNet<'_>, head: u16) {
+        let (rx, tx) = (this.rx_delay.load(Relaxed), this.tx_delay.load(Relaxed));
         let (value, offset) = match self.rx_cq.head_doorbell {
-            Some(db) if self.rx_cq.combined => (u32::from(head) | combined::UNMASK, db),
-            _ => (intr::UNMASK, self.rx_cq.unmask),
+            Some(db) if self.rx_cq.combined && tx == 0 => (
+                u32::from(head)
+                    | (rx.min(MAX_RX_DELAY_COMBINED) << combined::DELAY_SHIFT)
+                    | combined::UNMASK,
+                db,
+            ),
+            _ => (
+                rx.min(MAX_DELAY) | (tx.min(MAX_DELAY) << intr::TX_DELAY_SHIFT) | intr::UNMASK,
+                self.rx_cq.unmask,
+            ),
         };
-        let _ = regs.try_write32(value, offset);
+        let _ = this.regs.try_write32(value, offset);
     }
 }
 
@@ -700,7 +856,7 @@ impl<'bound> Poll for QueuePoll<'bound> {
                     }
                 }
             }
-            if rx.unposted() >= REFILL_THRESHOLD {
+            if rx.refill_due() {
                 rx.refill(&this.regs);
             }
         }
@@ -708,7 +864,7 @@ impl<'bound> Poll for QueuePoll<'bound> {
             rx.refill(&this.regs);
         }
         if work < budget && ctx.complete_done(work) {
-            self.unmask(&this.regs, rx.cq_head());
+            self.unmask(this, rx.cq_head());
             stats.napi_unmask.add(1, Relaxed);
         }
         work

@@ -96,6 +96,12 @@ impl<'bound> RxRing<'bound> {
         self.pages.free() as u16
     }
 
+    /// Whether enough buffers were consumed to refill before the poll ends (an eighth of the
+    /// ring).
+    pub(crate) fn refill_due(&self) -> bool {
+        self.unposted() >= self.rings.index.depth() / 8
+    }
+
     /// Posts a fresh page for every free buffer id, then rings the doorbell once. Returns how
     /// many were posted (fewer when memory is short).
     pub(crate) fn refill(&mut self, regs: &Regs<'_>) -> u16 {
