@@ -14,14 +14,10 @@ Run: make bench   (or bench/driver.py --rounds 1 --seconds 3 --no-write for a qu
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
 import net
 from net import testbed
 
-TOP = Path(__file__).resolve().parent.parent
 DRIVERS = ["ena", "braid"]
 
 ROWS = [("iperf3 TCP, 1 stream (Mbit/s)", "tcp_mbit_s", "{:.0f}", "higher"),
@@ -92,32 +88,20 @@ def main() -> int:
     print("\n".join(lines + verdict))
     if args.no_write:
         return 0
-    m = net.machine()
-    out = TOP / "docs/bench"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "driver.json").write_text(json.dumps({"machine": m, "rounds": args.rounds, "seconds": args.seconds,
-                                                 "results": {str(k): v for k, v in runs.items()}}, indent=2) + "\n")
-    md = ["# Driver benchmark: braid.ko vs the upstream ena driver on the card's ENA function", "",
-          f"Produced by `make bench` (`bench/driver.py --rounds {args.rounds} --seconds {args.seconds}`) in "
-          f"{elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host, each with one ENA function of the "
-          "same card; one boot per driver (both guests on that driver), the same card build for both. In "
-          f"each boot guest 0 runs, per round: 100 pings 20 ms apart, iperf3 TCP for {args.seconds} s with "
-          "1 and with 4 streams, and UDP with 64-byte datagrams at full speed, to guest 1; medians over "
-          f"{args.rounds} rounds. CPU per GB is iperf3's own accounting (sender = guest 0, receiver = guest "
-          "1) over the 1-stream run. The same runs over a virtio-net NIC in each boot (`-netdev dgram`) are "
-          "the control: if they differ between the boots, so does the host.",
-          "", *lines, "", *[f"**{v}.**  " for v in verdict], "",
-          "## Machine", "", *[f"- {k}: {v}" for k, v in m.items()], ""]
-    (out / "driver.md").write_text("\n".join(md))
-    print(f"wrote {out / 'driver.md'} and {out / 'driver.json'}")
+    net.write_report(
+        "driver", "Driver benchmark: braid.ko vs the upstream ena driver on the card's ENA function",
+        f"Produced by `make bench` (`bench/driver.py --rounds {args.rounds} --seconds {args.seconds}`) in "
+        f"{elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host, each with one ENA function of the "
+        "same card; one boot per driver (both guests on that driver), the same card build for both. In "
+        f"each boot guest 0 runs, per round: 100 pings 20 ms apart, iperf3 TCP for {args.seconds} s with "
+        "1 and with 4 streams, and UDP with 64-byte datagrams at full speed, to guest 1; medians over "
+        f"{args.rounds} rounds. CPU per GB is iperf3's own accounting (sender = guest 0, receiver = guest "
+        "1) over the 1-stream run. The same runs over a virtio-net NIC in each boot (`-netdev dgram`) are "
+        "the control: if they differ between the boots, so does the host.",
+        [*lines, "", *[f"**{v}.**  " for v in verdict]],
+        {"rounds": args.rounds, "seconds": args.seconds, "results": {str(k): v for k, v in runs.items()}})
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except testbed.TestbedError as err:
-        print(f"bench: {err}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    net.run_main(main)

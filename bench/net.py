@@ -206,32 +206,37 @@ def main() -> int:
     print("\n".join(lines + verdict))
     if args.no_write:
         return 0
-    m = machine()
-    out = TOP / "docs/bench"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "net.json").write_text(json.dumps({"machine": m, "rounds": args.rounds, "seconds": args.seconds,
-                                              "results": {str(k): v for k, v in runs.items()}}, indent=2) + "\n")
-    md = ["# Network benchmark: the card's ENA function vs virtio-net", "",
-          f"Produced by `make bench` (`bench/net.py --rounds {args.rounds} --seconds {args.seconds}`) "
-          f"in {elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host; each has one ENA function of "
-          "the same card (the upstream `ena` driver unless stated) and one virtio-net NIC joined to the "
-          "other guest's by QEMU's `-netdev dgram` over loopback. One boot per MTU (both NICs at that MTU); "
-          f"guest 0 alternates the NICs every round: 100 pings 20 ms apart, then a {args.seconds} s iperf3 "
-          "TCP stream to guest 1. Traps per packet: the guest accesses QEMU forwarded to the card "
-          "(vfio-user messages) during the ENA streams over the packets guest 0's function sent and "
-          "received, from the card's control socket before and after each stream; virtio-net's "
-          "notifications are QEMU's business and not counted here.",
-          "", *lines, "", *[f"**{v}.**  " for v in verdict], "",
-          "Per-round TCP results (Mbit/s): " + "; ".join(
-              f"MTU {mtu} {nic}: " + ", ".join(f"{v:.0f}" for v in r[nic]["tcp_runs"])
-              for mtu, r in runs.items() for nic in r), "",
-          "## Machine", "", *[f"- {k}: {v}" for k, v in m.items()], ""]
-    (out / "net.md").write_text("\n".join(md))
-    print(f"wrote {out / 'net.md'} and {out / 'net.json'}")
+    write_report("net", "Network benchmark: the card's ENA function vs virtio-net",
+                 f"Produced by `make bench` (`bench/net.py --rounds {args.rounds} --seconds {args.seconds}`) "
+                 f"in {elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host; each has one ENA function of "
+                 "the same card (the upstream `ena` driver unless stated) and one virtio-net NIC joined to the "
+                 "other guest's by QEMU's `-netdev dgram` over loopback. One boot per MTU (both NICs at that MTU); "
+                 f"guest 0 alternates the NICs every round: 100 pings 20 ms apart, then a {args.seconds} s iperf3 "
+                 "TCP stream to guest 1. Traps per packet: the guest accesses QEMU forwarded to the card "
+                 "(vfio-user messages) during the ENA streams over the packets guest 0's function sent and "
+                 "received, from the card's control socket before and after each stream; virtio-net's "
+                 "notifications are QEMU's business and not counted here.",
+                 [*lines, "", *[f"**{v}.**  " for v in verdict], "",
+                  "Per-round TCP results (Mbit/s): " + "; ".join(
+                      f"MTU {mtu} {nic}: " + ", ".join(f"{v:.0f}" for v in r[nic]["tcp_runs"])
+                      for mtu, r in runs.items() for nic in r)],
+                 {"rounds": args.rounds, "seconds": args.seconds, "results": {str(k): v for k, v in runs.items()}})
     return 0
 
 
-if __name__ == "__main__":
+def write_report(name: str, title: str, intro: str, body: list[str], data: dict) -> None:
+    """docs/bench/<name>.md (title, intro, body, the machine) and <name>.json (the machine and `data`)."""
+    m = machine()
+    out = TOP / "docs/bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"machine": m, **data}, indent=2) + "\n")
+    md = [f"# {title}", "", intro, "", *body, "", "## Machine", "", *[f"- {k}: {v}" for k, v in m.items()], ""]
+    (out / f"{name}.md").write_text("\n".join(md))
+    print(f"wrote {out / f'{name}.md'} and {out / f'{name}.json'}")
+
+
+def run_main(main) -> None:
+    """Runs a benchmark's main: testbed errors as one line, ^C as 130."""
     try:
         sys.exit(main())
     except testbed.TestbedError as err:
@@ -239,3 +244,7 @@ if __name__ == "__main__":
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    run_main(main)
