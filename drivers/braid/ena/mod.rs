@@ -14,7 +14,7 @@ pub(crate) mod ring;
 pub(crate) mod rx;
 pub(crate) mod tx;
 
-use core::num::NonZeroU32;
+use core::num::{NonZeroU32, NonZeroU64};
 
 use kernel::{
     device::{Bound, Core},
@@ -280,19 +280,27 @@ impl<'bound> EnaDevice<'bound> {
         Ok(NonZeroU32::new(c[2] & 0xffff))
     }
 
-    /// Points the RSS indirection table's entries at `rx_sqs` in turn (entry i to
-    /// `rx_sqs[i % n]`), one inline entry update per command, at the table size the device has.
+    /// Spreads the RSS indirection table's entries over `rx_sqs`, one inline entry update per
+    /// command, at the table size the device has.
+    ///
+    /// Not `i % n` (ethtool's default): the Toeplitz hash is linear in its input bits, so for
+    /// flows that differ only in a few source-port bits, bit 0 of the hash, all that `i % 2`
+    /// looks at, is the same for every flow once in 16 keys. Entry i instead goes to the queue a
+    /// multiplicative hash of i picks, which depends on all of i's bits.
     pub(crate) fn spread_rss(&mut self, rx_sqs: &[u16]) -> Result {
-        if rx_sqs.is_empty() {
-            return Err(EINVAL);
-        }
+        let n = NonZeroU64::new(rx_sqs.len() as u64).ok_or(EINVAL)?;
         // `ena_admin_feature_rss_ind_table`: min_size, max_size (word 2), size (log2, word 3).
         let table = self.execute(GET_FEATURE, feature_command(RSS_INDIRECTION_TABLE_CONFIG))?;
         let log = table[3] & 0xffff;
         if log > 16 {
             return Err(EIO);
         }
-        for (entry, &sq) in (0..1u32 << log).zip(rx_sqs.iter().cycle()) {
+        for entry in 0..1u32 << log {
+            // Fibonacci hashing: the high half of entry * 2^32/phi, reduced to a queue.
+            let pick = (u64::from(entry.wrapping_mul(0x9e37_79b9)) >> 16) % n;
+            let Some(&sq) = rx_sqs.get(pick as usize) else {
+                return Err(EINVAL);
+            };
             let mut command = feature_command(RSS_INDIRECTION_TABLE_CONFIG);
             // size (log2) and one_entry_update; inline_index; inline_entry.cq_idx (the RX SQ).
             command[6] = log | (1 << 16);
