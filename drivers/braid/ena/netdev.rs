@@ -264,7 +264,8 @@ impl<'bound> EnaNet<'bound> {
     }
 
     /// Creates every queue pair's rings, device queues, NAPI context and interrupt, recording
-    /// each in `up` as it comes so that [`Self::tear_down`] undoes a partial bring-up too.
+    /// each in `up` as it comes so that [`Self::stop_queues`] and [`Self::release`] undo a partial
+    /// bring-up too.
     fn bring_up(
         &self,
         dev: &Device<Self>,

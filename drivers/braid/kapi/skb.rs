@@ -131,9 +131,12 @@ impl Drop for SkBuff {
     }
 }
 
-/// Most buffers one transmitted packet may have: its linear part and 17 page fragments
-/// (`MAX_SKB_FRAGS`); the device takes 19.
-pub(crate) const MAX_TX_BUFFERS: usize = 18;
+/// Most page fragments a packet has (`MAX_SKB_FRAGS`, the kernel's default of 17).
+const MAX_FRAGS: usize = 17;
+
+/// Most buffers one transmitted packet may have: its linear part and [`MAX_FRAGS`] page
+/// fragments; the device takes 19.
+pub(crate) const MAX_TX_BUFFERS: usize = MAX_FRAGS + 1;
 
 /// A packet the device is reading: the socket buffer and the DMA mappings of its linear part and
 /// fragments, undone before the buffer is freed. A linear packet costs no allocation.
@@ -345,7 +348,7 @@ impl<'a> RxPage<'a> {
 
     /// Appends the first `len` bytes the device wrote as the next fragment of `skb`.
     pub(crate) fn into_frag(self, skb: &mut SkBuff, len: u32) -> Result {
-        if skb.nr_frags() as usize >= MAX_TX_BUFFERS - 1 {
+        if skb.nr_frags() as usize >= MAX_FRAGS {
             return Err(EMSGSIZE);
         }
         let len = len.min(rx_buffer_len());
