@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 
 import net
-from net import testbed
 
 DRIVERS = ["ena", "braid"]
 
@@ -58,22 +57,7 @@ def verdicts(runs: dict[int, dict[str, dict]]) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per NIC in each boot (default 3)")
-    ap.add_argument("--seconds", type=int, default=10, help="duration of each iperf3 run (default 10)")
-    ap.add_argument("--mtu", type=int, action="append", help="MTU, one pair of boots each (default 1500)")
-    ap.add_argument("--no-write", action="store_true", help="print the table, do not update docs/bench/")
-    ap.add_argument("--no-setup", action="store_true", help="skip qemu-testbed/env/setup")
-    args = ap.parse_args()
-    mtus = args.mtu or [1500]
-    if args.rounds < 1 or args.seconds < 1:
-        ap.error("--rounds and --seconds must be at least 1")
-    if any(not 576 <= m <= 9000 for m in mtus):
-        ap.error("--mtu must be within 576..9000")
-
-    testbed.lock_cache()
-    if not args.no_setup:
-        testbed.setup()
+    args, mtus = net.parse_args(__doc__, [1500], driver_option=False)
     runs: dict[int, dict[str, dict]] = {}
     elapsed = 0.0
     for mtu in mtus:

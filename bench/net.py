@@ -177,24 +177,7 @@ def verdicts(driver: str, runs: dict[int, dict[str, dict]]) -> list[str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per NIC (default 3)")
-    ap.add_argument("--seconds", type=int, default=10, help="iperf3 duration per round (default 10)")
-    ap.add_argument("--mtu", type=int, action="append",
-                    help="MTU of both NICs, one boot each (default: 1500 and 9000); repeat for several")
-    ap.add_argument("--driver", default="ena", help="guest driver for the ENA function (default ena)")
-    ap.add_argument("--no-write", action="store_true", help="print the table, do not update docs/bench/")
-    ap.add_argument("--no-setup", action="store_true", help="skip qemu-testbed/env/setup")
-    args = ap.parse_args()
-    mtus = args.mtu or [1500, 9000]
-    if args.rounds < 1 or args.seconds < 1:
-        ap.error("--rounds and --seconds must be at least 1")
-    if any(not 576 <= m <= 9000 for m in mtus):
-        ap.error("--mtu must be within 576..9000 (the card's ENA function takes up to 9001)")
-
-    testbed.lock_cache()
-    if not args.no_setup:
-        testbed.setup()
+    args, mtus = parse_args(__doc__, [1500, 9000], driver_option=True)
     runs: dict[int, dict[str, dict]] = {}
     elapsed = 0.0
     for mtu in mtus:
@@ -222,6 +205,29 @@ def main() -> int:
                       for mtu, r in runs.items() for nic in r)],
                  {"rounds": args.rounds, "seconds": args.seconds, "results": {str(k): v for k, v in runs.items()}})
     return 0
+
+
+def parse_args(doc: str, default_mtus: list[int], driver_option: bool) -> tuple[argparse.Namespace, list[int]]:
+    """The benchmarks' common options, checked; then takes the cache and sets the testbed up."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per NIC in each boot (default 3)")
+    ap.add_argument("--seconds", type=int, default=10, help="duration of each iperf3 run (default 10)")
+    ap.add_argument("--mtu", type=int, action="append",
+                    help=f"MTU of the NICs, a boot each (default: {', '.join(map(str, default_mtus))}); repeatable")
+    if driver_option:
+        ap.add_argument("--driver", default="ena", help="guest driver for the ENA function (default ena)")
+    ap.add_argument("--no-write", action="store_true", help="print the table, do not update docs/bench/")
+    ap.add_argument("--no-setup", action="store_true", help="skip qemu-testbed/env/setup")
+    args = ap.parse_args()
+    mtus = args.mtu or default_mtus
+    if args.rounds < 1 or args.seconds < 1:
+        ap.error("--rounds and --seconds must be at least 1")
+    if any(not 576 <= m <= 9000 for m in mtus):
+        ap.error("--mtu must be within 576..9000 (the card's ENA function takes up to 9001)")
+    testbed.lock_cache()
+    if not args.no_setup:
+        testbed.setup()
+    return args, mtus
 
 
 def write_report(name: str, title: str, intro: str, body: list[str], data: dict) -> None:
