@@ -593,6 +593,9 @@ impl DataPath {
                         trace!(sq = idx, segments = segments.len(), req_id = ?packet.req_id, "TX dropped: link down");
                     }
                     Ok(segments) => {
+                        if let TxRing::Llq { .. } = ring {
+                            counters.llq_tx_pkts += 1;
+                        }
                         for frame in segments {
                             counters.tx_pkts += 1;
                             counters.tx_bytes += frame.len() as u64;

@@ -237,6 +237,9 @@ pub struct Counters {
     pub tx_bytes: u64,
     /// Packets sent.
     pub tx_pkts: u64,
+    /// Packets the driver pushed to LLQ memory (before TSO splits them;
+    /// `tx_pkts` counts what went on the wire).
+    pub llq_tx_pkts: u64,
     /// Bytes received.
     pub rx_bytes: u64,
     /// Packets received.
