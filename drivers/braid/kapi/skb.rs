@@ -215,6 +215,17 @@ impl<'a> TxSkb<'a> {
         self.skb.len()
     }
 
+    /// The first bytes of the packet's linear part, at most `max`.
+    pub(crate) fn head(&self, max: usize) -> &[u8] {
+        // SAFETY: the packet is valid and owned; its linear part is `skb_headlen` bytes at
+        // `data` and lives as long as `self`. The device only reads it (a to-device mapping), so
+        // the CPU may read it too.
+        unsafe {
+            let len = (sys::braid_skb_headlen(self.skb.raw()) as usize).min(max);
+            core::slice::from_raw_parts((*self.skb.raw()).data.cast_const(), len)
+        }
+    }
+
     /// The device is done: unmap and free the packet as transmitted.
     pub(crate) fn complete(self, budget: u32) {
         let Self { head, frags, skb } = self;
