@@ -62,10 +62,12 @@ PLAN = [
         "ena/faults.sh",
     ]),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
-    # The same pair on braid.ko.
+    # The same pair on braid.ko: guest 0 pushes its transmit descriptors to LLQ memory, guest 1
+    # leaves them in host memory.
     Boot("braid-pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "braid/doorbell.sh", "braid/ethtool.sh"],
          vms=2,
-         env={"BRAID_NET_DRIVER": "braid"}),
+         env={"BRAID_NET_DRIVER": "braid"},
+         vm_env=[{}, {"BRAID_MODULE_PARAMS": "llq=0"}]),
     # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko.
     Boot("braid-faults", ["ena"], ["ena/faults.sh"], env={"BRAID_NET_DRIVER": "braid"}),
     # braid.ko in one guest, the upstream ena driver in the other.

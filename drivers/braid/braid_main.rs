@@ -20,4 +20,10 @@ kernel::module_pci_driver! {
     authors: ["The braid developers"],
     description: "Driver for the braid emulated cloud NIC (ENA and EFA functions)",
     license: "GPL",
+    params: {
+        llq: bool {
+            default: true,
+            description: "Push transmit descriptors and headers to the ENA device's LLQ memory when it has one (0: leave them in host memory)",
+        },
+    },
 }

@@ -13,7 +13,7 @@ use crate::{
         dma::set_dma_width,
         irq::Vectors,
         netdev,
-        pci::{DeviceExt, PcieType},
+        pci::{DeviceExt, PcieType, WcBar},
     },
     regs::{self, CAPS, CONTROLLER_VERSION, VERSION},
 };
@@ -98,7 +98,6 @@ pub(crate) struct Function<'bound> {
     /// first, which stops and resets the device.
     _net: Option<netdev::Registration<EnaNet<'bound>>>,
     _regs: Arc<pci::Bar<'bound, { regs::REG_PAGE_SIZE }>>,
-    _mem: pci::Bar<'bound>,
     _vectors: Arc<Vectors<'bound>>,
 }
 
@@ -121,7 +120,6 @@ impl pci::Driver for BraidDriver {
             pdev.iomap_region_sized::<{ regs::REG_PAGE_SIZE }>(REG_BAR, c"braid-regs")?,
             GFP_KERNEL,
         )?;
-        let mem = pdev.iomap_region(MEM_BAR, c"braid-mem")?;
 
         let vectors = pdev.msix_vec_count()?;
         let irqs = pdev.alloc_irq_vectors(
@@ -165,13 +163,22 @@ impl pci::Driver for BraidDriver {
         let net = match kind {
             FunctionKind::Ena => {
                 let bar_len = usize::try_from(pdev.resource_len(REG_BAR)?)?;
-                let ena = EnaDevice::probe(pdev, regs.clone(), bar_len)?;
+                let llq_bar = if crate::module_parameters::llq.value() {
+                    Some(Arc::new(
+                        WcBar::new(pdev, MEM_BAR, c"braid-llq")?,
+                        GFP_KERNEL,
+                    )?)
+                } else {
+                    None
+                };
+                let ena = EnaDevice::probe(pdev, regs.clone(), bar_len, llq_bar)?;
                 let a = &ena.attributes;
                 let m = &a.mac;
                 dev_info!(
                     pdev,
                     "ENA device: MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, max MTU {}, \
-                     features {:#x}, capabilities {:#x}, {}-bit addresses, events {:#x}, link {}\n",
+                     features {:#x}, capabilities {:#x}, {}-bit addresses, events {:#x}, link {}, \
+                     TX descriptors in {}\n",
                     m[0],
                     m[1],
                     m[2],
@@ -187,6 +194,10 @@ impl pci::Driver for BraidDriver {
                         Some(true) => "up",
                         Some(false) => "down",
                         None => "unknown",
+                    },
+                    match ena.llq {
+                        Some(_) => "device memory (LLQ, headers inline)",
+                        None => "host memory",
                     },
                 );
                 let net = EnaNet::register(pdev, vectors.clone(), ena)?;
@@ -205,7 +216,6 @@ impl pci::Driver for BraidDriver {
             kind,
             _net: net,
             _regs: regs,
-            _mem: mem,
             _vectors: vectors,
         })
     }

@@ -15,7 +15,7 @@
 ECHOES=20
 
 net_require_pair
-ktap_plan 3
+ktap_plan 4
 dmesg_mark
 ktap_check_diag interface_up net_up
 
@@ -43,6 +43,30 @@ one_write_per_poll() {
 	[ $((combined + head)) -le $((polls + heads)) ] || { echo "the card saw more writes than the driver made"; return 1; }
 }
 ktap_check_diag one_write_per_poll one_write_per_poll
+
+# With llq=1 (braid.ko's default) every packet the driver sends reaches the card through LLQ memory
+# (BAR2, headers inline); with llq=0 none does (descriptors in host memory). braid-pair boots one
+# guest each way (BRAID_MODULE_PARAMS), so each placement carries this pair's traffic. (Rust module
+# parameters have no sysfs file: the probe log says which placement the driver chose.)
+tx_placement() {
+	case " ${BRAID_MODULE_PARAMS:-} " in
+	*" llq=0 "*) llq=N want="TX descriptors in host memory" ;;
+	*) llq=Y want="TX descriptors in device memory (LLQ" ;;
+	esac
+	dmesg | grep -qF "$want" || { echo "no '$want' in the probe log"; return 1; }
+	s0=$(card_control status 0) || { echo "$s0"; return 1; }
+	ping -c 10 -W 2 "$PEER_ADDR" >/tmp/db.ping 2>&1 || { tail -n 3 /tmp/db.ping; return 1; }
+	s1=$(card_control status 0) || { echo "$s1"; return 1; }
+	tx=$(($(card_field "$s1" tx_pkts) - $(card_field "$s0" tx_pkts)))
+	pushed=$(($(card_field "$s1" llq_tx_pkts) - $(card_field "$s0" llq_tx_pkts)))
+	echo "llq=$llq: the card sent $tx packets, $pushed of them pushed to LLQ memory"
+	[ "$tx" -ge 10 ] || { echo "fewer packets than echo requests"; return 1; }
+	case $llq in
+	Y) [ "$pushed" -eq "$tx" ] || { echo "packets bypassed LLQ"; return 1; } ;;
+	*) [ "$pushed" -eq 0 ] || { echo "LLQ used with llq=0"; return 1; } ;;
+	esac
+}
+ktap_check_diag tx_placement tx_placement
 
 # Let the peer finish its echoes before going down.
 net_sync doorbell-done 120 >/dev/null

@@ -6,10 +6,11 @@ BRAID_KO=/braid/out/braid.ko
 # the same IDs): no driver binds anything on its own when it loads.
 echo 0 >/sys/bus/pci/drivers_autoprobe
 
-# load_driver DRIVER: braid.ko from the build, any other driver from the test kernel's modules.
+# load_driver DRIVER: braid.ko from the build (with the boot's BRAID_MODULE_PARAMS, e.g. llq=0), any
+# other driver from the test kernel's modules.
 load_driver() {
 	case $1 in
-	braid) [ -d /sys/module/braid ] || insmod "$BRAID_KO" ;;
+	braid) [ -d /sys/module/braid ] || insmod "$BRAID_KO" ${BRAID_MODULE_PARAMS:-} ;;
 	*) modprobe "$1" ;;
 	esac
 }

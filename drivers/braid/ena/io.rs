@@ -8,7 +8,7 @@
 
 use kernel::{dma::DmaAddress, prelude::*};
 
-use super::{admin::Entry, ring::Rings, EnaDevice};
+use super::{admin::Entry, llq::LlqLayout, ring::CompletionRing, EnaDevice};
 
 /// `ENA_ADMIN_CREATE_SQ`.
 const CREATE_SQ: u8 = 1;
@@ -23,6 +23,8 @@ const DESTROY_CQ: u8 = 4;
 const DIRECTION_SHIFT: u32 = 5;
 /// `sq_caps_2` 3:0: `ENA_ADMIN_PLACEMENT_POLICY_HOST` (descriptors in host memory).
 const PLACEMENT_HOST: u32 = 1;
+/// `sq_caps_2` 3:0: `ENA_ADMIN_PLACEMENT_POLICY_DEV` (descriptors pushed to the device's LLQ).
+const PLACEMENT_DEVICE: u32 = 3;
 /// `sq_caps_3` bit 0: the ring is physically contiguous.
 const PHYSICALLY_CONTIGUOUS: u32 = 1;
 /// `cq_caps_1` bit 5: interrupts on.
@@ -52,6 +54,15 @@ pub(crate) struct Cq {
     pub(crate) combined: bool,
 }
 
+/// Where a submission queue's descriptors live.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Placement<'a> {
+    /// In a ring in host memory at this device address.
+    Host(DmaAddress),
+    /// In the device's LLQ memory, laid out as negotiated (transmit queues only).
+    Device(&'a LlqLayout),
+}
+
 /// A submission queue the device created.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sq {
@@ -61,6 +72,8 @@ pub(crate) struct Sq {
     pub(crate) direction: Direction,
     /// BAR0 offset of its tail doorbell.
     pub(crate) doorbell: usize,
+    /// With [`Placement::Device`]: the offset of its entries in the LLQ BAR.
+    pub(crate) llq_offset: usize,
 }
 
 /// Word `w`'s low and high halves of a 64-bit DMA address (`ena_common_mem_addr`).
@@ -79,15 +92,15 @@ impl EnaDevice<'_> {
         Ok(offset)
     }
 
-    /// Creates the completion queue of `rings`, raising MSI-X vector `vector`; with `combined`,
-    /// its head doorbell also unmasks.
+    /// Creates the completion queue `ring`, raising MSI-X vector `vector`; with `combined`, its
+    /// head doorbell also unmasks.
     pub(crate) fn create_cq<const W: usize>(
         &mut self,
-        rings: &Rings<W>,
+        ring: &CompletionRing<W>,
         vector: u32,
         combined: bool,
     ) -> Result<Cq> {
-        let (entry_words, depth, ring) = (W as u32, rings.index.depth(), rings.cq_address());
+        let (entry_words, depth, ring) = (W as u32, ring.index.depth(), ring.address());
         let mut command: Entry = [0; 16];
         let mut caps_1 = CQ_INTERRUPTS;
         if combined {
@@ -117,36 +130,49 @@ impl EnaDevice<'_> {
         Ok(cq)
     }
 
-    /// Creates the submission queue of `rings` (its descriptors in host memory), completing into
-    /// `cq`.
-    pub(crate) fn create_sq<const W: usize>(
+    /// Creates a submission queue of `depth` entries with its descriptors at `placement`,
+    /// completing into `cq`.
+    pub(crate) fn create_sq(
         &mut self,
         direction: Direction,
         cq: &Cq,
-        rings: &Rings<W>,
+        depth: u16,
+        placement: Placement<'_>,
     ) -> Result<Sq> {
-        let (depth, ring) = (rings.index.depth(), rings.sq_address());
         let mut command: Entry = [0; 16];
         // Word 1: sq_identity, reserved, sq_caps_2 (placement; completion policy 0: one
         // completion per descriptor chain), sq_caps_3.
+        let policy = match placement {
+            Placement::Host(ring) => {
+                set_address(&mut command, 3, ring);
+                PLACEMENT_HOST
+            }
+            Placement::Device(_) => PLACEMENT_DEVICE,
+        };
         command[1] = ((direction as u32) << DIRECTION_SHIFT)
-            | (PLACEMENT_HOST << 16)
+            | (policy << 16)
             | (PHYSICALLY_CONTIGUOUS << 24);
         command[2] = u32::from(cq.idx) | (u32::from(depth) << 16);
-        set_address(&mut command, 3, ring);
         let c = self.execute(CREATE_SQ, command)?;
         let sq = Sq {
             idx: c[2] as u16,
             direction,
             doorbell: 0,
+            llq_offset: 0,
         };
-        match self.doorbell(c[3]) {
-            Ok(doorbell) => Ok(Sq { doorbell, ..sq }),
-            Err(e) => {
-                let _ = self.destroy_sq(&sq);
-                Err(e)
-            }
+        // Words 3 and 4: the doorbell's offset in BAR0, the entries' offset in the LLQ BAR.
+        let checked = self.doorbell(c[3]).and_then(|doorbell| match placement {
+            Placement::Host(_) => Ok(Sq { doorbell, ..sq }),
+            Placement::Device(llq) => Ok(Sq {
+                doorbell,
+                llq_offset: llq.queue_window(c[4], depth)?,
+                ..sq
+            }),
+        });
+        if checked.is_err() {
+            let _ = self.destroy_sq(&sq);
         }
+        checked
     }
 
     /// Destroys a submission queue: the device stops reading its ring.
@@ -193,6 +219,8 @@ pub(crate) mod tx_desc {
     pub(crate) const L4_CSUM_EN: u32 = 1 << 14;
     /// Word 1: the checksum field holds the pseudo-header sum.
     pub(crate) const L4_CSUM_PARTIAL: u32 = 1 << 17;
+    /// Word 3: bytes of the packet inline in its LLQ entry (31:24).
+    pub(crate) const HEADER_LENGTH_SHIFT: u32 = 24;
 }
 
 /// `ena_eth_io_tx_meta_desc`: word 0 `len_ctrl` (with `tx_desc`'s phase, first and completion

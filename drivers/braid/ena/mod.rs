@@ -8,6 +8,7 @@
 pub(crate) mod admin;
 pub(crate) mod aenq;
 pub(crate) mod io;
+pub(crate) mod llq;
 pub(crate) mod netdev;
 pub(crate) mod regs;
 pub(crate) mod ring;
@@ -27,7 +28,9 @@ use kernel::{
 
 use self::admin::{AdminQueue, Entry};
 use self::aenq::{group, Aenq, Event};
+use self::llq::{LlqLayout, LLQ};
 use self::regs::{DEV_CTL, DEV_STS, INTR_MASK};
+use crate::kapi::pci::WcBar;
 use crate::regs::{CAPS, REG_PAGE_SIZE};
 
 /// `ENA_ADMIN_GET_FEATURE`.
@@ -126,6 +129,18 @@ pub(crate) struct EnaDevice<'bound> {
     pub(crate) event_groups: u32,
     /// The link state of the device's last link event, if one came.
     pub(crate) link_up: Option<bool>,
+    /// The LLQ BAR, mapped write-combining, unless braid.ko does without.
+    llq_bar: Option<Arc<WcBar<'bound>>>,
+    /// The LLQ mode agreed with the device; `None`: transmit descriptors stay in host memory.
+    pub(crate) llq: Option<LlqLayout>,
+}
+
+/// What [`EnaDevice::bring_up`] learned and set up.
+struct BroughtUp {
+    attributes: DeviceAttributes,
+    event_groups: u32,
+    link_up: Option<bool>,
+    llq: Option<LlqLayout>,
 }
 
 /// A GET_FEATURE or SET_FEATURE command for `feature` (`feature_id`, byte 17).
@@ -169,26 +184,30 @@ fn reset(regs: &pci::Bar<'_, REG_PAGE_SIZE>, reason: u32) -> Result {
 }
 
 impl<'bound> EnaDevice<'bound> {
-    /// Resets the device, sets up the admin queue in polling mode and reads the device's
-    /// attributes.
+    /// Resets the device, sets up the admin queue in polling mode, reads the device's
+    /// attributes and, given the LLQ BAR, agrees on an LLQ mode.
     pub(crate) fn probe(
         pdev: &'bound pci::Device<Core<'_>>,
         regs: Arc<Regs<'bound>>,
         bar_len: usize,
+        llq_bar: Option<Arc<WcBar<'bound>>>,
     ) -> Result<Self> {
         reset(&regs, regs::RESET_NORMAL)?;
         let mut admin = AdminQueue::new(pdev.as_ref())?;
         let mut aenq = Aenq::new(pdev.as_ref())?;
-        match Self::bring_up(&regs, &mut admin, &mut aenq) {
-            Ok((attributes, event_groups, link_up)) => Ok(Self {
+        let llq_len = llq_bar.as_ref().map(|bar| bar.len());
+        match Self::bring_up(&regs, &mut admin, &mut aenq, llq_len) {
+            Ok(up) => Ok(Self {
                 pdev,
                 regs,
                 bar_len,
                 admin,
                 aenq,
-                attributes,
-                event_groups,
-                link_up,
+                attributes: up.attributes,
+                event_groups: up.event_groups,
+                link_up: up.link_up,
+                llq_bar,
+                llq: up.llq,
             }),
             Err(err) => {
                 // The device may still write to the rings (a late completion, an event): stop
@@ -199,17 +218,25 @@ impl<'bound> EnaDevice<'bound> {
         }
     }
 
-    /// Programs the rings, reads the attributes, enables events and waits for the link state.
+    /// Programs the rings, reads the attributes, sets the LLQ mode (given the LLQ BAR's length),
+    /// enables events and waits for the link state.
     fn bring_up(
         regs: &pci::Bar<'_, REG_PAGE_SIZE>,
         admin: &mut AdminQueue,
         aenq: &mut Aenq,
-    ) -> Result<(DeviceAttributes, u32, Option<bool>)> {
+        llq_len: Option<usize>,
+    ) -> Result<BroughtUp> {
         admin.program(regs);
         // No admin interrupt yet: the driver polls.
         regs.write_reg(INTR_MASK::zeroed().with_admin(true));
         let completion = admin.execute(regs, GET_FEATURE, feature_command(DEVICE_ATTRIBUTES))?;
         let attributes = DeviceAttributes::from_completion(&completion);
+        let llq = match llq_len {
+            Some(len) if attributes.supported_features & (1 << LLQ) != 0 => {
+                LlqLayout::negotiate(admin, regs, len, netdev::MIN_DEPTH)?
+            }
+            _ => None,
+        };
 
         // Events: the ring first, then the groups the device supports among those wanted
         // (`ena_admin_feature_aenq_desc`: supported in word 2 of the answer, enabled in word 6 of
@@ -233,12 +260,22 @@ impl<'bound> EnaDevice<'bound> {
             });
             fsleep(Delta::from_millis(1));
         }
-        Ok((attributes, event_groups, link_up))
+        Ok(BroughtUp {
+            attributes,
+            event_groups,
+            link_up,
+            llq,
+        })
     }
 
     /// The control registers.
     pub(crate) fn regs(&self) -> &Arc<Regs<'bound>> {
         &self.regs
+    }
+
+    /// The LLQ BAR and the agreed mode, if transmit descriptors go to the device.
+    pub(crate) fn llq(&self) -> Option<(&Arc<WcBar<'bound>>, LlqLayout)> {
+        Some((self.llq_bar.as_ref()?, self.llq?))
     }
 
     /// Runs an admin command (see [`AdminQueue::execute`]).
@@ -255,11 +292,12 @@ impl<'bound> EnaDevice<'bound> {
     /// to do what a command asked: the reset stops every I/O queue.
     pub(crate) fn reset_and_restart(&mut self, reason: u32) -> Result {
         reset(&self.regs, reason)?;
-        let (attributes, event_groups, link_up) =
-            Self::bring_up(&self.regs, &mut self.admin, &mut self.aenq)?;
-        self.attributes = attributes;
-        self.event_groups = event_groups;
-        self.link_up = link_up;
+        let llq_len = self.llq_bar.as_ref().map(|bar| bar.len());
+        let up = Self::bring_up(&self.regs, &mut self.admin, &mut self.aenq, llq_len)?;
+        self.attributes = up.attributes;
+        self.event_groups = up.event_groups;
+        self.link_up = up.link_up;
+        self.llq = up.llq;
         Ok(())
     }
 

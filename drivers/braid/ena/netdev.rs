@@ -21,7 +21,7 @@ use kernel::{
 
 use super::{
     aenq::{group, Event},
-    io::{combined, intr, l4, rx_cdesc, tx_desc, Cq, Direction, Sq},
+    io::{combined, intr, l4, rx_cdesc, tx_desc, Cq, Direction, Placement, Sq},
     offload,
     regs::{RESET_GENERIC, RESET_KEEP_ALIVE_TO},
     rx::{Received, RxRing},
@@ -41,7 +41,7 @@ const MAX_QUEUES: u16 = 8;
 /// Largest ring (the card's 1024 descriptors), and the default.
 const MAX_DEPTH: u16 = 1024;
 /// Smallest ring (as ena.ko).
-const MIN_DEPTH: u16 = 256;
+pub(crate) const MIN_DEPTH: u16 = 256;
 /// Largest interrupt delay in device units: 14 bits in the combined doorbell, 15 in the unmask
 /// register.
 const MAX_RX_DELAY_COMBINED: u32 = 0x3fff;
@@ -163,6 +163,8 @@ pub(crate) struct EnaNet<'bound> {
     vectors: Arc<Vectors<'bound>>,
     /// Most queue pairs (one MSI-X vector each).
     queues: u16,
+    /// Deepest transmit ring (LLQ memory may allow fewer entries than the host rings).
+    tx_max_depth: u16,
     /// Queue pairs in use (`Shape::channels` of the running data path), for `ethtool -S`.
     channels: Atomic<u32>,
     /// The unit of the device's interrupt delays in µs; `None`: no moderation.
@@ -213,10 +215,13 @@ impl<'bound> EnaNet<'bound> {
         let attributes = device.attributes;
         let offloads = device.offloads()?;
         let delay_resolution = device.interrupt_delay_resolution()?;
+        let tx_max_depth = device
+            .llq()
+            .map_or(MAX_DEPTH, |(_, llq)| llq.max_depth.min(MAX_DEPTH));
         // Every queue pair the vectors allow, at the largest ring size.
         let shape = Shape {
             channels: queues,
-            tx_depth: MAX_DEPTH,
+            tx_depth: tx_max_depth,
             rx_depth: MAX_DEPTH,
         };
         let config = Config {
@@ -237,6 +242,7 @@ impl<'bound> EnaNet<'bound> {
                 regs,
                 vectors,
                 queues,
+                tx_max_depth,
                 combined: attributes.capabilities & CAP_COMBINED_DOORBELL != 0,
                 control <- new_mutex!(Control {
                     device,
@@ -280,19 +286,19 @@ impl<'bound> EnaNet<'bound> {
                 return Err(EINVAL);
             };
 
-            let mut tx = TxRing::new(self.pdev.as_ref(), shape.tx_depth)?;
-            let cq = device.create_cq(tx.rings(), vector, false)?;
+            let mut tx = TxRing::new(self.pdev.as_ref(), shape.tx_depth, device.llq())?;
+            let cq = device.create_cq(tx.completions(), vector, false)?;
             ids.tx_cq = Some(cq);
-            let sq = device.create_sq(Direction::Tx, &cq, tx.rings())?;
+            let sq = device.create_sq(Direction::Tx, &cq, shape.tx_depth, tx.placement())?;
             ids.tx_sq = Some(sq);
-            tx.cq = Some(cq);
-            tx.sq = Some(sq);
+            tx.attach(sq, cq);
             *self.tx[usize::from(q)].lock() = Some(tx);
 
             let mut rx = RxRing::new(self.pdev.as_ref(), shape.rx_depth)?;
-            let cq = device.create_cq(rx.rings(), vector, self.combined)?;
+            let cq = device.create_cq(rx.completions(), vector, self.combined)?;
             ids.rx_cq = Some(cq);
-            let sq = device.create_sq(Direction::Rx, &cq, rx.rings())?;
+            let placement = Placement::Host(rx.descriptors_address());
+            let sq = device.create_sq(Direction::Rx, &cq, shape.rx_depth, placement)?;
             ids.rx_sq = Some(sq);
             rx.cq = Some(cq);
             rx.sq = Some(sq);
@@ -512,7 +518,7 @@ impl<'bound> Operations for EnaNet<'bound> {
         let shape = dev.data().control.lock().shape;
         Some(Rings {
             rx_max: MAX_DEPTH.into(),
-            tx_max: MAX_DEPTH.into(),
+            tx_max: dev.data().tx_max_depth.into(),
             rx: shape.rx_depth.into(),
             tx: shape.tx_depth.into(),
         })
@@ -524,8 +530,8 @@ impl<'bound> Operations for EnaNet<'bound> {
         this.reshape(
             dev,
             Shape {
-                rx_depth: ring_depth(rx)?,
-                tx_depth: ring_depth(tx)?,
+                rx_depth: ring_depth(rx, MAX_DEPTH)?,
+                tx_depth: ring_depth(tx, this.tx_max_depth)?,
                 ..shape
             },
         )
@@ -706,9 +712,9 @@ fn net_features(o: &Offloads) -> u64 {
 }
 
 /// A ring size as `ethtool -G` asks for it, made what the rings take: at least 256 (ena.ko's
-/// minimum), rounded down to a power of two, at most 1024.
-fn ring_depth(asked: u32) -> Result<u16> {
-    let n = u16::try_from(asked.clamp(MIN_DEPTH.into(), MAX_DEPTH.into())).map_err(|_| EINVAL)?;
+/// minimum), rounded down to a power of two, at most `max` (itself at least 256).
+fn ring_depth(asked: u32, max: u16) -> Result<u16> {
+    let n = u16::try_from(asked.clamp(MIN_DEPTH.into(), max.into())).map_err(|_| EINVAL)?;
     Ok(1 << n.ilog2())
 }
 

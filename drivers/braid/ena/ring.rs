@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! What a transmit and a receive queue share on the driver's side: the submission and completion
-//! rings in coherent memory with their positions, and the buffers the device holds by request id.
+//! What a transmit and a receive queue share on the driver's side: ring positions, completion
+//! rings and host submission rings in coherent memory, and the buffers the device holds by
+//! request id.
 
 #![forbid(unsafe_code)]
 
@@ -40,35 +41,35 @@ impl RingIndex {
     }
 }
 
-/// A submission ring of 16-byte descriptors and its completion ring of `CQ_WORDS`-word entries.
-pub(crate) struct Rings<const CQ_WORDS: usize> {
-    /// The descriptors.
-    pub(crate) sq: Coherent<[[u32; 4]]>,
+/// A ring of 16-byte submission descriptors in host memory (`ENA_ADMIN_PLACEMENT_POLICY_HOST`).
+pub(crate) type HostDescriptors = Coherent<[[u32; 4]]>;
+
+/// Allocates a ring of `depth` submission descriptors in host memory.
+pub(crate) fn host_descriptors(dev: &Device<Bound>, depth: RingIndex) -> Result<HostDescriptors> {
+    Coherent::zeroed_slice(dev, usize::from(depth.depth()), GFP_KERNEL)
+}
+
+/// A completion ring of `CQ_WORDS`-word entries and the positions in it and in its submission
+/// queue (both have the same depth).
+pub(crate) struct CompletionRing<const CQ_WORDS: usize> {
     /// The completions.
-    pub(crate) cq: Coherent<[[u32; CQ_WORDS]]>,
-    /// Positions in either (both have the same depth).
+    pub(crate) entries: Coherent<[[u32; CQ_WORDS]]>,
+    /// Positions in either ring.
     pub(crate) index: RingIndex,
 }
 
-impl<const CQ_WORDS: usize> Rings<CQ_WORDS> {
-    /// Allocates both rings with `depth` entries (a power of two).
+impl<const CQ_WORDS: usize> CompletionRing<CQ_WORDS> {
+    /// Allocates a ring of `depth` entries (a power of two).
     pub(crate) fn new(dev: &Device<Bound>, depth: u16) -> Result<Self> {
-        let n = usize::from(depth);
         Ok(Self {
             index: RingIndex::new(depth).ok_or(EINVAL)?,
-            sq: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
-            cq: Coherent::zeroed_slice(dev, n, GFP_KERNEL)?,
+            entries: Coherent::zeroed_slice(dev, usize::from(depth), GFP_KERNEL)?,
         })
     }
 
-    /// Device address of the submission ring.
-    pub(crate) fn sq_address(&self) -> u64 {
-        self.sq.dma_address()
-    }
-
-    /// Device address of the completion ring.
-    pub(crate) fn cq_address(&self) -> u64 {
-        self.cq.dma_address()
+    /// Device address of the ring.
+    pub(crate) fn address(&self) -> u64 {
+        self.entries.dma_address()
     }
 }
 

@@ -13,7 +13,7 @@ use kernel::{
 };
 
 use super::io::{rx_cdesc, rx_desc, Cq, Sq};
-use super::ring::{Rings, Slots};
+use super::ring::{host_descriptors, CompletionRing, HostDescriptors, Slots};
 
 /// Words of a completion (`ena_eth_io_rx_cdesc_base`).
 const CQ_WORDS: usize = 4;
@@ -54,7 +54,9 @@ pub(crate) enum Received {
 /// The rings of a receive queue, the pages posted to it, and the driver's positions.
 pub(crate) struct RxRing<'bound> {
     dev: &'bound Device<Bound>,
-    rings: Rings<CQ_WORDS>,
+    /// The descriptors posted to the device (host memory) and its completions.
+    descriptors: HostDescriptors,
+    completions: CompletionRing<CQ_WORDS>,
     /// Free-running tail of posted descriptors.
     tail: u16,
     /// Free-running head of completions consumed.
@@ -69,9 +71,11 @@ pub(crate) struct RxRing<'bound> {
 impl<'bound> RxRing<'bound> {
     /// Allocates the rings for `depth` buffers (a power of two).
     pub(crate) fn new(dev: &'bound Device<Bound>, depth: u16) -> Result<Self> {
+        let completions = CompletionRing::new(dev, depth)?;
         Ok(Self {
             dev,
-            rings: Rings::new(dev, depth)?,
+            descriptors: host_descriptors(dev, completions.index)?,
+            completions,
             tail: 0,
             cq_head: 0,
             pages: Slots::new(depth)?,
@@ -81,9 +85,14 @@ impl<'bound> RxRing<'bound> {
         })
     }
 
-    /// The rings, for the device to be told where they are.
-    pub(crate) fn rings(&self) -> &Rings<CQ_WORDS> {
-        &self.rings
+    /// The completion ring, for the device to be told where it is.
+    pub(crate) fn completions(&self) -> &CompletionRing<CQ_WORDS> {
+        &self.completions
+    }
+
+    /// Device address of the descriptor ring.
+    pub(crate) fn descriptors_address(&self) -> u64 {
+        self.descriptors.dma_address()
     }
 
     /// Free-running head of consumed completions.
@@ -99,7 +108,7 @@ impl<'bound> RxRing<'bound> {
     /// Whether enough buffers were consumed to refill before the poll ends (an eighth of the
     /// ring).
     pub(crate) fn refill_due(&self) -> bool {
-        self.unposted() >= self.rings.index.depth() / 8
+        self.unposted() >= self.completions.index.depth() / 8
     }
 
     /// Posts a fresh page for every free buffer id, then rings the doorbell once. Returns how
@@ -122,7 +131,7 @@ impl<'bound> RxRing<'bound> {
                 break;
             };
             let mut word0 = rx_buffer_len() | rx_desc::FIRST | rx_desc::LAST | rx_desc::COMP_REQ;
-            if self.rings.index.phase(self.tail) {
+            if self.completions.index.phase(self.tail) {
                 word0 |= rx_desc::PHASE;
             }
             let desc = [
@@ -131,8 +140,8 @@ impl<'bound> RxRing<'bound> {
                 addr as u32,
                 (addr >> 32) as u32 & 0xffff,
             ];
-            let slot = self.rings.index.slot(self.tail);
-            io_project!(self.rings.sq, [panic: slot]).copy_write(desc);
+            let slot = self.completions.index.slot(self.tail);
+            io_project!(self.descriptors, [panic: slot]).copy_write(desc);
             self.tail = self.tail.wrapping_add(1);
             posted += 1;
         }
@@ -145,14 +154,14 @@ impl<'bound> RxRing<'bound> {
 
     /// The completion at free-running index `index`, if the device has written it.
     fn completion(&self, index: u16) -> Option<[u32; 4]> {
-        let slot = self.rings.index.slot(index);
-        let status: u32 = io_read!(self.rings.cq, [panic: slot][build: 0]);
-        if (status & rx_cdesc::PHASE != 0) != self.rings.index.phase(index) {
+        let slot = self.completions.index.slot(index);
+        let status: u32 = io_read!(self.completions.entries, [panic: slot][build: 0]);
+        if (status & rx_cdesc::PHASE != 0) != self.completions.index.phase(index) {
             return None;
         }
         // The phase is written last: read the rest after it.
         dma_mb(Read);
-        Some(io_project!(self.rings.cq, [panic: slot]).copy_read())
+        Some(io_project!(self.completions.entries, [panic: slot]).copy_read())
     }
 
     /// Takes the buffer a completion names.

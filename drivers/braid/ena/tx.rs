@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A transmit queue: a submission ring of `ena_eth_io_tx_desc` in host memory, its completion
-//! ring, and the packets the device is reading (`ena_eth_com.c` is the specification).
+//! A transmit queue: its `ena_eth_io_tx_desc` descriptors, in a ring in host memory or pushed to
+//! the device's LLQ memory with the packet's headers, its completion ring, and the packets the
+//! device is reading (`ena_eth_com.c` is the specification).
 
 #![forbid(unsafe_code)]
 
@@ -9,21 +10,31 @@ use kernel::{
     device::{Bound, Device},
     io::{io_project, io_read, Io},
     prelude::*,
-    sync::barrier::{dma_mb, Read},
+    sync::{
+        barrier::{dma_mb, mb, Read, Write},
+        Arc,
+    },
 };
 
-use super::io::{tx_cdesc, tx_desc, tx_meta, Cq, Sq};
-use super::ring::{Rings, Slots};
+use super::io::{tx_cdesc, tx_desc, tx_meta, Cq, Placement, Sq};
+use super::llq::{LlqLayout, LlqQueue};
+use super::ring::{host_descriptors, CompletionRing, HostDescriptors, Slots};
+use super::Regs;
+use crate::kapi::{
+    pci::WcBar,
+    skb::{TxSkb, MAX_TX_BUFFERS},
+};
 
 /// Words of a completion (`ena_eth_io_tx_cdesc`).
 const CQ_WORDS: usize = 2;
-use super::Regs;
-use crate::kapi::skb::{TxSkb, MAX_TX_BUFFERS};
+/// Most descriptors of a packet: its buffers and a meta descriptor.
+const MAX_DESCRIPTORS: usize = MAX_TX_BUFFERS + 1;
 
 /// A packet the device has been given, by request id.
 struct InFlight<'bound> {
     skb: TxSkb<'bound>,
-    descriptors: u16,
+    /// Slots of the submission queue it holds: descriptors, or LLQ entries.
+    slots: u16,
 }
 
 /// What the device is to do for a packet beyond sending it.
@@ -50,10 +61,19 @@ pub(crate) struct Cleaned {
     pub(crate) head_written: bool,
 }
 
+/// Where a transmit queue's descriptors go.
+enum Descriptors<'bound> {
+    /// A ring in host memory that the device reads.
+    Host(HostDescriptors),
+    /// Entries in the device's LLQ memory, packet headers inline.
+    Device(LlqQueue<'bound>),
+}
+
 /// The rings of a transmit queue and the driver's positions in them.
 pub(crate) struct TxRing<'bound> {
-    rings: Rings<CQ_WORDS>,
-    /// Free-running tail of descriptors handed to the device.
+    descriptors: Descriptors<'bound>,
+    completions: CompletionRing<CQ_WORDS>,
+    /// Free-running tail of slots (descriptors or LLQ entries) handed to the device.
     tail: u16,
     /// Free-running head of completions consumed.
     cq_head: u16,
@@ -61,25 +81,45 @@ pub(crate) struct TxRing<'bound> {
     stored_mss: u16,
     /// The completion head last written to the device.
     cq_head_reported: u16,
-    /// Descriptors not in flight.
+    /// Slots not in flight.
     free: u16,
+    /// Most slots one packet takes.
+    max_slots: u16,
     /// The tail last written to the doorbell.
     tail_rung: u16,
     in_flight: Slots<InFlight<'bound>>,
-    pub(crate) sq: Option<Sq>,
+    sq: Option<Sq>,
     pub(crate) cq: Option<Cq>,
 }
 
 impl<'bound> TxRing<'bound> {
-    /// Allocates the rings for `depth` descriptors (a power of two).
-    pub(crate) fn new(dev: &Device<Bound>, depth: u16) -> Result<Self> {
+    /// Allocates the rings for `depth` packets (a power of two): its descriptors in host memory,
+    /// or in the device's LLQ memory given `llq`.
+    pub(crate) fn new(
+        dev: &Device<Bound>,
+        depth: u16,
+        llq: Option<(&Arc<WcBar<'bound>>, LlqLayout)>,
+    ) -> Result<Self> {
+        let completions = CompletionRing::new(dev, depth)?;
+        let (descriptors, max_slots) = match llq {
+            Some((bar, layout)) => (
+                Descriptors::Device(LlqQueue::new(bar.clone(), layout)),
+                layout.entries(MAX_DESCRIPTORS),
+            ),
+            None => (
+                Descriptors::Host(host_descriptors(dev, completions.index)?),
+                MAX_DESCRIPTORS,
+            ),
+        };
         Ok(Self {
-            rings: Rings::new(dev, depth)?,
+            descriptors,
+            completions,
             tail: 0,
             cq_head: 0,
             stored_mss: 0,
             cq_head_reported: 0,
             free: depth,
+            max_slots: u16::try_from(max_slots)?,
             tail_rung: 0,
             in_flight: Slots::new(depth)?,
             sq: None,
@@ -87,15 +127,36 @@ impl<'bound> TxRing<'bound> {
         })
     }
 
-    /// The rings, for the device to be told where they are.
-    pub(crate) fn rings(&self) -> &Rings<CQ_WORDS> {
-        &self.rings
+    /// The completion ring, for the device to be told where it is.
+    pub(crate) fn completions(&self) -> &CompletionRing<CQ_WORDS> {
+        &self.completions
+    }
+
+    /// Where the submission queue's descriptors are, for the device to be told.
+    pub(crate) fn placement(&self) -> Placement<'_> {
+        match &self.descriptors {
+            Descriptors::Host(ring) => Placement::Host(ring.dma_address()),
+            Descriptors::Device(llq) => Placement::Device(llq.layout()),
+        }
+    }
+
+    /// Whether the descriptors go to the device's LLQ memory.
+    pub(crate) fn pushes(&self) -> bool {
+        matches!(self.descriptors, Descriptors::Device(_))
+    }
+
+    /// Starts using the device's queues `sq` and `cq`.
+    pub(crate) fn attach(&mut self, sq: Sq, cq: Cq) {
+        if let Descriptors::Device(llq) = &mut self.descriptors {
+            llq.offset = sq.llq_offset;
+        }
+        self.sq = Some(sq);
+        self.cq = Some(cq);
     }
 
     /// Whether a packet of any shape fits.
     pub(crate) fn has_room(&self) -> bool {
-        // The buffers and a meta descriptor.
-        usize::from(self.free) > MAX_TX_BUFFERS && self.in_flight.free() > 0
+        self.free >= self.max_slots && self.in_flight.free() > 0
     }
 
     /// Writes `skb`'s descriptors (the device sees them at the next [`Self::ring_doorbell`]). The
@@ -113,59 +174,89 @@ impl<'bound> TxRing<'bound> {
             return Err(skb);
         };
         let id32 = u32::from(id);
-        let count = skb.buffers().count();
-        let mut tail = self.tail;
+        let mut descs = [[0u32; 4]; MAX_DESCRIPTORS];
+        let mut n = 0;
         // A new MSS goes in a meta descriptor ahead of the packet, which the device stores for
         // the queue's later packets (as ena.ko does).
         let meta = offload.mss.filter(|&mss| mss != self.stored_mss);
         if let Some(mss) = meta {
             let mss = u32::from(mss);
-            let mut len_ctrl = tx_meta::META_DESC
-                | tx_meta::EXT_VALID
-                | tx_meta::ETH_META_TYPE
-                | tx_meta::META_STORE
-                | tx_desc::FIRST
-                | tx_desc::COMP_REQ
-                | (((mss >> 10) & 0xf) << tx_meta::MSS_HI_SHIFT);
-            if self.rings.index.phase(tail) {
-                len_ctrl |= tx_desc::PHASE;
-            }
-            let desc = [len_ctrl, 0, (mss & 0x3ff) << tx_meta::MSS_LO_SHIFT, 0];
-            io_project!(self.rings.sq, [panic: self.rings.index.slot(tail)]).copy_write(desc);
-            tail = tail.wrapping_add(1);
-            self.stored_mss = offload.mss.unwrap_or(0);
+            descs[0] = [
+                tx_meta::META_DESC
+                    | tx_meta::EXT_VALID
+                    | tx_meta::ETH_META_TYPE
+                    | tx_meta::META_STORE
+                    | tx_desc::FIRST
+                    | tx_desc::COMP_REQ
+                    | (((mss >> 10) & 0xf) << tx_meta::MSS_HI_SHIFT),
+                0,
+                (mss & 0x3ff) << tx_meta::MSS_LO_SHIFT,
+                0,
+            ];
+            n = 1;
         }
+        // With LLQ the packet's first bytes travel inline, and its first buffer starts after
+        // them; a packet wholly inline still has one (empty) buffer descriptor.
+        let header = match &self.descriptors {
+            Descriptors::Device(llq) => skb.head(llq.layout().max_header()),
+            Descriptors::Host(_) => &[],
+        };
+        let skip = header.len() as u32;
+        let first = n;
         for (i, (addr, len)) in skb.buffers().enumerate() {
-            let mut len_ctrl = (len & 0xffff) | tx_desc::COMP_REQ;
-            if self.rings.index.phase(tail) {
-                len_ctrl |= tx_desc::PHASE;
-            }
-            let mut meta_ctrl = 0;
-            if i == 0 {
-                if meta.is_none() {
-                    len_ctrl |= tx_desc::FIRST;
-                }
-                len_ctrl |= ((id32 >> 10) & 0x3f) << tx_desc::REQ_ID_HI_SHIFT;
-                meta_ctrl = offload.meta_ctrl | ((id32 & 0x3ff) << tx_desc::REQ_ID_LO_SHIFT);
-            }
-            if i + 1 == count {
-                len_ctrl |= tx_desc::LAST;
-            }
-            let desc = [
-                len_ctrl,
-                meta_ctrl,
+            let (addr, len) = match i {
+                0 if len <= skip => continue,
+                0 => (addr + u64::from(skip), len - skip),
+                _ => (addr, len),
+            };
+            descs[n] = [
+                (len & 0xffff) | tx_desc::COMP_REQ,
+                0,
                 addr as u32,
                 (addr >> 32) as u32 & 0xffff,
             ];
-            let slot = self.rings.index.slot(tail);
-            io_project!(self.rings.sq, [panic: slot]).copy_write(desc);
-            tail = tail.wrapping_add(1);
+            n += 1;
         }
-        // At most MAX_TX_BUFFERS (18) descriptors and a meta descriptor.
-        let descriptors = tail.wrapping_sub(self.tail);
+        if n == first {
+            descs[n] = [tx_desc::COMP_REQ, 0, 0, 0];
+            n += 1;
+        }
+        let d = &mut descs[first];
+        if first == 0 {
+            d[0] |= tx_desc::FIRST;
+        }
+        d[0] |= ((id32 >> 10) & 0x3f) << tx_desc::REQ_ID_HI_SHIFT;
+        d[1] = offload.meta_ctrl | ((id32 & 0x3ff) << tx_desc::REQ_ID_LO_SHIFT);
+        d[3] |= skip << tx_desc::HEADER_LENGTH_SHIFT;
+        descs[n - 1][0] |= tx_desc::LAST;
+
+        let index = self.completions.index;
+        let tail = match &self.descriptors {
+            Descriptors::Host(ring) => {
+                let mut tail = self.tail;
+                for d in &descs[..n] {
+                    let mut d = *d;
+                    if index.phase(tail) {
+                        d[0] |= tx_desc::PHASE;
+                    }
+                    io_project!(ring, [panic: index.slot(tail)]).copy_write(d);
+                    tail = tail.wrapping_add(1);
+                }
+                Ok(tail)
+            }
+            Descriptors::Device(llq) => llq.write_packet(index, self.tail, header, &descs[..n]),
+        };
+        let Ok(tail) = tail else {
+            return Err(skb);
+        };
+        if meta.is_some() {
+            self.stored_mss = offload.mss.unwrap_or(0);
+        }
+        // At most `max_slots`, which `has_room` found free.
+        let slots = tail.wrapping_sub(self.tail);
         self.tail = tail;
-        self.free -= descriptors;
-        self.in_flight.hold(InFlight { skb, descriptors });
+        self.free -= slots;
+        self.in_flight.hold(InFlight { skb, slots });
         Ok(())
     }
 
@@ -173,7 +264,12 @@ impl<'bound> TxRing<'bound> {
     pub(crate) fn ring_doorbell(&mut self, regs: &Regs<'_>) {
         if let (Some(sq), true) = (self.sq, self.tail != self.tail_rung) {
             self.tail_rung = self.tail;
-            // The MMIO write orders the descriptors before the doorbell (writel's barrier).
+            // Host descriptors: the MMIO write orders them before the doorbell (writel's
+            // barrier). LLQ entries: write-combined stores need a write barrier to reach the
+            // device before the doorbell does.
+            if self.pushes() {
+                mb(Write);
+            }
             let _ = regs.try_write32(u32::from(self.tail), sq.doorbell);
         }
     }
@@ -182,9 +278,9 @@ impl<'bound> TxRing<'bound> {
     pub(crate) fn clean(&mut self, regs: &Regs<'_>, budget: u32) -> Cleaned {
         let mut done = Cleaned::default();
         loop {
-            let slot = self.rings.index.slot(self.cq_head);
-            let word0: u32 = io_read!(self.rings.cq, [panic: slot][build: 0]);
-            if (word0 & tx_cdesc::PHASE != 0) != self.rings.index.phase(self.cq_head) {
+            let slot = self.completions.index.slot(self.cq_head);
+            let word0: u32 = io_read!(self.completions.entries, [panic: slot][build: 0]);
+            if (word0 & tx_cdesc::PHASE != 0) != self.completions.index.phase(self.cq_head) {
                 break;
             }
             // The phase is written last: nothing else of the entry is needed, but the packet's
@@ -201,7 +297,7 @@ impl<'bound> TxRing<'bound> {
             }
             done.packets += 1;
             done.bytes += packet.skb.len();
-            self.free += packet.descriptors;
+            self.free += packet.slots;
             packet.skb.complete(budget);
         }
         // Like ena.ko, tell the device about consumed completions only every quarter ring.
@@ -210,7 +306,9 @@ impl<'bound> TxRing<'bound> {
             ..
         }) = self.cq
         {
-            if self.cq_head.wrapping_sub(self.cq_head_reported) >= self.rings.index.depth() / 4 {
+            if self.cq_head.wrapping_sub(self.cq_head_reported)
+                >= self.completions.index.depth() / 4
+            {
                 self.cq_head_reported = self.cq_head;
                 let _ = regs.try_write32(u32::from(self.cq_head), db);
                 done.head_written = true;
