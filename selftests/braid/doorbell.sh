@@ -33,7 +33,7 @@ one_write_per_poll() {
 	c1=$(card_writes) && net_stats /tmp/db.after || return 1
 	set -- $c0 $c1
 	unmask=$(($4 - $1)) combined=$(($5 - $2)) head=$(($6 - $3))
-	polls=$(stat_delta /tmp/db.before /tmp/db.after 'queue_[0-9]+_napi_unmask') || return 1
+	polls=$(stat_delta /tmp/db.before /tmp/db.after 'queue_[0-9]+_tx_unmask_interrupt') || return 1
 	heads=$(stat_delta /tmp/db.before /tmp/db.after 'queue_[0-9]+_tx_cq_head_writes') || return 1
 	echo "card saw: $unmask unmask-register, $combined combined, $head head writes;" \
 		"driver: $polls polls ended with an unmask, $heads TX CQ head writes"

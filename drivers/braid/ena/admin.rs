@@ -37,10 +37,12 @@ pub(crate) type Entry = [u32; 16];
 
 /// Word 0 of `ena_admin_aq_common_desc`: command id 11:0, opcode 23:16, flags 31:24 (phase bit
 /// 24).
-mod aq {
+pub(crate) mod aq {
     pub(super) const COMMAND_ID_MASK: u32 = 0xfff;
     pub(super) const OPCODE_SHIFT: u32 = 16;
     pub(super) const PHASE: u32 = 1 << 24;
+    /// `flags` bit 2: the command's data is in the control buffer its words 1-3 name.
+    pub(crate) const CTRL_DATA_INDIRECT: u32 = 1 << 26;
 }
 
 /// Word 0 of `ena_admin_acq_common_desc`: command id 11:0, status 23:16, phase bit 24.
@@ -79,6 +81,17 @@ pub(super) fn clear(ring: &Coherent<[Entry]>) {
     }
 }
 
+/// What the admin queue did since probe (`ena_admin_q_*` in `ethtool -S`, as ena.ko's).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct AdminStats {
+    /// Commands handed to the device.
+    pub(crate) submitted: u64,
+    /// Completions taken, whatever their status.
+    pub(crate) completed: u64,
+    /// Commands that got no completion in time.
+    pub(crate) no_completion: u64,
+}
+
 /// The admin queue's rings and the driver's positions in them.
 pub(crate) struct AdminQueue {
     sq: Coherent<[Entry]>,
@@ -86,6 +99,7 @@ pub(crate) struct AdminQueue {
     sq_tail: u16,
     cq_head: u16,
     next_id: u16,
+    pub(crate) stats: AdminStats,
 }
 
 impl AdminQueue {
@@ -97,6 +111,7 @@ impl AdminQueue {
             sq_tail: 0,
             cq_head: 0,
             next_id: 0,
+            stats: AdminStats::default(),
         })
     }
 
@@ -125,8 +140,9 @@ impl AdminQueue {
         self.next_id = 0;
     }
 
-    /// Runs `command` (its word 0 holding the opcode only) and returns its completion, or the
-    /// error its status maps to; `ETIMEDOUT` if no completion comes within [`TIMEOUT`].
+    /// Runs `command` (of its word 0 only [`aq::CTRL_DATA_INDIRECT`] is kept) and returns its
+    /// completion, or the error its status maps to; `ETIMEDOUT` if no completion comes within
+    /// [`TIMEOUT`].
     pub(crate) fn execute(
         &mut self,
         regs: &pci::Bar<'_, REG_PAGE_SIZE>,
@@ -135,7 +151,8 @@ impl AdminQueue {
     ) -> Result<Entry> {
         let id = u32::from(self.next_id);
         self.next_id = (self.next_id + 1) % DEPTH;
-        let mut word0 = id | (u32::from(opcode) << aq::OPCODE_SHIFT);
+        let mut word0 =
+            id | (u32::from(opcode) << aq::OPCODE_SHIFT) | (command[0] & aq::CTRL_DATA_INDIRECT);
         if phase(self.sq_tail, DEPTH) {
             word0 |= aq::PHASE;
         }
@@ -145,6 +162,7 @@ impl AdminQueue {
         self.sq_tail = self.sq_tail.wrapping_add(1);
         // The MMIO write orders the entry before the doorbell (writel's barrier).
         regs.write_reg(AQ_DB::zeroed().with_tail(self.sq_tail));
+        self.stats.submitted += 1;
 
         let start = Instant::<Monotonic>::now();
         let slot = usize::from(self.cq_head % DEPTH);
@@ -155,6 +173,7 @@ impl AdminQueue {
                 break;
             }
             if start.elapsed() > TIMEOUT {
+                self.stats.no_completion += 1;
                 return Err(ETIMEDOUT);
             }
             fsleep(POLL_INTERVAL);
@@ -163,6 +182,7 @@ impl AdminQueue {
         dma_mb(Read);
         let completion: Entry = io_project!(self.cq, [panic: slot]).copy_read();
         self.cq_head = self.cq_head.wrapping_add(1);
+        self.stats.completed += 1;
         let word0 = completion[0];
         if word0 & acq::COMMAND_ID_MASK != id & aq::COMMAND_ID_MASK {
             return Err(EIO);

@@ -77,7 +77,7 @@ pub(crate) struct Sq {
 }
 
 /// Word `w`'s low and high halves of a 64-bit DMA address (`ena_common_mem_addr`).
-fn set_address(command: &mut Entry, w: usize, addr: DmaAddress) {
+pub(crate) fn set_address(command: &mut Entry, w: usize, addr: DmaAddress) {
     command[w] = addr as u32;
     command[w + 1] = (addr >> 32) as u32 & 0xffff;
 }

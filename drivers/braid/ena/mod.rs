@@ -15,11 +15,12 @@ pub(crate) mod ring;
 pub(crate) mod rx;
 pub(crate) mod tx;
 
-use core::num::{NonZeroU32, NonZeroU64};
+use core::num::NonZeroU32;
 
 use kernel::{
     device::{Bound, Core},
-    io::Io,
+    dma::Coherent,
+    io::{io_project, Io},
     pci,
     prelude::*,
     sync::Arc,
@@ -41,8 +42,20 @@ const SET_FEATURE: u8 = 9;
 const DEVICE_ATTRIBUTES: u32 = 1;
 /// `ENA_ADMIN_STATELESS_OFFLOAD_CONFIG`.
 const STATELESS_OFFLOAD_CONFIG: u32 = 11;
+/// `ENA_ADMIN_RSS_HASH_FUNCTION`.
+const RSS_HASH_FUNCTION: u32 = 10;
 /// `ENA_ADMIN_RSS_INDIRECTION_TABLE_CONFIG`.
 const RSS_INDIRECTION_TABLE_CONFIG: u32 = 12;
+/// `ENA_ADMIN_TOEPLITZ`, a bit number in the function masks.
+const TOEPLITZ: u32 = 1;
+/// Most entries of the RSS indirection table braid.ko handles (ena.ko's 2^7).
+pub(crate) const RSS_TABLE_MAX: usize = 128;
+/// Bytes of the Toeplitz key (`ENA_HASH_KEY_SIZE`).
+pub(crate) const RSS_KEY_LEN: usize = 40;
+/// Bytes of `ena_admin_feature_rss_flow_hash_control`.
+const RSS_KEY_STRUCT: usize = 8 + RSS_KEY_LEN;
+/// Bytes of the buffer for commands with indirect data (the largest: a 128-entry RSS table).
+const CONTROL_BUFFER_LEN: usize = RSS_TABLE_MAX * 4;
 /// `ENA_ADMIN_INTERRUPT_MODERATION`.
 const INTERRUPT_MODERATION: u32 = 20;
 /// `ENA_ADMIN_MTU`.
@@ -123,6 +136,8 @@ pub(crate) struct EnaDevice<'bound> {
     bar_len: usize,
     admin: AdminQueue,
     aenq: Aenq,
+    /// Data of commands that carry it indirectly (RSS table and key).
+    control: Coherent<[u8]>,
     /// The device's attributes, read at probe.
     pub(crate) attributes: DeviceAttributes,
     /// The event groups enabled on the device.
@@ -195,6 +210,7 @@ impl<'bound> EnaDevice<'bound> {
         reset(&regs, regs::RESET_NORMAL)?;
         let mut admin = AdminQueue::new(pdev.as_ref())?;
         let mut aenq = Aenq::new(pdev.as_ref())?;
+        let control = Coherent::zeroed_slice(pdev.as_ref(), CONTROL_BUFFER_LEN, GFP_KERNEL)?;
         let llq_len = llq_bar.as_ref().map(|bar| bar.len());
         match Self::bring_up(&regs, &mut admin, &mut aenq, llq_len) {
             Ok(up) => Ok(Self {
@@ -203,6 +219,7 @@ impl<'bound> EnaDevice<'bound> {
                 bar_len,
                 admin,
                 aenq,
+                control,
                 attributes: up.attributes,
                 event_groups: up.event_groups,
                 link_up: up.link_up,
@@ -268,6 +285,11 @@ impl<'bound> EnaDevice<'bound> {
         })
     }
 
+    /// What the admin queue did since probe.
+    pub(crate) fn admin_stats(&self) -> admin::AdminStats {
+        self.admin.stats
+    }
+
     /// The control registers.
     pub(crate) fn regs(&self) -> &Arc<Regs<'bound>> {
         &self.regs
@@ -318,35 +340,90 @@ impl<'bound> EnaDevice<'bound> {
         Ok(NonZeroU32::new(c[2] & 0xffff))
     }
 
-    /// Spreads the RSS indirection table's entries over `rx_sqs`, one inline entry update per
-    /// command, at the table size the device has.
-    ///
-    /// Not `i % n` (ethtool's default): the Toeplitz hash is linear in its input bits, so for
-    /// flows that differ only in a few source-port bits, bit 0 of the hash, all that `i % 2`
-    /// looks at, is the same for every flow once in 16 keys. Entry i instead goes to the queue a
-    /// multiplicative hash of i picks, which depends on all of i's bits.
-    pub(crate) fn spread_rss(&mut self, rx_sqs: &[u16]) -> Result {
-        let n = NonZeroU64::new(rx_sqs.len() as u64).ok_or(EINVAL)?;
+    /// Runs `command` with the first `len` bytes of the control buffer as its data.
+    fn execute_with_buffer(&mut self, opcode: u8, mut command: Entry, len: usize) -> Result<Entry> {
+        if len > self.control.len() {
+            return Err(EINVAL);
+        }
+        // `ena_admin_ctrl_buff_info` in words 1-3: length, then the address.
+        command[0] = admin::aq::CTRL_DATA_INDIRECT;
+        command[1] = u32::try_from(len)?;
+        io::set_address(&mut command, 2, self.control.dma_address());
+        self.execute(opcode, command)
+    }
+
+    /// Entries of the device's RSS indirection table (at most [`RSS_TABLE_MAX`]).
+    pub(crate) fn rss_table_size(&mut self) -> Result<usize> {
         // `ena_admin_feature_rss_ind_table`: min_size, max_size (word 2), size (log2, word 3).
         let table = self.execute(GET_FEATURE, feature_command(RSS_INDIRECTION_TABLE_CONFIG))?;
-        let log = table[3] & 0xffff;
-        if log > 16 {
+        let size = 1usize << (table[3] & 0xffff).min(16);
+        if size > RSS_TABLE_MAX {
             return Err(EIO);
         }
-        for entry in 0..1u32 << log {
-            // Fibonacci hashing: the high half of entry * 2^32/phi, reduced to a queue.
-            let pick = (u64::from(entry.wrapping_mul(0x9e37_79b9)) >> 16) % n;
-            let Some(&sq) = rx_sqs.get(pick as usize) else {
-                return Err(EINVAL);
-            };
-            let mut command = feature_command(RSS_INDIRECTION_TABLE_CONFIG);
-            // size (log2) and one_entry_update; inline_index; inline_entry.cq_idx (the RX SQ).
-            command[6] = log | (1 << 16);
-            command[7] = entry;
-            command[8] = u32::from(sq);
-            self.execute(SET_FEATURE, command)?;
+        Ok(size)
+    }
+
+    /// Sets the whole RSS indirection table in one command: entry i sends flows to the RX
+    /// submission queue `rx_sqs[i]`.
+    pub(crate) fn set_rss_table(&mut self, rx_sqs: &[u16]) -> Result {
+        let n = rx_sqs.len();
+        if !n.is_power_of_two() || n > RSS_TABLE_MAX {
+            return Err(EINVAL);
         }
-        Ok(())
+        // `ena_admin_rss_ind_table_entry`: cq_idx (the RX SQ), reserved.
+        let mut buf = [0u8; RSS_TABLE_MAX * 4];
+        for (i, &sq) in rx_sqs.iter().enumerate() {
+            buf[4 * i..4 * i + 2].copy_from_slice(&sq.to_le_bytes());
+        }
+        io_project!(self.control, [panic: 0..n * 4]).copy_from_slice(&buf[..n * 4]);
+        let mut command = feature_command(RSS_INDIRECTION_TABLE_CONFIG);
+        // size (log2), one_entry_update off; inline_index: all of it is in the buffer.
+        command[6] = n.ilog2();
+        command[7] = u32::MAX;
+        self.execute_with_buffer(SET_FEATURE, command, n * 4)
+            .map(|_| ())
+    }
+
+    /// The device's RSS indirection table: the RX submission queue of each of its `n` entries.
+    pub(crate) fn rss_table(&mut self, n: usize) -> Result<[u16; RSS_TABLE_MAX]> {
+        if n > RSS_TABLE_MAX {
+            return Err(EINVAL);
+        }
+        let command = feature_command(RSS_INDIRECTION_TABLE_CONFIG);
+        self.execute_with_buffer(GET_FEATURE, command, n * 4)?;
+        let mut buf = [0u8; RSS_TABLE_MAX * 4];
+        io_project!(self.control, [panic: 0..n * 4]).copy_to_slice(&mut buf[..n * 4]);
+        let mut sqs = [0u16; RSS_TABLE_MAX];
+        for (i, sq) in sqs.iter_mut().take(n).enumerate() {
+            *sq = u16::from_le_bytes([buf[4 * i], buf[4 * i + 1]]);
+        }
+        Ok(sqs)
+    }
+
+    /// The device's Toeplitz key.
+    pub(crate) fn rss_key(&mut self) -> Result<[u8; RSS_KEY_LEN]> {
+        let command = feature_command(RSS_HASH_FUNCTION);
+        self.execute_with_buffer(GET_FEATURE, command, RSS_KEY_STRUCT)?;
+        // `ena_admin_feature_rss_flow_hash_control`: key_parts, reserved, key.
+        let mut buf = [0u8; RSS_KEY_STRUCT];
+        io_project!(self.control, [panic: 0..RSS_KEY_STRUCT]).copy_to_slice(&mut buf);
+        let mut key = [0u8; RSS_KEY_LEN];
+        key.copy_from_slice(&buf[8..]);
+        Ok(key)
+    }
+
+    /// Hashes flows with Toeplitz and `key` (as ena.ko sets it, initial value all ones).
+    pub(crate) fn set_rss_key(&mut self, key: &[u8; RSS_KEY_LEN]) -> Result {
+        let mut buf = [0u8; RSS_KEY_STRUCT];
+        buf[..4].copy_from_slice(&((RSS_KEY_LEN / 4) as u32).to_le_bytes());
+        buf[8..].copy_from_slice(key);
+        io_project!(self.control, [panic: 0..RSS_KEY_STRUCT]).copy_from_slice(&buf);
+        let mut command = feature_command(RSS_HASH_FUNCTION);
+        // `ena_admin_feature_rss_flow_hash_function`: supported (ignored), selected, init_val.
+        command[6] = 1 << TOEPLITZ;
+        command[7] = u32::MAX;
+        self.execute_with_buffer(SET_FEATURE, command, RSS_KEY_STRUCT)
+            .map(|_| ())
     }
 
     /// Whether the device shows a fatal error in its status register.

@@ -5,7 +5,7 @@
 
 #![forbid(unsafe_code)]
 
-use core::num::NonZeroU32;
+use core::num::{NonZeroU32, NonZeroU64};
 
 use kernel::{
     device::{Bound, Core},
@@ -26,10 +26,10 @@ use super::{
     regs::{RESET_GENERIC, RESET_KEEP_ALIVE_TO},
     rx::{Received, RxRing},
     tx::{TxOffload, TxRing},
-    EnaDevice, Offloads, Regs,
+    EnaDevice, Offloads, Regs, RSS_KEY_LEN, RSS_TABLE_MAX,
 };
 use crate::kapi::{
-    ethtool::{Channels, Coalesce, Rings, Stats},
+    ethtool::{Channels, Coalesce, Rings, RssSizes, Stats},
     irq::{self, Vectors},
     napi::{Context, Napi, Poll, Scheduler},
     netdev::{self, features, online_cpus, with_rtnl, Config, Device, Operations, Stats64, Xmit},
@@ -95,8 +95,12 @@ counters! {
         rx_dropped: "rx_dropped",
         /// Completions naming no posted buffer.
         rx_bad_req_id: "rx_bad_req_id",
-        /// NAPI polls that ended with the vector's unmask (one MMIO write each).
-        napi_unmask: "napi_unmask",
+        /// NAPI polls the context completed (`napi_complete_done` said it is done).
+        napi_complete: "tx_napi_comp",
+        /// Interrupt unmasks, one MMIO write each, that ended those polls.
+        unmask: "tx_unmask_interrupt",
+        /// Transmit doorbell writes (one per burst the stack hands over).
+        tx_doorbells: "tx_doorbells",
         /// TX CQ head doorbell writes (one per quarter ring of completions).
         tx_cq_head_writes: "tx_cq_head_writes",
     }
@@ -105,9 +109,9 @@ counters! {
 counters! {
     /// The device's counters (named as ena.ko's where ena.ko has them).
     DeviceStats {
-        /// The interface went up.
+        /// The data path came up (the interface opened, or restarted by a change or a reset).
         interface_up: "interface_up",
-        /// The interface went down.
+        /// The data path went down (the interface closed, or restarted).
         interface_down: "interface_down",
         /// The stack's transmit watchdog fired.
         tx_timeout: "tx_timeout",
@@ -145,6 +149,31 @@ struct Control<'bound> {
     alive: Instant<Monotonic>,
     /// The shape of the data path (`ethtool -L/-G`), applied at the next start.
     shape: Shape,
+    rss: RssConfig,
+}
+
+/// Receive-side scaling as braid.ko keeps it across restarts of the data path.
+struct RssConfig {
+    /// Entries of the device's indirection table.
+    size: usize,
+    /// The receive queue (channel) of each entry.
+    table: [u16; RSS_TABLE_MAX],
+    /// Whether `ethtool -X` chose the table: kept while its queues exist.
+    user_table: bool,
+    /// The key `ethtool -X hkey` set, given again after every start (a reset loses it).
+    user_key: Option<[u8; RSS_KEY_LEN]>,
+}
+
+/// Default receive queue of RSS table entry `entry` among `channels`.
+///
+/// Not `i % n` (ethtool's default): the Toeplitz hash is linear in its input bits, so for flows
+/// that differ only in a few source-port bits, bit 0 of the hash, all that `i % 2` looks at, is
+/// the same for every flow once in 16 keys. Entry i instead goes to the queue a multiplicative
+/// hash of i picks, which depends on all of i's bits.
+fn default_rss_queue(entry: usize, channels: NonZeroU64) -> u16 {
+    // Fibonacci hashing: the high half of entry * 2^32/phi, reduced to a queue.
+    let pick = (u64::from((entry as u32).wrapping_mul(0x9e37_79b9)) >> 16) % channels;
+    pick as u16
 }
 
 /// How many queue pairs, and how deep.
@@ -215,6 +244,12 @@ impl<'bound> EnaNet<'bound> {
         let attributes = device.attributes;
         let offloads = device.offloads()?;
         let delay_resolution = device.interrupt_delay_resolution()?;
+        let rss = RssConfig {
+            size: device.rss_table_size()?,
+            table: [0; RSS_TABLE_MAX],
+            user_table: false,
+            user_key: None,
+        };
         let tx_max_depth = device
             .llq()
             .map_or(MAX_DEPTH, |(_, llq)| llq.max_depth.min(MAX_DEPTH));
@@ -249,6 +284,7 @@ impl<'bound> EnaNet<'bound> {
                     up: None,
                     alive: Instant::now(),
                     shape,
+                    rss,
                 }),
                 channels: Atomic::new(shape.channels.into()),
                 delay_resolution,
@@ -325,16 +361,44 @@ impl<'bound> EnaNet<'bound> {
     }
 
     /// Spreads flows over the RX queues of `up` (the device starts with every RSS table entry on
-    /// the first).
-    fn spread_flows(device: &mut EnaDevice<'bound>, up: &Up<'bound>) -> Result {
-        if up.queues.len() < 2 {
-            return Ok(());
+    /// the first): the table `ethtool -X` set while its queues all exist, else the default one;
+    /// and the key `ethtool -X` set, if it did.
+    fn spread_flows(
+        device: &mut EnaDevice<'bound>,
+        up: &Up<'bound>,
+        rss: &mut RssConfig,
+    ) -> Result {
+        let channels = NonZeroU64::new(up.queues.len() as u64).ok_or(EINVAL)?;
+        let size = rss.size;
+        if !rss.user_table
+            || rss.table[..size]
+                .iter()
+                .any(|&q| u64::from(q) >= channels.get())
+        {
+            rss.user_table = false;
+            for (entry, q) in rss.table[..size].iter_mut().enumerate() {
+                *q = default_rss_queue(entry, channels);
+            }
         }
-        let mut rx_sqs = KVec::with_capacity(up.queues.len(), GFP_KERNEL)?;
-        for sq in up.queues.iter().filter_map(|ids| ids.rx_sq) {
-            rx_sqs.push(sq.idx, GFP_KERNEL)?;
+        Self::program_rss_table(device, up, rss)?;
+        match &rss.user_key {
+            Some(key) => device.set_rss_key(key),
+            None => Ok(()),
         }
-        device.spread_rss(&rx_sqs)
+    }
+
+    /// Gives the device `rss`'s table, as the RX submission queues of `up`.
+    fn program_rss_table(
+        device: &mut EnaDevice<'bound>,
+        up: &Up<'bound>,
+        rss: &RssConfig,
+    ) -> Result {
+        let mut sqs = [0u16; RSS_TABLE_MAX];
+        for (sq, &q) in sqs.iter_mut().zip(&rss.table[..rss.size]) {
+            let ids = up.queues.get(usize::from(q)).ok_or(EINVAL)?;
+            *sq = ids.rx_sq.ok_or(EINVAL)?.idx;
+        }
+        device.set_rss_table(&sqs[..rss.size])
     }
 
     /// Brings the data path up: queues, contexts, interrupts, carrier.
@@ -350,7 +414,7 @@ impl<'bound> EnaNet<'bound> {
         };
         let brought_up = self
             .bring_up(dev, &mut control.device, &mut up, shape)
-            .and_then(|()| Self::spread_flows(&mut control.device, &up));
+            .and_then(|()| Self::spread_flows(&mut control.device, &up, &mut control.rss));
         if let Err(e) = brought_up {
             let stopped = Self::stop_queues(&mut control.device, &up);
             self.release(dev, &mut control.device, up, stopped);
@@ -366,6 +430,7 @@ impl<'bound> EnaNet<'bound> {
         }
         dev.tx_start_all();
         control.up = Some(up);
+        self.counters.interface_up.add(1, Relaxed);
         Ok(())
     }
 
@@ -435,6 +500,7 @@ impl<'bound> EnaNet<'bound> {
         if let Some(up) = control.up.take() {
             let stopped = Self::stop_queues(&mut control.device, &up);
             self.release(dev, &mut control.device, up, stopped);
+            self.counters.interface_down.add(1, Relaxed);
             self.start(dev, control)?;
         }
         Ok(())
@@ -451,6 +517,7 @@ impl<'bound> EnaNet<'bound> {
         let was_up = up.is_some();
         if let Some(up) = up {
             self.release(dev, &mut control.device, up, restarted.is_ok());
+            self.counters.interface_down.add(1, Relaxed);
         }
         control.alive = Instant::now();
         if let Err(e) = restarted {
@@ -482,9 +549,7 @@ impl<'bound> Operations for EnaNet<'bound> {
         if control.up.is_some() {
             return Ok(());
         }
-        this.start(dev, &mut control)?;
-        this.counters.interface_up.add(1, Relaxed);
-        Ok(())
+        this.start(dev, &mut control)
     }
 
     fn stop(dev: &Device<Self>) {
@@ -508,6 +573,16 @@ impl<'bound> Operations for EnaNet<'bound> {
     fn ethtool_stats(dev: &Device<Self>, stats: &mut Stats<'_>) {
         let this = dev.data();
         this.counters.report(stats, format_args!(""));
+        let admin = this.control.lock().device.admin_stats();
+        stats.stat(format_args!("ena_admin_q_submitted_cmd"), || {
+            admin.submitted
+        });
+        stats.stat(format_args!("ena_admin_q_completed_cmd"), || {
+            admin.completed
+        });
+        stats.stat(format_args!("ena_admin_q_no_completion"), || {
+            admin.no_completion
+        });
         let channels = this.channels.load(Relaxed) as usize;
         for (q, s) in this.stats.iter().enumerate().take(channels) {
             s.report(stats, format_args!("queue_{}_", q));
@@ -535,6 +610,80 @@ impl<'bound> Operations for EnaNet<'bound> {
                 ..shape
             },
         )
+    }
+
+    fn rss_sizes(dev: &Device<Self>) -> Option<RssSizes> {
+        Some(RssSizes {
+            table: dev.data().control.lock().rss.size as u32,
+            key: RSS_KEY_LEN as u32,
+        })
+    }
+
+    fn rss(dev: &Device<Self>, table: Option<&mut [u32]>, key: Option<&mut [u8]>) -> Result {
+        let mut control = dev.data().control.lock();
+        let control = &mut *control;
+        if let Some(table) = table {
+            let size = control.rss.size;
+            // While up, what the device holds, translated back to channels; else what the next
+            // start gives it.
+            match &control.up {
+                Some(up) => {
+                    let sqs = control.device.rss_table(size)?;
+                    for (t, sq) in table.iter_mut().zip(&sqs[..size]) {
+                        let q = up
+                            .queues
+                            .iter()
+                            .position(|ids| ids.rx_sq.is_some_and(|rx| rx.idx == *sq))
+                            .ok_or(EIO)?;
+                        *t = q as u32;
+                    }
+                }
+                None => {
+                    for (t, &q) in table.iter_mut().zip(&control.rss.table[..size]) {
+                        *t = q.into();
+                    }
+                }
+            }
+        }
+        if let Some(key) = key {
+            let device_key = control.device.rss_key()?;
+            key.copy_from_slice(device_key.get(..key.len()).ok_or(EINVAL)?);
+        }
+        Ok(())
+    }
+
+    fn set_rss(dev: &Device<Self>, table: Option<&[u32]>, key: Option<&[u8]>) -> Result {
+        let mut control = dev.data().control.lock();
+        let control = &mut *control;
+        if let Some(key) = key {
+            let key: [u8; RSS_KEY_LEN] = key.try_into().map_err(|_| EINVAL)?;
+            if control.up.is_some() {
+                control.device.set_rss_key(&key)?;
+            }
+            control.rss.user_key = Some(key);
+        }
+        if let Some(table) = table {
+            let size = control.rss.size;
+            if table.len() != size
+                || table
+                    .iter()
+                    .any(|&q| q >= u32::from(control.shape.channels))
+            {
+                return Err(EINVAL);
+            }
+            let old = control.rss.table;
+            for (t, &q) in control.rss.table.iter_mut().zip(table) {
+                *t = q as u16;
+            }
+            if let Some(up) = &control.up {
+                if let Err(e) = Self::program_rss_table(&mut control.device, up, &control.rss) {
+                    control.rss.table = old;
+                    return Err(e);
+                }
+            }
+            control.rss.user_table = true;
+        }
+        Ok(())
     }
 
     fn channels(dev: &Device<Self>) -> Option<Channels> {
@@ -637,7 +786,9 @@ impl<'bound> Operations for EnaNet<'bound> {
         };
         if !tx.has_room() {
             dev.tx_stop(q);
-            tx.ring_doorbell(&this.regs);
+            if tx.ring_doorbell(&this.regs) {
+                stats.tx_doorbells.add(1, Relaxed);
+            }
             return Xmit::Busy(skb);
         }
         let len = skb.len();
@@ -655,8 +806,8 @@ impl<'bound> Operations for EnaNet<'bound> {
             Err(()) => stats.tx_dropped.add(1, Relaxed),
         }
         // One doorbell for a burst: the stack says when more packets follow at once.
-        if !dev.xmit_more() || dev.tx_stopped(q) {
-            tx.ring_doorbell(&this.regs);
+        if (!dev.xmit_more() || dev.tx_stopped(q)) && tx.ring_doorbell(&this.regs) {
+            stats.tx_doorbells.add(1, Relaxed);
         }
         Xmit::Done
     }
@@ -683,7 +834,8 @@ impl<'bound> Operations for EnaNet<'bound> {
 
 /// The netdev features the device's offloads allow.
 fn net_features(o: &Offloads) -> u64 {
-    let mut f = features::HIGHDMA;
+    // The device hashes every frame it steers (RSS).
+    let mut f = features::HIGHDMA | features::RXHASH;
     if o.rx & offload::RX_L4_CSUM != 0 {
         f |= features::RXCSUM;
     }
@@ -772,13 +924,15 @@ impl<'bound> QueuePoll<'bound> {
         stats.rx_bytes.add(u64::from(skb.len()), Relaxed);
         let status = frame.status;
         let l4 = (status >> rx_cdesc::L4_PROTO_SHIFT) & rx_cdesc::L4_PROTO_MASK;
-        if status & rx_cdesc::L4_CSUM_CHECKED != 0
+        let features = dev.features();
+        if features & features::RXCSUM != 0
+            && status & rx_cdesc::L4_CSUM_CHECKED != 0
             && status & (rx_cdesc::L4_CSUM_ERR | rx_cdesc::L3_CSUM_ERR) == 0
             && status & rx_cdesc::IPV4_FRAG == 0
         {
             skb.set_checksum_unnecessary();
         }
-        if l4 == l4::TCP || l4 == l4::UDP {
+        if features & features::RXHASH != 0 && (l4 == l4::TCP || l4 == l4::UDP) {
             skb.set_l4_hash(frame.hash);
         }
         skb.set_rx_queue(self.qid);
@@ -871,8 +1025,9 @@ impl<'bound> Poll for QueuePoll<'bound> {
             rx.refill(&this.regs);
         }
         if work < budget && ctx.complete_done(work) {
+            stats.napi_complete.add(1, Relaxed);
             self.unmask(this, rx.cq_head());
-            stats.napi_unmask.add(1, Relaxed);
+            stats.unmask.add(1, Relaxed);
         }
         work
     }

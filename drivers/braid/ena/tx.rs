@@ -260,8 +260,9 @@ impl<'bound> TxRing<'bound> {
         Ok(())
     }
 
-    /// Tells the device about the descriptors written since the last call.
-    pub(crate) fn ring_doorbell(&mut self, regs: &Regs<'_>) {
+    /// Tells the device about the descriptors written since the last call; returns whether
+    /// there were any (and the doorbell was written).
+    pub(crate) fn ring_doorbell(&mut self, regs: &Regs<'_>) -> bool {
         if let (Some(sq), true) = (self.sq, self.tail != self.tail_rung) {
             self.tail_rung = self.tail;
             // Host descriptors: the MMIO write orders them before the doorbell (writel's
@@ -270,8 +271,9 @@ impl<'bound> TxRing<'bound> {
             if self.pushes() {
                 mb(Write);
             }
-            let _ = regs.try_write32(u32::from(self.tail), sq.doorbell);
+            return regs.try_write32(u32::from(self.tail), sq.doorbell).is_ok();
         }
+        false
     }
 
     /// Takes the device's completions and frees their packets (`budget` as for NAPI).

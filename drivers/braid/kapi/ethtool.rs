@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! ethtool: driver information, link state and the driver's named counters (`ethtool -i`, the
-//! link line of `ethtool`, `ethtool -S`).
+//! link line of `ethtool`, `ethtool -S`), ring sizes, channels, interrupt moderation and
+//! receive-side scaling (`-g/-G`, `-l/-L`, `-c/-C`, `-x/-X`).
 
 use core::fmt::{self, Write};
 
@@ -96,6 +97,19 @@ pub(crate) struct Coalesce {
     pub(crate) tx_usecs: u32,
 }
 
+/// Receive-side scaling sizes (`ethtool -x/-X`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RssSizes {
+    /// Entries of the indirection table.
+    pub(crate) table: u32,
+    /// Bytes of the Toeplitz key.
+    pub(crate) key: u32,
+}
+
+/// `ETH_RSS_HASH_NO_CHANGE` and `ETH_RSS_HASH_TOP` (Toeplitz, the only hash function offered).
+const RSS_HASH_NO_CHANGE: u8 = 0;
+const RSS_HASH_TOP: u8 = 1 << 0;
+
 /// `ETHTOOL_COALESCE_RX_USECS | ETHTOOL_COALESCE_TX_USECS`: the moderation parameters a device
 /// with [`Coalesce`] takes (ethtool refuses the others before the driver sees them).
 const COALESCE_USECS: u32 = (1 << 0) | (1 << 4);
@@ -115,6 +129,11 @@ pub(crate) fn ops<T: Operations>() -> sys::ethtool_ops {
         set_channels: Some(set_channels_callback::<T>),
         get_coalesce: Some(get_coalesce_callback::<T>),
         set_coalesce: Some(set_coalesce_callback::<T>),
+        get_rx_ring_count: Some(get_rx_ring_count_callback::<T>),
+        get_rxfh_indir_size: Some(get_rxfh_indir_size_callback::<T>),
+        get_rxfh_key_size: Some(get_rxfh_key_size_callback::<T>),
+        get_rxfh: Some(get_rxfh_callback::<T>),
+        set_rxfh: Some(set_rxfh_callback::<T>),
         ..Default::default()
     }
 }
@@ -222,6 +241,99 @@ unsafe extern "C" fn set_coalesce_callback<T: Operations>(
         tx_usecs: ec.tx_coalesce_usecs,
     };
     from_result(|| T::set_coalesce(dev, c).map(|()| 0))
+}
+
+/// # Safety
+///
+/// Called by ethtool with a live device of `T`.
+unsafe extern "C" fn get_rx_ring_count_callback<T: Operations>(dev: *mut sys::net_device) -> u32 {
+    // SAFETY: the caller guarantees a live device of `T`.
+    let dev = unsafe { Device::<T>::from_raw(dev) };
+    T::channels(dev).map_or(0, |c| c.count)
+}
+
+/// # Safety
+///
+/// As for [`get_rx_ring_count_callback`].
+unsafe extern "C" fn get_rxfh_indir_size_callback<T: Operations>(dev: *mut sys::net_device) -> u32 {
+    // SAFETY: the caller guarantees a live device of `T`.
+    let dev = unsafe { Device::<T>::from_raw(dev) };
+    T::rss_sizes(dev).map_or(0, |s| s.table)
+}
+
+/// # Safety
+///
+/// As for [`get_rx_ring_count_callback`].
+unsafe extern "C" fn get_rxfh_key_size_callback<T: Operations>(dev: *mut sys::net_device) -> u32 {
+    // SAFETY: the caller guarantees a live device of `T`.
+    let dev = unsafe { Device::<T>::from_raw(dev) };
+    T::rss_sizes(dev).map_or(0, |s| s.key)
+}
+
+/// The table and key buffers of `p`, those it has, at most the sizes the driver reports.
+///
+/// # Safety
+///
+/// `p.indir` (`p.key`) is null or valid for `p.indir_size` (`p.key_size`) elements, exclusively,
+/// for `'a`.
+unsafe fn rxfh_buffers<'a>(
+    p: &sys::ethtool_rxfh_param,
+    sizes: RssSizes,
+) -> (Option<&'a mut [u32]>, Option<&'a mut [u8]>) {
+    let table = p.indir_size.min(sizes.table) as usize;
+    let key = p.key_size.min(sizes.key) as usize;
+    // SAFETY: by the function's requirements; the lengths are at most the buffers' sizes.
+    unsafe {
+        (
+            (!p.indir.is_null()).then(|| core::slice::from_raw_parts_mut(p.indir, table)),
+            (!p.key.is_null()).then(|| core::slice::from_raw_parts_mut(p.key, key)),
+        )
+    }
+}
+
+/// # Safety
+///
+/// Called by ethtool (under the RTNL lock) with a live device of `T` and a valid `p` whose
+/// buffers, where not null, hold `indir_size` entries and `key_size` bytes.
+unsafe extern "C" fn get_rxfh_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    p: *mut sys::ethtool_rxfh_param,
+) -> i32 {
+    // SAFETY: the caller guarantees a live device of `T` and a valid, exclusive `p`.
+    let (dev, p) = unsafe { (Device::<T>::from_raw(dev), &mut *p) };
+    let Some(sizes) = T::rss_sizes(dev) else {
+        return EOPNOTSUPP.to_errno();
+    };
+    p.hfunc = RSS_HASH_TOP;
+    // SAFETY: the caller guarantees the buffers.
+    let (table, key) = unsafe { rxfh_buffers(p, sizes) };
+    from_result(|| T::rss(dev, table, key).map(|()| 0))
+}
+
+/// # Safety
+///
+/// As for [`get_rxfh_callback`].
+unsafe extern "C" fn set_rxfh_callback<T: Operations>(
+    dev: *mut sys::net_device,
+    p: *mut sys::ethtool_rxfh_param,
+    _extack: *mut sys::netlink_ext_ack,
+) -> i32 {
+    // SAFETY: the caller guarantees a live device of `T` and a valid `p`.
+    let (dev, p) = unsafe { (Device::<T>::from_raw(dev), &*p) };
+    let Some(sizes) = T::rss_sizes(dev) else {
+        return EOPNOTSUPP.to_errno();
+    };
+    if !matches!(p.hfunc, RSS_HASH_NO_CHANGE | RSS_HASH_TOP) || p.rss_context != 0 {
+        return EOPNOTSUPP.to_errno();
+    }
+    if (!p.indir.is_null() && p.indir_size != sizes.table)
+        || (!p.key.is_null() && p.key_size != sizes.key)
+    {
+        return EINVAL.to_errno();
+    }
+    // SAFETY: the caller guarantees the buffers; they are only read.
+    let (table, key) = unsafe { rxfh_buffers(p, sizes) };
+    from_result(|| T::set_rss(dev, table.map(|t| &*t), key.map(|k| &*k)).map(|()| 0))
 }
 
 /// How many counters the driver reports.

@@ -10,7 +10,7 @@ use kernel::{device, error::from_result, prelude::*, time::Delta, types::Opaque}
 
 use super::{
     dma::raw_device,
-    ethtool::{self, Channels, Coalesce, Rings, Stats},
+    ethtool::{self, Channels, Coalesce, Rings, RssSizes, Stats},
     skb::SkBuff,
     work::{Periodic, Task},
 };
@@ -91,6 +91,21 @@ pub(crate) trait Operations: Sized + Send + Sync {
     fn set_coalesce(_dev: &Device<Self>, _c: Coalesce) -> Result {
         Err(EOPNOTSUPP)
     }
+    /// Receive-side scaling: entries of the indirection table and bytes of the Toeplitz key;
+    /// `None`: no RSS.
+    fn rss_sizes(_dev: &Device<Self>) -> Option<RssSizes> {
+        None
+    }
+    /// Fills in the indirection table (a receive queue per entry) and the key, each when asked
+    /// for, sized as [`Self::rss_sizes`] says (under the RTNL lock).
+    fn rss(_dev: &Device<Self>, _table: Option<&mut [u32]>, _key: Option<&mut [u8]>) -> Result {
+        Err(EOPNOTSUPP)
+    }
+    /// Sets the indirection table and/or the key (`None`: unchanged), sized as
+    /// [`Self::rss_sizes`] says, table entries below the channel count (under the RTNL lock).
+    fn set_rss(_dev: &Device<Self>, _table: Option<&[u32]>, _key: Option<&[u8]>) -> Result {
+        Err(EOPNOTSUPP)
+    }
 }
 
 /// A registered network device, seen from one of its callbacks or from its owner.
@@ -131,6 +146,13 @@ impl<T: Operations> Device<T> {
         // SAFETY: by the type invariant the private area holds an initialized `T`, which lives
         // as long as the device; only shared references are handed out.
         unsafe { &*sys::braid_netdev_priv(self.as_raw()).cast::<T>() }
+    }
+
+    /// The features in use (`NETIF_F_*`, [`features`]), as `ethtool -K` left them.
+    pub(crate) fn features(&self) -> u64 {
+        // SAFETY: the device is live; `features` is read without the lock as the kernel's data
+        // path readers do (an aligned `u64` cannot tear on 64-bit machines).
+        unsafe { core::ptr::addr_of!((*self.as_raw()).features).read_volatile() }
     }
 
     /// The current MTU.
@@ -267,6 +289,8 @@ pub(crate) mod features {
     pub(crate) const HIGHDMA: u64 = 1 << sys::NETIF_F_HIGHDMA_BIT;
     /// The device verifies received checksums.
     pub(crate) const RXCSUM: u64 = 1 << sys::NETIF_F_RXCSUM_BIT;
+    /// The device hashes received flows (the hash goes with the packet).
+    pub(crate) const RXHASH: u64 = 1 << sys::NETIF_F_RXHASH_BIT;
     /// The device gathers a packet from several buffers.
     pub(crate) const SG: u64 = 1 << sys::NETIF_F_SG_BIT;
     /// The device fills TCP/UDP checksums over IPv4.
