@@ -75,6 +75,8 @@ PLAN = [
          vm_env=[{"BRAID_NET_DRIVER": "braid"}, {"BRAID_NET_DRIVER": "ena"}]),
     # Two ENA functions in one guest with two CPUs: the driver gets two channels.
     Boot("channels", ["ena", "ena"], ["ena/channels.sh"], smp=2),
+    # The same on braid.ko.
+    Boot("braid-channels", ["ena", "ena"], ["ena/channels.sh"], smp=2, env={"BRAID_NET_DRIVER": "braid"}),
 ]
 
 

@@ -30,6 +30,11 @@ rx_per_queue() {
 	if [ -n "${2:-}" ]; then inns ethtool -S "$1"; else ethtool -S "$1"; fi |
 		awk -F': *' '$1 ~ /queue_[0-9]+_rx_cnt$/ { gsub(/ /, "", $2); printf "%s ", $2 }'
 }
+# queue_counters IF [NETNS]: the per-queue packet and drop counters, on one line.
+queue_counters() {
+	if [ -n "${2:-}" ]; then inns ethtool -S "$1"; else ethtool -S "$1"; fi |
+		awk -F': *' '$1 ~ /queue_[0-9]+_(tx_cnt|rx_cnt|tx_dropped|rx_dropped|tx_doorbells)$/ { gsub(/ /, "", $1); printf "%s=%s ", $1, $2 }'
+}
 combined() { # IF [NETNS]: current combined channels
 	if [ -n "${2:-}" ]; then inns ethtool -l "$1"; else ethtool -l "$1"; fi |
 		awk '/^Current/ { c = 1 } c && /^Combined:/ { print $2; exit }'
@@ -91,6 +96,11 @@ print(f"stream: {total} bytes received, per second: {per_second}")
 # The changes end about 10 s in; every later second carries data.
 assert total > 0 and all(b > 0 for b in per_second[12:]), "the stream stalled after the channel changes"
 PY
+	[ $? -eq 0 ] && return 0
+	# What each side's queues did, for the diagnosis.
+	echo "$IF_A queues: $(queue_counters "$IF_A")"
+	echo "$IF_B queues: $(queue_counters "$IF_B" ns)"
+	return 1
 }
 ktap_check_diag stream_survives_channel_changes under_traffic
 

@@ -428,7 +428,7 @@ impl<'bound> EnaNet<'bound> {
         if control.device.link_up != Some(false) {
             dev.carrier_on();
         }
-        dev.tx_start_all();
+        dev.tx_wake_all();
         control.up = Some(up);
         self.counters.interface_up.add(1, Relaxed);
         Ok(())

@@ -183,10 +183,12 @@ impl<T: Operations> Device<T> {
         kernel::error::to_result(unsafe { sys::netif_set_real_num_rx_queues(self.as_raw(), rx) })
     }
 
-    /// Lets the stack transmit on every queue.
-    pub(crate) fn tx_start_all(&self) {
+    /// Lets the stack transmit on every queue, and runs the queueing discipline of each: packets
+    /// it held while the queues were stopped go out now, not with the next packet sent (which a
+    /// TCP flow waiting on them would never send).
+    pub(crate) fn tx_wake_all(&self) {
         // SAFETY: the device is live.
-        unsafe { sys::braid_netif_tx_start_all_queues(self.as_raw()) }
+        unsafe { sys::braid_netif_tx_wake_all_queues(self.as_raw()) }
     }
 
     /// Stops the stack from transmitting on every queue (waits for none).

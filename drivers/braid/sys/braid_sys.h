@@ -45,7 +45,7 @@ void braid_netdev_set_parent(struct net_device *dev, struct device *parent);
 void braid_eth_hw_addr_set(struct net_device *dev, const u8 *addr);
 /* dev_name() of the device's parent (its bus address). */
 const char *braid_netdev_parent_name(const struct net_device *dev);
-void braid_netif_tx_start_all_queues(struct net_device *dev);
+void braid_netif_tx_wake_all_queues(struct net_device *dev);
 void braid_netif_tx_stop_queue(struct net_device *dev, unsigned int queue);
 void braid_netif_tx_wake_queue(struct net_device *dev, unsigned int queue);
 bool braid_netif_tx_queue_stopped(struct net_device *dev, unsigned int queue);

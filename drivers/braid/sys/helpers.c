@@ -61,9 +61,9 @@ const char *braid_netdev_parent_name(const struct net_device *dev)
 	return dev->dev.parent ? dev_name(dev->dev.parent) : "";
 }
 
-void braid_netif_tx_start_all_queues(struct net_device *dev)
+void braid_netif_tx_wake_all_queues(struct net_device *dev)
 {
-	netif_tx_start_all_queues(dev);
+	netif_tx_wake_all_queues(dev);
 }
 
 void braid_netif_tx_stop_queue(struct net_device *dev, unsigned int queue)
