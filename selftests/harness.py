@@ -64,7 +64,8 @@ PLAN = [
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
     # The same pair on braid.ko: guest 0 pushes its transmit descriptors to LLQ memory, guest 1
     # leaves them in host memory.
-    Boot("braid-pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "braid/doorbell.sh", "ena/ethtool.sh"],
+    Boot("braid-pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "braid/doorbell.sh", "ena/ethtool.sh",
+                                       "braid/robust.sh"],
          vms=2,
          env={"BRAID_NET_DRIVER": "braid"},
          vm_env=[{}, {"BRAID_MODULE_PARAMS": "llq=0"}]),
