@@ -20,7 +20,7 @@ const CQ_WORDS: usize = 4;
 use super::Regs;
 use crate::kapi::{
     napi::Context,
-    skb::{rx_buffer_len, RxPage, SkBuff},
+    skb::{RxPage, SkBuff},
 };
 
 /// Frames up to this long are copied into a small packet and their page posted again (ena.ko's
@@ -126,11 +126,11 @@ impl<'bound> RxRing<'bound> {
                     Err(_) => break,
                 },
             };
-            let addr = page.addr();
+            let (addr, len) = (page.addr(), page.len());
             let Some(id) = self.pages.hold(page) else {
                 break;
             };
-            let mut word0 = rx_buffer_len() | rx_desc::FIRST | rx_desc::LAST | rx_desc::COMP_REQ;
+            let mut word0 = len | rx_desc::FIRST | rx_desc::LAST | rx_desc::COMP_REQ;
             if self.completions.index.phase(self.tail) {
                 word0 |= rx_desc::PHASE;
             }
@@ -209,9 +209,14 @@ impl<'bound> RxRing<'bound> {
                 // Cannot fail: one page per posted id, and `recycled` has room for all.
                 let _ = self.recycled.push(page, GFP_ATOMIC);
             } else if i == 0 {
-                match page.into_skb(len) {
+                let (built, rest) = page.into_skb(len);
+                match built {
                     Ok(s) => skb = Some(s),
                     Err(_) => broken = true,
+                }
+                if let Some(rest) = rest {
+                    // The rest of the page, posted again first. Cannot fail: as above.
+                    let _ = self.recycled.push(rest, GFP_ATOMIC);
                 }
             } else if let Some(s) = skb.as_mut() {
                 if page.into_frag(s, len).is_err() {

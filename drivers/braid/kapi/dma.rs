@@ -111,14 +111,61 @@ impl<'a> Mapping<'a> {
         self.addr
     }
 
-    /// The device the mapping was made for.
-    pub(crate) fn device(&self) -> &'a device::Device<Bound> {
-        self.dev
-    }
-
     /// The length of the mapping in bytes.
     pub(crate) fn len(&self) -> u32 {
         self.len
+    }
+
+    /// Unmaps a page mapping without handing the buffer back to the CPU: for a buffer whose
+    /// parts the CPU took with [`Self::sync_for_cpu`] as it needed them (a bounce buffer is not
+    /// copied back over what the CPU has since changed there).
+    pub(crate) fn unmap_without_sync(self) {
+        let this = core::mem::ManuallyDrop::new(self);
+        if let MapKind::Page = this.kind {
+            // SAFETY: by the type invariant the mapping is live and a page mapping for `dev`;
+            // `self` is consumed without running its drop, so this is the only unmap.
+            unsafe {
+                sys::dma_unmap_page_attrs(
+                    raw_device(this.dev),
+                    this.addr,
+                    this.len as usize,
+                    this.dir.raw(),
+                    sys::DMA_ATTR_SKIP_CPU_SYNC as usize,
+                )
+            }
+        } else {
+            drop(core::mem::ManuallyDrop::into_inner(this));
+        }
+    }
+
+    /// Hands `len` bytes at `offset` in the buffer to the CPU (the device wrote them).
+    pub(crate) fn sync_for_cpu(&self, offset: u32, len: u32) {
+        if offset.checked_add(len).is_some_and(|end| end <= self.len) {
+            // SAFETY: the mapping is live and the range lies inside it.
+            unsafe {
+                sys::braid_dma_sync_single_for_cpu(
+                    raw_device(self.dev),
+                    self.addr + u64::from(offset),
+                    len as usize,
+                    self.dir.raw(),
+                )
+            }
+        }
+    }
+
+    /// Hands `len` bytes at `offset` in the buffer back to the device.
+    pub(crate) fn sync_for_device(&self, offset: u32, len: u32) {
+        if offset.checked_add(len).is_some_and(|end| end <= self.len) {
+            // SAFETY: the mapping is live and the range lies inside it.
+            unsafe {
+                sys::braid_dma_sync_single_for_device(
+                    raw_device(self.dev),
+                    self.addr + u64::from(offset),
+                    len as usize,
+                    self.dir.raw(),
+                )
+            }
+        }
     }
 }
 

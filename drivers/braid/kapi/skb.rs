@@ -234,57 +234,73 @@ impl<'a> TxSkb<'a> {
     }
 }
 
-/// A receive buffer: one page the device may write, mapped from [`rx_headroom`] to
-/// [`RX_BUFFER_LEN`] bytes past it; unmapped and released when dropped.
+/// A receive buffer: part of a page the device may write, from [`rx_headroom`] past `offset` to
+/// the page's end less the `skb_shared_info` that `build_skb` puts there. The page is mapped whole
+/// once; a frame that leaves room for another ([`RX_REUSE_MIN`]) takes only its part, and the
+/// page comes back with the next buffer behind it (ena.ko's page reuse), so a page serves two
+/// standard frames for one allocation and one mapping. Unmapped and released when dropped.
 ///
 /// # Invariants
 ///
-/// `page` is a page this value holds a reference to; `map`, while present, maps part of it.
+/// `page` is a page this value holds a reference to; `map`, while present, maps all of it;
+/// `offset + rx_headroom() + rx_tailroom() < PAGE_SIZE`.
 pub(crate) struct RxPage<'a> {
     map: Option<Mapping<'a>>,
     page: NonNull<sys::page>,
+    offset: u32,
 }
 
 // SAFETY: the page is owned exclusively and may be released from any thread.
 unsafe impl Send for RxPage<'_> {}
 
-/// Bytes before the data in a receive page (`NET_SKB_PAD + NET_IP_ALIGN`).
+/// Bytes before the data in a receive buffer (`NET_SKB_PAD + NET_IP_ALIGN`).
 pub(crate) fn rx_headroom() -> u32 {
     // SAFETY: returns a constant.
     unsafe { sys::braid_rx_headroom() }
 }
 
-/// Bytes of frame a receive page holds: what is left of the page after the headroom and the
-/// `skb_shared_info` that `build_skb` puts at its end.
-pub(crate) fn rx_buffer_len() -> u32 {
+/// Bytes after the data that `build_skb` needs (`skb_shared_info`, cache-aligned).
+fn rx_tailroom() -> u32 {
     // SAFETY: returns a constant.
-    let tail = unsafe { sys::braid_rx_tailroom() };
-    kernel::page::PAGE_SIZE as u32 - rx_headroom() - tail
+    unsafe { sys::braid_rx_tailroom() }
 }
+
+/// `SKB_DATA_ALIGN`.
+fn data_align(len: u32) -> u32 {
+    // SAFETY: pure arithmetic.
+    unsafe { sys::braid_skb_data_align(len) }
+}
+
+/// The smallest buffer left in a page worth posting again: a 1500-byte-MTU frame with a VLAN tag
+/// fits, so standard frames never span two buffers.
+pub(crate) const RX_REUSE_MIN: u32 = 1536;
+
+/// Bytes of a page.
+const PAGE: usize = kernel::page::PAGE_SIZE;
 
 impl<'a> RxPage<'a> {
     /// Allocates and maps a page (atomically: from NAPI context too).
     pub(crate) fn new(dev: &'a device::Device<Bound>) -> Result<Self> {
         // SAFETY: plain allocation.
         let page = NonNull::new(unsafe { sys::braid_dev_alloc_page() }).ok_or(ENOMEM)?;
-        let len = rx_buffer_len();
-        // SAFETY: `page` is a page we hold; the mapping covers bytes within it and is dropped
-        // before the page is released (field order; `into_*` unmaps first).
+        // SAFETY: `page` is a page we hold; the mapping covers it and is dropped before the page
+        // is released (`unmap` and drop unmap first).
         let map = unsafe {
             let addr = sys::dma_map_page_attrs(
                 raw_device(dev),
                 page.as_ptr(),
-                rx_headroom() as usize,
-                len as usize,
+                0,
+                PAGE,
                 sys::dma_data_direction_DMA_FROM_DEVICE,
                 0,
             );
-            Mapping::from_raw(dev, addr, len, Direction::FromDevice, MapKind::Page)
+            Mapping::from_raw(dev, addr, PAGE as u32, Direction::FromDevice, MapKind::Page)
         };
         match map {
             Ok(map) => Ok(Self {
                 map: Some(map),
                 page,
+                offset: 0,
             }),
             Err(e) => {
                 // SAFETY: the page is ours and unmapped.
@@ -294,67 +310,87 @@ impl<'a> RxPage<'a> {
         }
     }
 
+    /// Where the frame starts in the page.
+    fn data_offset(&self) -> u32 {
+        self.offset + rx_headroom()
+    }
+
     /// The device address of the buffer.
     pub(crate) fn addr(&self) -> u64 {
-        self.map.as_ref().map_or(0, Mapping::addr)
+        self.map
+            .as_ref()
+            .map_or(0, |m| m.addr() + u64::from(self.data_offset()))
+    }
+
+    /// Bytes of frame the buffer holds.
+    pub(crate) fn len(&self) -> u32 {
+        PAGE as u32 - self.data_offset() - rx_tailroom()
     }
 
     /// Copies the first `len` bytes the device wrote into a new packet from NAPI's cache and keeps
-    /// the page, still mapped, for the device to fill again (ena.ko's `rx_copybreak`): a small
+    /// the buffer, still mapped, for the device to fill again (ena.ko's `rx_copybreak`): a small
     /// frame costs no page allocation or mapping.
     pub(crate) fn copy_to_skb(&self, napi: &Context, len: u32) -> Result<SkBuff> {
         let map = self.map.as_ref().ok_or(EINVAL)?;
-        let len = len.min(map.len());
-        let dev = raw_device(map.device());
-        // SAFETY: `map` is a live mapping of this page made for `dev`; after the sync the CPU may
-        // read the first `len` bytes, which lie within the page at `rx_headroom()`; the packet
-        // comes from the poll's own NAPI context with room for `len` bytes; the sync back hands
-        // the buffer to the device again.
-        unsafe {
-            let dir = sys::dma_data_direction_DMA_FROM_DEVICE;
-            sys::braid_dma_sync_single_for_cpu(dev, map.addr(), len as usize, dir);
+        let len = len.min(self.len());
+        map.sync_for_cpu(self.data_offset(), len);
+        // SAFETY: after the sync the CPU may read the `len` bytes at the buffer's data offset,
+        // which lie within the page; the packet comes from the poll's own NAPI context with room
+        // for `len` bytes.
+        let skb = unsafe {
             let skb = sys::napi_alloc_skb(napi.raw(), len);
             if !skb.is_null() {
                 let data = sys::braid_page_address(self.page.as_ptr())
                     .cast::<u8>()
-                    .add(rx_headroom() as usize);
+                    .add(self.data_offset() as usize);
                 sys::braid_skb_put_data(skb, data.cast(), len);
             }
-            sys::braid_dma_sync_single_for_device(dev, map.addr(), len as usize, dir);
-            if skb.is_null() {
-                return Err(ENOMEM);
-            }
-            Ok(SkBuff::from_raw(skb))
+            skb
+        };
+        map.sync_for_device(self.data_offset(), len);
+        if skb.is_null() {
+            return Err(ENOMEM);
         }
+        // SAFETY: a fresh packet we own.
+        Ok(unsafe { SkBuff::from_raw(skb) })
     }
 
-    /// Unmaps the page and hands it over, with our reference.
-    fn unmap(mut self) -> NonNull<sys::page> {
-        drop(self.map.take());
-        let page = self.page;
+    /// Unmaps the page (the CPU took what it reads with a sync) and hands it over, with our
+    /// reference and the offset of the buffer.
+    fn unmap(mut self) -> (NonNull<sys::page>, u32) {
+        if let Some(map) = self.map.take() {
+            map.unmap_without_sync();
+        }
+        let (page, offset) = (self.page, self.offset);
         core::mem::forget(self);
-        page
+        (page, offset)
     }
 
-    /// Builds a packet whose linear part is the first `len` bytes the device wrote.
-    pub(crate) fn into_skb(self, len: u32) -> Result<SkBuff> {
-        let len = len.min(rx_buffer_len());
-        let page = self.unmap();
-        // SAFETY: the page is ours and no longer mapped; `build_skb` takes it over whole (our
-        // reference goes with the packet) with its `skb_shared_info` at the end of the page.
-        unsafe {
-            let skb = sys::napi_build_skb(
-                sys::braid_page_address(page.as_ptr()),
-                kernel::page::PAGE_SIZE as u32,
-            );
-            if skb.is_null() {
-                sys::braid_put_page(page.as_ptr());
-                return Err(ENOMEM);
-            }
-            sys::braid_skb_reserve(skb, rx_headroom());
-            sys::skb_put(skb, len);
-            Ok(SkBuff::from_raw(skb))
+    /// Builds a packet whose linear part is the first `len` bytes the device wrote. When the
+    /// page has room for another buffer behind the frame, the packet takes only its part (and a
+    /// page reference) and the page comes back, still mapped, to be posted again.
+    pub(crate) fn into_skb(mut self, len: u32) -> (Result<SkBuff>, Option<Self>) {
+        let len = len.min(self.len());
+        if let Some(map) = self.map.as_ref() {
+            map.sync_for_cpu(self.data_offset(), len);
         }
+        let used = data_align(rx_headroom() + len) + rx_tailroom();
+        let next = self.offset + used;
+        if next + rx_headroom() + RX_REUSE_MIN + rx_tailroom() <= PAGE as u32 {
+            // SAFETY: the page is ours; the new reference goes to the packet, which takes the
+            // `used` bytes at `offset` (its data, then its `skb_shared_info`); the device only
+            // writes past them from now on.
+            let skb = unsafe {
+                sys::braid_get_page(self.page.as_ptr());
+                build_skb(self.page, self.offset, used, len)
+            };
+            self.offset = next;
+            return (skb, Some(self));
+        }
+        let (page, offset) = self.unmap();
+        // SAFETY: the page is ours and no longer mapped; the packet takes the rest of it from
+        // `offset`, with our reference.
+        (unsafe { build_skb(page, offset, PAGE as u32 - offset, len) }, None)
     }
 
     /// Appends the first `len` bytes the device wrote as the next fragment of `skb`.
@@ -362,27 +398,57 @@ impl<'a> RxPage<'a> {
         if skb.nr_frags() as usize >= MAX_FRAGS {
             return Err(EMSGSIZE);
         }
-        let len = len.min(rx_buffer_len());
-        let page = self.unmap();
+        let len = len.min(self.len());
+        if let Some(map) = self.map.as_ref() {
+            map.sync_for_cpu(self.data_offset(), len);
+        }
+        let (page, offset) = self.unmap();
         // SAFETY: the packet has room for another fragment (checked above); our page
-        // reference passes to it.
+        // reference passes to it with the rest of the page from `offset`.
         unsafe {
             sys::braid_skb_add_rx_frag(
                 skb.raw(),
                 page.as_ptr(),
-                rx_headroom(),
+                offset + rx_headroom(),
                 len,
-                kernel::page::PAGE_SIZE as u32,
+                PAGE as u32 - offset,
             )
         };
         Ok(())
     }
 }
 
+/// Builds a packet over `size` bytes of `page` from `offset` (data after [`rx_headroom`], the
+/// `skb_shared_info` at the end), `len` bytes long; puts the page reference on failure.
+///
+/// # Safety
+///
+/// The caller holds a reference to `page`, which passes to the packet, and the CPU may read and
+/// write those bytes (unmapped, or synced for the CPU and no longer written by the device).
+unsafe fn build_skb(page: NonNull<sys::page>, offset: u32, size: u32, len: u32) -> Result<SkBuff> {
+    // SAFETY: per the function's requirements.
+    unsafe {
+        let start = sys::braid_page_address(page.as_ptr())
+            .cast::<u8>()
+            .add(offset as usize);
+        let skb = sys::napi_build_skb(start.cast(), size);
+        if skb.is_null() {
+            sys::braid_put_page(page.as_ptr());
+            return Err(ENOMEM);
+        }
+        sys::braid_skb_reserve(skb, rx_headroom());
+        sys::skb_put(skb, len);
+        Ok(SkBuff::from_raw(skb))
+    }
+}
+
 impl Drop for RxPage<'_> {
     fn drop(&mut self) {
-        // Unmap first: a bounce buffer is copied back into the page on unmap.
-        drop(self.map.take());
+        // Unmap first, without copying a bounce buffer back over parts of the page that packets
+        // built from it may hold (the rest is not read).
+        if let Some(map) = self.map.take() {
+            map.unmap_without_sync();
+        }
         // SAFETY: we hold a reference to the page (type invariant), given up here.
         unsafe { sys::braid_put_page(self.page.as_ptr()) }
     }

@@ -98,6 +98,9 @@ void braid_put_page(struct page *page);
  * aligned skb_shared_info after it. */
 unsigned int braid_rx_headroom(void);
 unsigned int braid_rx_tailroom(void);
+/* SKB_DATA_ALIGN(): a length rounded up to the cache line, as build_skb lays out a buffer. */
+unsigned int braid_skb_data_align(unsigned int len);
+void braid_get_page(struct page *page);
 
 /* Deferred work */
 

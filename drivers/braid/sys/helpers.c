@@ -243,6 +243,16 @@ unsigned int braid_rx_tailroom(void)
 	return SKB_DATA_ALIGN(sizeof(struct skb_shared_info));
 }
 
+unsigned int braid_skb_data_align(unsigned int len)
+{
+	return SKB_DATA_ALIGN(len);
+}
+
+void braid_get_page(struct page *page)
+{
+	get_page(page);
+}
+
 void braid_dev_hold(struct net_device *dev)
 {
 	dev_hold(dev);
