@@ -6,7 +6,7 @@
 //! MMIO.
 
 use crate::function::{FunctionConfig, FunctionKind};
-use crate::nitro_regs::{self, AMAZON_VENDOR_ID, IdentityRegisters};
+use crate::nitro::regs::{self as nitro_regs, AMAZON_VENDOR_ID, IdentityRegisters};
 use crate::pci::PciId;
 
 /// EFA device `0xefa1` (`PCI_DEV_ID_EFA1_VF`), the default identity.

@@ -6,7 +6,8 @@
 //! ([`pci::msix`]), card-owned memory mapped into its BARs
 //! ([`device_memory`]), DMA into guest memory that QEMU shares ([`dma`]),
 //! and a function-specific register file ([`ena`], [`efa`], sharing
-//! [`nitro_regs`]). The ENA function implements its control plane (admin
+//! [`nitro`]: registers, admin queue, event queue and
+//! read-less reads the two share). The ENA function implements its control plane (admin
 //! queue, features, I/O queue bookkeeping, asynchronous events, reset).
 //! [`server`] connects a function to its vfio-user socket; [`control`]
 //! serves the operator's control socket (link, fatal error, keep-alive).
@@ -21,7 +22,7 @@ pub mod ena;
 pub mod function;
 pub mod memfd;
 pub mod net;
-pub mod nitro_regs;
+pub mod nitro;
 pub mod pci;
 pub mod server;
 pub mod srd_node;

@@ -49,7 +49,8 @@ pub use self::operator::EnaControl;
 use self::queues::IoQueues;
 use self::switch::{Port, PortId, Switch};
 use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
-use crate::nitro_regs::{self, AMAZON_VENDOR_ID, IdentityRegisters};
+use crate::nitro;
+use crate::nitro::regs::{self as nitro_regs, AMAZON_VENDOR_ID, IdentityRegisters};
 use crate::pci::PciId;
 
 /// ENA virtual function (`PCI_DEV_ID_ENA_VF`), the default identity.
@@ -708,29 +709,13 @@ impl EnaRegisters {
         }
     }
 
-    /// Serves a read-less register read: DMA-writes
-    /// `ena_admin_ena_mmio_req_read_less_resp` with the request id last.
+    /// Serves a read-less register read (`ena_com_reg_bar_read32`).
     fn readless(state: &EnaState, bus: &HostBus, request: u32) {
-        let req_id = regs::MMIO_REG_READ_REQ_ID.get(request) as u16;
-        let reg_off = regs::MMIO_REG_READ_REG_OFF.get(request) as u16;
-        let value = state.register(u64::from(reg_off));
-        let address = state.mmio_resp;
-        if address == 0 {
-            warn!(req_id, reg_off, "read-less read with no response address");
-            return;
-        }
-        let mut body = [0u8; 6];
-        body[..2].copy_from_slice(&reg_off.to_le_bytes());
-        body[2..].copy_from_slice(&value.to_le_bytes());
-        let result = bus
-            .dma()
-            .write_slice(address.wrapping_add(2), &body)
-            .and_then(|()| {
-                std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                bus.dma().write_slice(address, &req_id.to_le_bytes())
-            });
+        let result = nitro::readless::respond(bus.dma(), state.mmio_resp, request, |off| {
+            state.register(off)
+        });
         if let Err(err) = result {
-            warn!(req_id, reg_off, error = %err, "read-less response not delivered");
+            warn!(error = %err, "read-less read failed");
         }
     }
 

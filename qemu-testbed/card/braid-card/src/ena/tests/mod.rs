@@ -216,7 +216,7 @@ fn readless_register_read() {
     rig.wr(regs::MMIO_RESP_LO, MMIO_RESP as u32);
     rig.wr(regs::MMIO_RESP_HI, 0);
     for (req, off, expected) in [
-        (1u32, crate::nitro_regs::regs::CAPS, REGISTERS.caps),
+        (1u32, crate::nitro::regs::bar0::CAPS, REGISTERS.caps),
         (2, regs::DEV_STS, regs::DEV_STS_READY),
         (3, regs::AQ_CAPS, caps(32)),
     ] {
