@@ -50,6 +50,7 @@ use self::queues::IoQueues;
 use self::switch::{Port, PortId, Switch};
 use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
 use crate::nitro;
+use crate::nitro::control::{self, DeviceControl};
 use crate::nitro::regs::{self as nitro_regs, AMAZON_VENDOR_ID, IdentityRegisters};
 use crate::pci::PciId;
 
@@ -291,8 +292,7 @@ struct EnaState {
     /// A timer thread of this epoch runs.
     timer_running: bool,
     intr_mask: u32,
-    dev_ctl: u32,
-    dev_sts: u32,
+    control: DeviceControl,
     mmio_reg_read: u32,
     mmio_resp: u64,
 }
@@ -320,15 +320,14 @@ impl EnaState {
             keep_alive_paused: false,
             timer_running: false,
             intr_mask: 0,
-            dev_ctl: 0,
-            dev_sts: regs::DEV_STS_READY,
+            control: DeviceControl::default(),
             mmio_reg_read: 0,
             mmio_resp: 0,
         }
     }
 
     /// Drops every queue and setting and recovers from a fatal error; the
-    /// device keeps `dev_sts` and `mmio_resp` for the caller to decide, and
+    /// device keeps its status and `mmio_resp` for the caller to decide, and
     /// the port's link state and a keep-alive pause (the operator's).
     /// Stops the timer (by epoch).
     fn clear(&mut self) {
@@ -363,8 +362,8 @@ impl EnaState {
             regs::AENQ_HEAD_DB => self.aenq.head_doorbell,
             regs::AENQ_TAIL => self.aenq.tail.into(),
             regs::INTR_MASK => self.intr_mask,
-            regs::DEV_CTL => self.dev_ctl,
-            regs::DEV_STS => self.dev_sts,
+            regs::DEV_CTL => self.control.dev_ctl,
+            regs::DEV_STS => self.control.dev_sts,
             regs::MMIO_REG_READ => self.mmio_reg_read,
             regs::MMIO_RESP_LO => lo(self.mmio_resp),
             regs::MMIO_RESP_HI => hi(self.mmio_resp),
@@ -661,7 +660,7 @@ impl EnaRegisters {
             Err(err) => {
                 warn!(error = %err, "admin doorbell refused");
                 if matches!(err, admin::AdminQueueError::Completion { .. }) {
-                    state.dev_sts |= regs::DEV_STS_FATAL_ERROR;
+                    state.control.dev_sts |= regs::DEV_STS_FATAL_ERROR;
                 }
             }
         }
@@ -673,38 +672,27 @@ impl EnaRegisters {
     }
 
     fn device_control(&self, state: &mut EnaState, value: u32) {
-        let previous = state.dev_ctl;
-        state.dev_ctl = value;
-        if value & regs::DEV_CTL_DEV_RESET != 0 {
-            if previous & regs::DEV_CTL_DEV_RESET == 0 {
-                let reason = regs::DEV_CTL_RESET_REASON.get(value);
-                info!(reason = regs::reset_reason_name(reason), "device reset");
-                state.clear();
-                self.shared.wake.notify_all();
-                state.dev_sts = regs::DEV_STS_RESET_IN_PROGRESS;
-            }
+        let request = state.control.write(value);
+        if let Some(reason) = request.reset {
+            info!(reason = regs::reset_reason_name(reason), "device reset");
+            state.clear();
+            self.shared.wake.notify_all();
             return;
         }
-        if state.dev_sts & regs::DEV_STS_RESET_IN_PROGRESS != 0 {
-            // The driver released the reset bit: the reset is done.
-            state.dev_sts = regs::DEV_STS_READY | regs::DEV_STS_RESET_FINISHED;
-            debug!("device reset finished");
-        }
-        if value & regs::DEV_CTL_AQ_RESTART != 0 {
+        if request.aq_restart {
             state.admin.restart_sq();
             state.admin.restart_cq();
-            state.dev_sts &= !regs::DEV_STS_AQ_RESTART_IN_PROGRESS;
-            state.dev_sts |= regs::DEV_STS_AQ_RESTART_FINISHED;
             debug!("admin queue restarted");
         }
+        let sts = &mut state.control.dev_sts;
         if value & regs::DEV_CTL_QUIESCENT != 0 {
             // The data path works under the state lock this write holds:
             // no I/O is in flight, so quiescence is immediate.
-            state.dev_sts &= !regs::DEV_STS_QUIESCENT_STATE_IN_PROGRESS;
-            state.dev_sts |= regs::DEV_STS_QUIESCENT_STATE_ACHIEVED;
+            *sts &= !regs::DEV_STS_QUIESCENT_STATE_IN_PROGRESS;
+            *sts |= regs::DEV_STS_QUIESCENT_STATE_ACHIEVED;
         }
         if value & regs::DEV_CTL_IO_RESUME != 0 {
-            state.dev_sts &= !(regs::DEV_STS_QUIESCENT_STATE_ACHIEVED
+            *sts &= !(regs::DEV_STS_QUIESCENT_STATE_ACHIEVED
                 | regs::DEV_STS_QUIESCENT_STATE_IN_PROGRESS);
         }
     }
@@ -747,32 +735,28 @@ impl EnaRegisters {
 /// failed) until the device's epoch moves on (reset, disconnect) or the
 /// registers are dropped.
 fn keep_alive_loop(shared: &Shared, epoch: u64, period: Duration) {
-    let mut state = shared.lock();
-    loop {
-        // Waiting releases the lock; a reset wakes the thread early.
-        let (guard, _) = shared
-            .wake
-            .wait_timeout_while(state, period, |s| s.epoch == epoch)
-            .unwrap_or_else(PoisonError::into_inner);
-        state = guard;
-        if state.epoch != epoch {
-            debug!(epoch, "keep-alive timer stopped");
-            return;
-        }
-        // A pending link event (the AENQ was full) is retried even while
-        // keep-alives are paused or the device has failed.
-        let link = state.flush_link_event(&shared.bus);
-        let alive = !state.keep_alive_paused && !state.fatal && {
-            let event = Event::KeepAlive {
-                rx_drops: state.counters.rx_drops,
-                tx_drops: state.counters.tx_drops,
+    control::every(
+        &shared.state,
+        &shared.wake,
+        period,
+        |s| s.epoch == epoch,
+        |state| {
+            // A pending link event (the AENQ was full) is retried even
+            // while keep-alives are paused or the device has failed.
+            let link = state.flush_link_event(&shared.bus);
+            let alive = !state.keep_alive_paused && !state.fatal && {
+                let event = Event::KeepAlive {
+                    rx_drops: state.counters.rx_drops,
+                    tx_drops: state.counters.tx_drops,
+                };
+                state.post(&shared.bus, event)
             };
-            state.post(&shared.bus, event)
-        };
-        if alive || link {
-            state.signal(&shared.bus);
-        }
-    }
+            if alive || link {
+                state.signal(&shared.bus);
+            }
+        },
+    );
+    debug!(epoch, "keep-alive timer stopped");
 }
 
 /// Shortest and longest idle sleep of the data-path thread.
@@ -904,8 +888,7 @@ impl RegisterFile for EnaRegisters {
         // pause stay (see `EnaState::clear`).
         let mut state = self.shared.lock();
         state.clear();
-        state.dev_ctl = 0;
-        state.dev_sts = regs::DEV_STS_READY;
+        state.control = DeviceControl::default();
         state.mmio_reg_read = 0;
         state.mmio_resp = 0;
         self.shared.wake.notify_all();
