@@ -345,28 +345,19 @@ impl EnaState {
     }
 
     fn register(&self, offset: u64) -> u32 {
-        let lo = |v: u64| v as u32;
-        let hi = |v: u64| (v >> 32) as u32;
+        if let Some(value) =
+            nitro::read_queue_register(&self.admin, &self.aenq, self.mmio_resp, offset)
+        {
+            return value;
+        }
         match offset {
-            regs::AQ_BASE_LO => lo(self.admin.sq.base),
-            regs::AQ_BASE_HI => hi(self.admin.sq.base),
-            regs::AQ_CAPS => self.admin.sq.caps,
-            regs::ACQ_BASE_LO => lo(self.admin.cq.base),
-            regs::ACQ_BASE_HI => hi(self.admin.cq.base),
-            regs::ACQ_CAPS => self.admin.cq.caps,
-            regs::AQ_DB => self.admin.doorbell,
             regs::ACQ_TAIL => self.admin.cq_tail.into(),
-            regs::AENQ_CAPS => self.aenq.ring.caps,
-            regs::AENQ_BASE_LO => lo(self.aenq.ring.base),
-            regs::AENQ_BASE_HI => hi(self.aenq.ring.base),
             regs::AENQ_HEAD_DB => self.aenq.head_doorbell,
             regs::AENQ_TAIL => self.aenq.tail.into(),
             regs::INTR_MASK => self.intr_mask,
             regs::DEV_CTL => self.control.dev_ctl,
             regs::DEV_STS => self.control.dev_sts,
             regs::MMIO_REG_READ => self.mmio_reg_read,
-            regs::MMIO_RESP_LO => lo(self.mmio_resp),
-            regs::MMIO_RESP_HI => hi(self.mmio_resp),
             // VERSION, CONTROLLER_VERSION, CAPS; CAPS_EXT and every
             // unassigned offset read 0.
             other => REGISTERS.register(other),
@@ -604,28 +595,17 @@ impl EnaRegisters {
     fn write_register(&self, offset: u64, value: u32) {
         let bus = &self.shared.bus;
         let mut state = self.shared.lock();
-        let set_lo = |v: &mut u64| *v = (*v & !0xffff_ffff) | u64::from(value);
-        let set_hi = |v: &mut u64| *v = (*v & 0xffff_ffff) | (u64::from(value) << 32);
+        let EnaState {
+            admin,
+            aenq,
+            mmio_resp,
+            ..
+        } = &mut *state;
+        if nitro::write_queue_register(admin, aenq, mmio_resp, offset, value) {
+            return;
+        }
         match offset {
-            regs::AQ_BASE_LO => set_lo(&mut state.admin.sq.base),
-            regs::AQ_BASE_HI => set_hi(&mut state.admin.sq.base),
-            regs::AQ_CAPS => {
-                state.admin.sq.caps = value;
-                state.admin.restart_sq();
-            }
-            regs::ACQ_BASE_LO => set_lo(&mut state.admin.cq.base),
-            regs::ACQ_BASE_HI => set_hi(&mut state.admin.cq.base),
-            regs::ACQ_CAPS => {
-                state.admin.cq.caps = value;
-                state.admin.restart_cq();
-            }
             regs::AQ_DB => self.admin_doorbell(&mut state, value),
-            regs::AENQ_CAPS => {
-                state.aenq.ring.caps = value;
-                state.aenq.restart();
-            }
-            regs::AENQ_BASE_LO => set_lo(&mut state.aenq.ring.base),
-            regs::AENQ_BASE_HI => set_hi(&mut state.aenq.ring.base),
             regs::AENQ_HEAD_DB => {
                 state.aenq.head_doorbell = value;
                 if state.flush_link_event(bus) {
@@ -639,8 +619,6 @@ impl EnaRegisters {
                 state.mmio_reg_read = value;
                 Self::readless(&state, bus, value);
             }
-            regs::MMIO_RESP_LO => set_lo(&mut state.mmio_resp),
-            regs::MMIO_RESP_HI => set_hi(&mut state.mmio_resp),
             _ => debug!(
                 offset = format_args!("{offset:#x}"),
                 value = format_args!("{value:#x}"),
