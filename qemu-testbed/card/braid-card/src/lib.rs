@@ -26,3 +26,5 @@ pub mod nitro;
 pub mod pci;
 pub mod server;
 pub mod srd_node;
+#[cfg(test)]
+mod testing;
