@@ -148,6 +148,17 @@ impl Entry {
         u32::from_le_bytes(self.bytes(off))
     }
 
+    /// The little-endian u64 at `off` (also EFA's `efa_common_mem_addr`:
+    /// 32 low bits, then 32 high bits).
+    pub fn u64(&self, off: usize) -> u64 {
+        u64::from_le_bytes(self.bytes(off))
+    }
+
+    /// Sets the little-endian u64 at `off`.
+    pub fn set_u64(&mut self, off: usize, value: u64) {
+        self.put(off, value.to_le_bytes());
+    }
+
     /// A `struct ena_common_mem_addr` at `off`: 32 low bits, 16 high bits.
     pub fn mem_addr(&self, off: usize) -> u64 {
         u64::from(self.u32(off)) | (u64::from(self.u16(off + 4)) << 32)

@@ -4,10 +4,12 @@
 //! `drivers/infiniband/hw/efa/efa_regs_defs.h`), so the card declares them
 //! once, as braid.ko's `regs.rs` does.
 //!
-//! [`IdentityRegisters`] serves just these identification registers (every
-//! other offset reads as zero and ignores writes): the EFA function's whole
-//! register file for now, and the identity part of the ENA one
-//! ([`crate::ena`]), whose control registers live in [`crate::ena::regs`].
+//! [`IdentityRegisters`] serves just the identification registers (every
+//! other offset reads as zero and ignores writes): the identity part of
+//! both register files ([`crate::ena::regs`], [`crate::efa::regs`] add
+//! each function's own registers). [`bar0`] also holds the admin queue,
+//! AENQ, reset and read-less registers both headers define at the same
+//! offsets.
 
 use tracing::debug;
 
