@@ -60,6 +60,7 @@ PLAN = [
         "ena/probe.sh",
         "ena/hostile.sh",
         "ena/faults.sh",
+        "efa/probe.sh",
     ]),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
     # The same pair on braid.ko.
