@@ -25,7 +25,6 @@ mod tests;
 
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
@@ -33,7 +32,9 @@ use tracing::{debug, info, warn};
 use self::admin::opcode;
 use self::resources::Resources;
 use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
-use crate::nitro::admin::{AdminQueue, Command, CommandResult, Refused, Status};
+use crate::nitro::admin::{
+    self as nitro_admin, AdminQueue, Command, CommandResult, Refused, Status,
+};
 use crate::nitro::aenq::{Aenq, Event, PostError, group};
 use crate::nitro::control::{self, DeviceControl};
 use crate::nitro::regs::{self as nitro_regs, AMAZON_VENDOR_ID, IdentityRegisters};
@@ -470,18 +471,10 @@ impl EfaRegisters {
 
     fn admin_doorbell(&self, state: &mut EfaState, tail: u32) {
         let bus = &self.shared.bus;
-        let mut admin = std::mem::take(&mut state.admin);
-        let result = admin.ring(tail, bus.dma(), |command| state.execute(command, bus));
-        state.admin = admin;
-        match result {
-            Ok(0) => {}
-            Ok(_) => state.signal(bus, state.admin.cq.caps),
-            Err(err) => {
-                warn!(error = %err, "EFA admin doorbell refused");
-                if matches!(err, crate::nitro::admin::AdminQueueError::Completion { .. }) {
-                    state.control.dev_sts |= regs::DEV_STS_FATAL_ERROR;
-                }
-            }
+        let parts: fn(&mut EfaState) -> (&mut AdminQueue, &mut u32) =
+            |s| (&mut s.admin, &mut s.control.dev_sts);
+        if nitro_admin::serve_doorbell(state, parts, tail, bus.dma(), |s, c| s.execute(c, bus)) {
+            state.signal(bus, state.admin.cq.caps);
         }
         // A SET_FEATURE(AENQ_CONFIG) may have enabled keep-alives.
         self.ensure_timer(state);
@@ -490,34 +483,24 @@ impl EfaRegisters {
     /// Starts the keep-alive timer once the AENQ is armed with the
     /// keep-alive group enabled.
     fn ensure_timer(&self, state: &mut EfaState) {
-        let wanted =
-            state.aenq.armed() && state.aenq.enabled_groups & (1 << group::KEEP_ALIVE) != 0;
-        if !wanted || state.timer_running {
+        if !state.aenq.wants_keep_alives() {
             return;
         }
         let shared = Arc::clone(&self.shared);
-        let epoch = state.epoch;
-        let period = state.settings.keep_alive;
-        let spawned = thread::Builder::new()
-            .name("efa-aenq".into())
-            .spawn(move || {
-                control::every(
-                    &shared.state,
-                    &shared.wake,
-                    period,
-                    |s| s.epoch == epoch,
-                    |s| {
-                        if s.keep_alive(&shared.bus) {
-                            s.signal(&shared.bus, s.aenq.ring.caps);
-                        }
-                    },
-                );
-                debug!(epoch, "EFA keep-alive timer stopped");
-            });
-        match spawned {
-            Ok(_) => state.timer_running = true,
-            Err(err) => warn!(error = %err, "cannot start the EFA keep-alive timer"),
-        }
+        let (epoch, period) = (state.epoch, state.settings.keep_alive);
+        control::start_timer("efa-aenq", &mut state.timer_running, move || {
+            control::every(
+                &shared.state,
+                &shared.wake,
+                period,
+                |s| s.epoch == epoch,
+                |s| {
+                    if s.keep_alive(&shared.bus) {
+                        s.signal(&shared.bus, s.aenq.ring.caps);
+                    }
+                },
+            );
+        });
     }
 }
 

@@ -629,18 +629,10 @@ impl EnaRegisters {
 
     fn admin_doorbell(&self, state: &mut EnaState, tail: u32) {
         let bus = &self.shared.bus;
-        let mut admin = std::mem::take(&mut state.admin);
-        let result = admin.ring(tail, bus.dma(), |command| state.execute(command, bus));
-        state.admin = admin;
-        match result {
-            Ok(0) => {}
-            Ok(_) => state.signal(bus),
-            Err(err) => {
-                warn!(error = %err, "admin doorbell refused");
-                if matches!(err, admin::AdminQueueError::Completion { .. }) {
-                    state.control.dev_sts |= regs::DEV_STS_FATAL_ERROR;
-                }
-            }
+        let parts: fn(&mut EnaState) -> (&mut admin::AdminQueue, &mut u32) =
+            |s| (&mut s.admin, &mut s.control.dev_sts);
+        if admin::serve_doorbell(state, parts, tail, bus.dma(), |s, c| s.execute(c, bus)) {
+            state.signal(bus);
         }
         // A SET_FEATURE(AENQ_CONFIG) may have enabled events.
         if state.flush_link_event(bus) {
@@ -688,24 +680,14 @@ impl EnaRegisters {
     /// Starts the keep-alive timer once the AENQ is armed with the
     /// keep-alive group enabled.
     fn ensure_timer(&self, state: &mut EnaState) {
-        let wanted =
-            state.aenq.armed() && state.aenq.enabled_groups & (1 << aenq::group::KEEP_ALIVE) != 0;
-        if !wanted || state.timer_running {
+        if !state.aenq.wants_keep_alives() {
             return;
         }
         let shared = Arc::clone(&self.shared);
-        let epoch = state.epoch;
-        let period = state.settings.keep_alive;
-        let spawned = thread::Builder::new()
-            .name("ena-aenq".into())
-            .spawn(move || keep_alive_loop(&shared, epoch, period));
-        match spawned {
-            Ok(_) => {
-                state.timer_running = true;
-                debug!(epoch, ?period, "keep-alive timer started");
-            }
-            Err(err) => warn!(error = %err, "cannot start the keep-alive timer"),
-        }
+        let (epoch, period) = (state.epoch, state.settings.keep_alive);
+        control::start_timer("ena-aenq", &mut state.timer_running, move || {
+            keep_alive_loop(&shared, epoch, period)
+        });
     }
 }
 

@@ -538,6 +538,35 @@ impl AdminQueue {
     }
 }
 
+/// Serves a write of `tail` to the AQ doorbell of a device whose state
+/// `S` holds the admin queue and the status register (`parts` finds
+/// them): runs every new submission through `execute`, which may change
+/// the rest of the state, and posts the completions. A doorbell that
+/// cannot be served is logged; a completion the card could not write sets
+/// `DEV_STS.FATAL_ERROR`. Returns whether completions were posted.
+pub fn serve_doorbell<S>(
+    state: &mut S,
+    parts: fn(&mut S) -> (&mut AdminQueue, &mut u32),
+    tail: u32,
+    dma: &GuestDma,
+    mut execute: impl FnMut(&mut S, &Command) -> CommandResult,
+) -> bool {
+    let mut admin = std::mem::take(parts(state).0);
+    let result = admin.ring(tail, dma, |command| execute(state, command));
+    let (queue, dev_sts) = parts(state);
+    *queue = admin;
+    match result {
+        Ok(posted) => posted > 0,
+        Err(err) => {
+            warn!(error = %err, "admin doorbell refused");
+            if matches!(err, AdminQueueError::Completion { .. }) {
+                *dev_sts |= super::regs::bar0::DEV_STS_FATAL_ERROR;
+            }
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,6 +168,12 @@ impl Aenq {
         self.head_doorbell = count.wrapping_add(depth);
     }
 
+    /// Whether the keep-alive timer should run: the ring is armed and the
+    /// driver enabled the keep-alive group.
+    pub fn wants_keep_alives(&self) -> bool {
+        self.armed() && self.enabled_groups & (1 << group::KEEP_ALIVE) != 0
+    }
+
     /// Whether the ring is usable and the driver has handed out slots.
     pub fn armed(&self) -> bool {
         self.ring.depth().is_some() && self.head_doorbell != 0

@@ -5,7 +5,10 @@
 //! queue. Also the periodic timer behind keep-alive events.
 
 use std::sync::{Condvar, Mutex, PoisonError};
+use std::thread;
 use std::time::Duration;
+
+use tracing::{debug, warn};
 
 use super::regs::bar0::{
     DEV_CTL_AQ_RESTART, DEV_CTL_DEV_RESET, DEV_CTL_RESET_REASON, DEV_STS_AQ_RESTART_FINISHED,
@@ -90,6 +93,21 @@ pub fn every<S>(
             return;
         }
         tick(&mut guard);
+    }
+}
+
+/// Starts the timer thread `name` running `body`, unless one runs
+/// already (`*running`); sets `*running` once it started.
+pub fn start_timer(name: &str, running: &mut bool, body: impl FnOnce() + Send + 'static) {
+    if *running {
+        return;
+    }
+    match thread::Builder::new().name(name.into()).spawn(body) {
+        Ok(_) => {
+            *running = true;
+            debug!(name, "timer started");
+        }
+        Err(err) => warn!(name, error = %err, "cannot start a timer thread"),
     }
 }
 
