@@ -16,6 +16,7 @@
 //! no RNR retry).
 
 pub mod admin;
+pub mod datapath;
 pub mod pbl;
 pub mod regs;
 pub mod resources;
@@ -24,8 +25,10 @@ pub mod resources;
 mod tests;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -309,7 +312,21 @@ impl EfaState {
             "EFA admin command"
         );
         match command.opcode() {
-            opcode::CREATE_QP => res.create_qp(entry, dma),
+            opcode::CREATE_QP => {
+                let result = res.create_qp(entry, dma);
+                if let Ok(resp) = &result {
+                    // A new QP starts at index 0: forget what an earlier
+                    // QP of the slot left in its doorbells.
+                    let slot = resp.u16(admin::layout::create_qp::RESP_QP_NUM) - 1;
+                    for db in [regs::layout::sq_db(slot), regs::layout::rq_db(slot)] {
+                        bus.doorbell_word(db, |w| {
+                            w.store(0, std::sync::atomic::Ordering::Release);
+                            0
+                        });
+                    }
+                }
+                result
+            }
             opcode::MODIFY_QP => res.modify_qp(entry),
             opcode::QUERY_QP => res.query_qp(entry),
             opcode::DESTROY_QP => res.destroy_qp(entry),
@@ -379,6 +396,8 @@ struct Shared {
     state: Mutex<EfaState>,
     /// Wakes a sleeping timer thread when the epoch changes.
     wake: Condvar,
+    /// Tells the data-path thread to exit.
+    stop: AtomicBool,
 }
 
 impl Shared {
@@ -401,14 +420,22 @@ impl fmt::Debug for EfaRegisters {
 
 impl EfaRegisters {
     /// The registers of a function reaching the host through `bus`.
+    /// Starts the function's data-path thread.
     pub fn new(bus: Arc<HostBus>, settings: EfaSettings) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                bus,
-                state: Mutex::new(EfaState::new(settings)),
-                wake: Condvar::new(),
-            }),
+        let shared = Arc::new(Shared {
+            bus,
+            state: Mutex::new(EfaState::new(settings)),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let worker = Arc::clone(&shared);
+        if let Err(err) = thread::Builder::new()
+            .name("efa-datapath".into())
+            .spawn(move || datapath_loop(&worker))
+        {
+            warn!(error = %err, "cannot start the EFA data-path thread");
         }
+        Self { shared }
     }
 
     fn write_register(&self, offset: u64, value: u32) {
@@ -504,8 +531,46 @@ impl EfaRegisters {
     }
 }
 
+/// Sleep between passes while idle, and while the function has no QP.
+const POLL_IDLE: Duration = Duration::from_micros(200);
+const POLL_NO_QPS: Duration = Duration::from_millis(10);
+/// How long the thread polls without sleeping after activity.
+const POLL_BUSY: Duration = Duration::from_micros(500);
+
+/// The data-path thread: polls the SQ doorbells in BAR0's mapped pages
+/// (guest stores there never trap), yielding between passes for a while
+/// after activity, then sleeping [`POLL_IDLE`] between passes.
+fn datapath_loop(shared: &Shared) {
+    let mut last_active = Instant::now();
+    while !shared.stop.load(Ordering::Acquire) {
+        let (active, qps) = {
+            let mut state = shared.lock();
+            let EfaState {
+                resources,
+                settings,
+                stats,
+                ..
+            } = &mut *state;
+            let qps = resources.qps.count();
+            let active = qps > 0 && datapath::poll(&shared.bus, resources, &settings.gid, stats);
+            (active, qps)
+        };
+        if active {
+            last_active = Instant::now();
+            thread::yield_now();
+        } else if qps == 0 {
+            thread::sleep(POLL_NO_QPS);
+        } else if last_active.elapsed() < POLL_BUSY {
+            thread::yield_now();
+        } else {
+            thread::sleep(POLL_IDLE);
+        }
+    }
+}
+
 impl Drop for EfaRegisters {
     fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
         let mut state = self.shared.lock();
         state.epoch += 1;
         self.shared.wake.notify_all();

@@ -52,6 +52,14 @@ impl<T> Table<T> {
         self.slots.get_mut(slot as usize)?.take()
     }
 
+    /// Every object with its slot.
+    pub fn iter_slots(&self) -> impl Iterator<Item = (u16, &T)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| Some((i as u16, v.as_ref()?)))
+    }
+
     /// Every object.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().flatten()
@@ -96,6 +104,8 @@ pub struct Qp {
     pub qkey: u32,
     /// SQ packet sequence number.
     pub sq_psn: u32,
+    /// Where the data path is in the SQ and RQ.
+    pub rings: super::datapath::QpRings,
 }
 
 /// A completion queue.
@@ -113,6 +123,8 @@ pub struct Cq {
     pub uar: u16,
     /// RX completions carry the source address.
     pub set_src_addr: bool,
+    /// Next completion slot the card fills (free-running).
+    pub pc: u16,
 }
 
 /// A registered memory region.
@@ -415,6 +427,7 @@ impl Resources {
             eqn,
             uar,
             set_src_addr,
+            pc: 0,
         };
         let idx = self.cqs.insert(cq).ok_or_else(|| no_room("CQ", MAX_CQ))?;
         debug!(idx, depth, entry_size, ?eqn, "CQ created");
@@ -524,6 +537,7 @@ impl Resources {
             state: qp_state::RESET,
             qkey: 0,
             sq_psn: 0,
+            rings: Default::default(),
         };
         let slot = self.qps.insert(qp).ok_or_else(|| no_room("QP", MAX_QP))?;
         let handle = (generation.max(1) << 16) | u32::from(slot);

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
+use vm_memory::Bytes;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::admin::layout::{self as l, create_qp as cq_l, reg_mr as mr_l};
@@ -948,4 +949,138 @@ proptest! {
         let pd = rig.alloc(opcode::ALLOC_PD);
         prop_assert!(u32::from(pd) < limits::MAX_PD);
     }
+}
+
+/// Writes `bytes` at BAR0 offset `off` in the mapped doorbell pages, as a
+/// guest store there does (no trap).
+fn ring(rig: &Rig, off: u64, value: u32) {
+    rig.f
+        .doorbells()
+        .unwrap()
+        .write_slice(
+            &value.to_le_bytes(),
+            (off - crate::function::layout::DOORBELL_OFFSET) as usize,
+        )
+        .unwrap();
+}
+
+fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+#[test]
+fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
+    let mut rig = Rig::new();
+    let pd = rig.alloc(opcode::ALLOC_PD);
+    let uar = rig.alloc(opcode::ALLOC_UAR);
+    let cq_ring = RING;
+    let mut cq = rig.cq(uar, 64, cq_ring);
+    cq.set_u8(l::create_cq::CAPS_2, 8 | l::create_cq::CAPS_2_SET_SRC_ADDR);
+    let cqn = rig.ok(opcode::CREATE_CQ, cq).u16(8);
+    let mut handles = Vec::new();
+    for _ in 0..2 {
+        let mut qp = rig.qp(pd, uar, cqn);
+        qp.set_u64(cq_l::RQ_BASE, RING + 0x8000 + 0x1000 * handles.len() as u64);
+        let h = rig.ok(opcode::CREATE_QP, qp).u32(cq_l::RESP_HANDLE);
+        for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
+            let mask = l::modify_qp::MASK_STATE | l::modify_qp::MASK_QKEY;
+            rig.ok(opcode::MODIFY_QP, modify(h, mask, state, 0));
+        }
+        handles.push(h);
+    }
+    // One MR over 2 pages at 0x20_0000 (IOVA 0x1000_0000).
+    let mut mr = reg_mr(pd, 0x1000_0000, 0x2000, 12, 2);
+    mr.set_u64(mr_l::PBL, 0x20_0000);
+    mr.set_u64(mr_l::PBL + 8, 0x20_1000);
+    let lkey = rig.ok(opcode::REG_MR, mr).u32(8);
+    let mut ah = Entry::default();
+    ah.set_bytes(l::create_ah::DEST_ADDR, &EfaSettings::default().gid);
+    ah.set_u16(l::create_ah::PD, pd);
+    let ahn = rig.ok(opcode::CREATE_AH, ah).u16(8);
+
+    // QP 2 posts a receive of 200 bytes at IOVA + 0xfc0 (crosses pages).
+    let mut rx = [0u8; 16];
+    rx[0..8].copy_from_slice(&0x1000_0fc0u64.to_le_bytes());
+    rx[8..10].copy_from_slice(&7u16.to_le_bytes());
+    rx[10..12].copy_from_slice(&200u16.to_le_bytes());
+    rx[12..16].copy_from_slice(&(lkey | 3 << 30).to_le_bytes());
+    rig.ram_write(RING + 0x9000, &rx);
+    ring(&rig, regs::layout::rq_db(1), 1);
+    // QP 1 sends 100 bytes from IOVA + 0x10 to QP number 2.
+    let payload: Vec<u8> = (0..100u8).collect();
+    rig.ram_write(0x20_0010, &payload);
+    let mut wqe = [0u8; 64];
+    wqe[0..2].copy_from_slice(&5u16.to_le_bytes());
+    wqe[2] = 0x80; // meta descriptor, SEND
+    wqe[3] = 0x04 | 0x08 | 0x10; // phase 0, first, last, completion
+    wqe[4..6].copy_from_slice(&2u16.to_le_bytes());
+    wqe[6..8].copy_from_slice(&1u16.to_le_bytes());
+    wqe[12..14].copy_from_slice(&ahn.to_le_bytes());
+    wqe[16..20].copy_from_slice(&0x1111_1111u32.to_le_bytes());
+    wqe[32..36].copy_from_slice(&100u32.to_le_bytes());
+    wqe[36..40].copy_from_slice(&lkey.to_le_bytes());
+    wqe[40..48].copy_from_slice(&0x1000_0010u64.to_le_bytes());
+    rig.f.llq_memory().unwrap().write_slice(&wqe, 0).unwrap();
+    ring(&rig, regs::layout::sq_db(0), 1);
+
+    assert!(
+        wait_for(|| rig.ram_read(cq_ring + 32, 32)[3] & 1 == 1),
+        "two completions"
+    );
+    let tx = rig.ram_read(cq_ring, 32);
+    assert_eq!((tx[0], tx[2], tx[3] >> 1 & 3), (5, 0, 1), "send completion");
+    let rxc = rig.ram_read(cq_ring + 32, 32);
+    assert_eq!(
+        (rxc[0], rxc[2], rxc[3] >> 1 & 3),
+        (7, 0, 2),
+        "receive completion"
+    );
+    assert_eq!(u16::from_le_bytes([rxc[4], rxc[5]]), 2, "qp_num");
+    assert_eq!(u16::from_le_bytes([rxc[6], rxc[7]]), 100, "length");
+    assert_eq!(
+        u16::from_le_bytes([rxc[8], rxc[9]]),
+        ahn,
+        "the receiver's AH for the sender"
+    );
+    assert_eq!(u16::from_le_bytes([rxc[10], rxc[11]]), 1, "source QP");
+    let mut got = rig.ram_read(0x20_0fc0, 0x40);
+    got.extend(rig.ram_read(0x20_1000, 100 - 0x40));
+    assert_eq!(got, payload, "payload across the page boundary");
+
+    // A wrong Q_Key is dropped; the sender still completes.
+    wqe[3] = 0x1c;
+    wqe[16..20].copy_from_slice(&0x2222_2222u32.to_le_bytes());
+    rig.f.llq_memory().unwrap().write_slice(&wqe, 64).unwrap();
+    ring(&rig, regs::layout::sq_db(0), 2);
+    assert!(wait_for(|| rig.ram_read(cq_ring + 64, 32)[3] & 1 == 1));
+    assert_eq!(
+        rig.ram_read(cq_ring + 96, 32)[3] & 1,
+        0,
+        "no receive completion"
+    );
+    let mut stats = Entry::default();
+    stats.set_u8(l::get_stats::TYPE, 0);
+    let basic = rig.ok(opcode::GET_STATS, stats);
+    assert_eq!(
+        (basic.u64(8 + 8), basic.u64(8 + 24), basic.u64(8 + 32)),
+        (2, 1, 1),
+        "tx, rx, drops"
+    );
+    // A bad L_Key completes with an error.
+    wqe[16..20].copy_from_slice(&0x1111_1111u32.to_le_bytes());
+    wqe[36..40].copy_from_slice(&(lkey ^ 0x100).to_le_bytes());
+    rig.f.llq_memory().unwrap().write_slice(&wqe, 128).unwrap();
+    ring(&rig, regs::layout::sq_db(0), 3);
+    assert!(wait_for(|| rig.ram_read(cq_ring + 96, 32)[3] & 1 == 1));
+    assert_eq!(
+        rig.ram_read(cq_ring + 96, 32)[2],
+        datapath::status::INVALID_LKEY
+    );
 }
