@@ -11,9 +11,11 @@
 //!   the CQ ring, phase bit (1 on the first pass) written last.
 //!
 //! Buffers are named by L_Key and IOVA and go through the MR's page list;
-//! every guest access is checked. A send to another GID, to a QP that does
-//! not exist or is not ready, with a wrong Q_Key or with no receive posted
-//! is dropped (UD semantics; counted), and still completes on the sender.
+//! every guest access is checked. A UD send to another GID, to a QP that
+//! does not exist or is not ready, with a wrong Q_Key or with no receive
+//! posted is dropped (counted) and still completes on the sender; an SRD
+//! sender gets BAD_DEST_QPN or RNR instead (there is no retry: within one
+//! function the outcome is known at once).
 
 use std::sync::atomic::{Ordering, fence};
 
@@ -67,6 +69,12 @@ pub mod status {
     pub const INVALID_LKEY: u8 = 5;
     /// Message too long, or malformed descriptor.
     pub const BAD_LENGTH: u8 = 6;
+    /// No such destination QP, or it is not ready (or the Q_Key differs).
+    pub const BAD_DEST_QPN: u8 = 9;
+    /// No receive posted at the destination.
+    pub const RNR: u8 = 10;
+    /// The destination cannot be reached (another GID: no fabric yet).
+    pub const UNREACH_REMOTE: u8 = 15;
 }
 
 /// `efa_io_cdesc_common.flags`.
@@ -265,8 +273,9 @@ fn send_one(
         gather(res, dma, &qp, &wqe)
     };
     let qpn = slot + 1;
+    let reliable = qp.qp_type == super::admin::layout::create_qp::TYPE_SRD;
     let mut outgoing = None;
-    let status = match result {
+    let mut status = match result {
         Ok(bytes) => {
             let ah = le16(&wqe, meta::AH);
             match res.ahs.get(ah.into()).filter(|a| a.pd == qp.pd) {
@@ -288,15 +297,27 @@ fn send_one(
                             qkey: le32(&wqe, meta::QKEY),
                         };
                         outgoing = Some(message);
+                        status::OK
                     } else {
                         trace!(slot, "send to another GID dropped (no fabric port)");
+                        if reliable {
+                            status::UNREACH_REMOTE
+                        } else {
+                            status::OK
+                        }
                     }
-                    status::OK
                 }
             }
         }
         Err(status) => status,
     };
+    // An SRD sender learns the delivery's outcome; a UD message arrives
+    // after its send completed.
+    if reliable {
+        if let Some(message) = outgoing.take() {
+            status = deliver(bus, res, &message, stats);
+        }
+    }
     if ctrl2 & meta::COMP_REQ != 0 || status != status::OK {
         let mut entry = [0u8; 32];
         entry[0..2].copy_from_slice(&wqe[meta::REQ_ID..meta::REQ_ID + 2]);
@@ -308,40 +329,40 @@ fn send_one(
             complete(dma, cq, entry);
         }
     }
-    // The message arrives after its send completed.
     if let Some(message) = outgoing {
         deliver(bus, res, &message, stats);
     }
 }
 
-/// Delivers `message` to its destination QP on this function.
-fn deliver(bus: &HostBus, res: &mut Resources, message: &Message, stats: &mut Stats) {
+/// Delivers `message` to its destination QP on this function; returns
+/// what a reliable (SRD) sender learns: OK once a receive took it (even
+/// one completed with an error), else why nobody did.
+fn deliver(bus: &HostBus, res: &mut Resources, message: &Message, stats: &mut Stats) -> u8 {
     use super::admin::qp_state::{RTR, RTS, SQD};
     let dma = bus.dma();
     let dest_slot = message.dest_qpn.wrapping_sub(1);
     let Some(dest) = res.qps.get(dest_slot.into()).cloned() else {
         stats.basic[4] += 1;
-        return;
+        return status::BAD_DEST_QPN;
     };
     let ready = matches!(dest.state, RTR | RTS | SQD);
     let rq_entries = dest.rq_ring_size / RX_DESC_SIZE as u32;
     let posted = bus.doorbell_word(bars::rq_db(dest_slot), |w| w.load(Ordering::Acquire)) as u16;
     let rq_cc = dest.rings.rq_cc;
     let available = posted.wrapping_sub(rq_cc);
-    if !ready
-        || dest.qkey != message.qkey
-        || !rq_entries.is_power_of_two()
-        || available == 0
-        || u32::from(available) > rq_entries
-    {
+    if !ready || dest.qkey != message.qkey {
         stats.basic[4] += 1;
-        return;
+        return status::BAD_DEST_QPN;
+    }
+    if !rq_entries.is_power_of_two() || available == 0 || u32::from(available) > rq_entries {
+        stats.basic[4] += 1;
+        return status::RNR;
     }
     let at = dest.rq_base + u64::from(rq_cc as u32 & (rq_entries - 1)) * RX_DESC_SIZE as u64;
     let mut desc = [0u8; RX_DESC_SIZE];
     if dma.read_slice(at, &mut desc).is_err() {
         stats.basic[4] += 1;
-        return;
+        return status::RNR;
     }
     if let Some(qp) = res.qps.get_mut(dest_slot.into()) {
         qp.rings.rq_cc = rq_cc.wrapping_add(1);
@@ -394,4 +415,5 @@ fn deliver(bus: &HostBus, res: &mut Resources, message: &Message, stats: &mut St
         }
         complete(dma, cq, entry);
     }
+    status::OK
 }

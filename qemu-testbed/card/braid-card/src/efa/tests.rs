@@ -975,18 +975,19 @@ fn wait_for(mut done: impl FnMut() -> bool) -> bool {
     false
 }
 
-#[test]
-fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
-    let mut rig = Rig::new();
+/// Two QPs of `qp_type` in RTS on one CQ (64 entries of 32 bytes at
+/// RING), one MR over two pages at 0x20_0000 (IOVA 0x1000_0000), an AH for
+/// the function's own GID; returns (L_Key, AH).
+fn loopback(rig: &mut Rig, qp_type: u8) -> (u32, u16) {
     let pd = rig.alloc(opcode::ALLOC_PD);
     let uar = rig.alloc(opcode::ALLOC_UAR);
-    let cq_ring = RING;
-    let mut cq = rig.cq(uar, 64, cq_ring);
+    let mut cq = rig.cq(uar, 64, RING);
     cq.set_u8(l::create_cq::CAPS_2, 8 | l::create_cq::CAPS_2_SET_SRC_ADDR);
     let cqn = rig.ok(opcode::CREATE_CQ, cq).u16(8);
     let mut handles = Vec::new();
     for _ in 0..2 {
         let mut qp = rig.qp(pd, uar, cqn);
+        qp.set_u8(cq_l::QP_TYPE, qp_type);
         qp.set_u64(cq_l::RQ_BASE, RING + 0x8000 + 0x1000 * handles.len() as u64);
         let h = rig.ok(opcode::CREATE_QP, qp).u32(cq_l::RESP_HANDLE);
         for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
@@ -1004,6 +1005,30 @@ fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
     ah.set_bytes(l::create_ah::DEST_ADDR, &EfaSettings::default().gid);
     ah.set_u16(l::create_ah::PD, pd);
     let ahn = rig.ok(opcode::CREATE_AH, ah).u16(8);
+    (lkey, ahn)
+}
+
+/// A send WQE of QP 1 to QP 2: 100 bytes at IOVA + 0x10, request id 5.
+fn send_wqe(lkey: u32, ahn: u16, phase: u8) -> [u8; 64] {
+    let mut wqe = [0u8; 64];
+    wqe[0..2].copy_from_slice(&5u16.to_le_bytes());
+    wqe[2] = 0x80; // meta descriptor, SEND
+    wqe[3] = phase | 0x04 | 0x08 | 0x10; // first, last, completion
+    wqe[4..6].copy_from_slice(&2u16.to_le_bytes());
+    wqe[6..8].copy_from_slice(&1u16.to_le_bytes());
+    wqe[12..14].copy_from_slice(&ahn.to_le_bytes());
+    wqe[16..20].copy_from_slice(&0x1111_1111u32.to_le_bytes());
+    wqe[32..36].copy_from_slice(&100u32.to_le_bytes());
+    wqe[36..40].copy_from_slice(&lkey.to_le_bytes());
+    wqe[40..48].copy_from_slice(&0x1000_0010u64.to_le_bytes());
+    wqe
+}
+
+#[test]
+fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
+    let mut rig = Rig::new();
+    let cq_ring = RING;
+    let (lkey, ahn) = loopback(&mut rig, cq_l::TYPE_UD);
 
     // QP 2 posts a receive of 200 bytes at IOVA + 0xfc0 (crosses pages).
     let mut rx = [0u8; 16];
@@ -1016,17 +1041,7 @@ fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
     // QP 1 sends 100 bytes from IOVA + 0x10 to QP number 2.
     let payload: Vec<u8> = (0..100u8).collect();
     rig.ram_write(0x20_0010, &payload);
-    let mut wqe = [0u8; 64];
-    wqe[0..2].copy_from_slice(&5u16.to_le_bytes());
-    wqe[2] = 0x80; // meta descriptor, SEND
-    wqe[3] = 0x04 | 0x08 | 0x10; // phase 0, first, last, completion
-    wqe[4..6].copy_from_slice(&2u16.to_le_bytes());
-    wqe[6..8].copy_from_slice(&1u16.to_le_bytes());
-    wqe[12..14].copy_from_slice(&ahn.to_le_bytes());
-    wqe[16..20].copy_from_slice(&0x1111_1111u32.to_le_bytes());
-    wqe[32..36].copy_from_slice(&100u32.to_le_bytes());
-    wqe[36..40].copy_from_slice(&lkey.to_le_bytes());
-    wqe[40..48].copy_from_slice(&0x1000_0010u64.to_le_bytes());
+    let mut wqe = send_wqe(lkey, ahn, 0);
     rig.f.llq_memory().unwrap().write_slice(&wqe, 0).unwrap();
     ring(&rig, regs::layout::sq_db(0), 1);
 
@@ -1082,5 +1097,48 @@ fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
     assert_eq!(
         rig.ram_read(cq_ring + 96, 32)[2],
         datapath::status::INVALID_LKEY
+    );
+}
+
+#[test]
+fn srd_senders_learn_whether_a_receive_took_the_message() {
+    let mut rig = Rig::new();
+    let (lkey, ahn) = loopback(&mut rig, cq_l::TYPE_SRD);
+    // No receive posted: the sender gets RNR.
+    let wqe = send_wqe(lkey, ahn, 0);
+    rig.f.llq_memory().unwrap().write_slice(&wqe, 0).unwrap();
+    ring(&rig, regs::layout::sq_db(0), 1);
+    assert!(wait_for(|| rig.ram_read(RING, 32)[3] & 1 == 1));
+    assert_eq!(rig.ram_read(RING, 32)[2], datapath::status::RNR);
+    // With a receive posted, the receive completes first, then the send.
+    let mut rx = [0u8; 16];
+    rx[0..8].copy_from_slice(&0x1000_0800u64.to_le_bytes());
+    rx[10..12].copy_from_slice(&200u16.to_le_bytes());
+    rx[12..16].copy_from_slice(&(lkey | 3 << 30).to_le_bytes());
+    rig.ram_write(RING + 0x9000, &rx);
+    ring(&rig, regs::layout::rq_db(1), 1);
+    rig.f.llq_memory().unwrap().write_slice(&wqe, 64).unwrap();
+    ring(&rig, regs::layout::sq_db(0), 2);
+    assert!(wait_for(|| rig.ram_read(RING + 64, 32)[3] & 1 == 1));
+    let (rxc, txc) = (rig.ram_read(RING + 32, 32), rig.ram_read(RING + 64, 32));
+    assert_eq!((rxc[2], rxc[3] >> 1 & 3), (0, 2), "receive");
+    assert_eq!((txc[2], txc[3] >> 1 & 3), (0, 1), "send");
+    // A send to a GID the function does not have cannot be reached.
+    let mut other = Entry::default();
+    other.set_bytes(
+        l::create_ah::DEST_ADDR,
+        &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9],
+    );
+    let far = rig.ok(opcode::CREATE_AH, other).u16(8);
+    rig.f
+        .llq_memory()
+        .unwrap()
+        .write_slice(&send_wqe(lkey, far, 0), 128)
+        .unwrap();
+    ring(&rig, regs::layout::sq_db(0), 3);
+    assert!(wait_for(|| rig.ram_read(RING + 96, 32)[3] & 1 == 1));
+    assert_eq!(
+        rig.ram_read(RING + 96, 32)[2],
+        datapath::status::UNREACH_REMOTE
     );
 }
