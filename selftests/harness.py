@@ -61,6 +61,7 @@ PLAN = [
         "ena/hostile.sh",
         "ena/faults.sh",
         "efa/probe.sh",
+        "efa/pingpong.sh",
     ]),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
     # The same pair on braid.ko.

@@ -1,0 +1,47 @@
+#!/bin/sh
+# The card's EFA data path within one function, driven by rdma-core through efa.ko: ibv_ud_pingpong
+# between two processes on the same device (UD sends from the LLQ, receives, completions) with the
+# port counters moving by exactly the messages exchanged; then unload with no splat.
+. /braid/src/selftests/lib/ktap.sh
+. /braid/src/selftests/lib/guest.sh
+. /braid/src/selftests/lib/braid.sh
+
+ITERS=100
+
+devs=$(pci_devices_of efa)
+[ -n "$devs" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
+ktap_plan 5
+dmesg_mark
+d=$(echo "$devs" | head -n 1)
+
+bind_efa() {
+	load_driver efa || return 1
+	[ -e "/sys/bus/pci/drivers/efa/$d" ] && return 0
+	[ -e "/sys/bus/pci/devices/$d/driver" ] && { unbind "$d" || return 1; }
+	bind_to efa "$d"
+}
+ktap_check driver_binds bind_efa
+ib=$(ls "/sys/bus/pci/devices/$d/infiniband" 2>/dev/null)
+counter() { cat "/sys/class/infiniband/$ib/ports/1/hw_counters/$1"; }
+
+ud_pingpong() {
+	ip link set lo up
+	tx0=$(counter tx_pkts) rx0=$(counter rx_pkts)
+	timeout 120 ibv_ud_pingpong -d "$ib" -g 0 -n "$ITERS" >/tmp/pp.server 2>&1 &
+	server=$!
+	sleep 2
+	timeout 120 ibv_ud_pingpong -d "$ib" -g 0 -n "$ITERS" localhost || { cat /tmp/pp.server; return 1; }
+	wait "$server" || { cat /tmp/pp.server; return 1; }
+	tail -n 1 /tmp/pp.server
+	tx=$(($(counter tx_pkts) - tx0)) rx=$(($(counter rx_pkts) - rx0))
+	echo "tx_pkts +$tx rx_pkts +$rx"
+	# Each side sends ITERS messages (and both sides' receives are on this port).
+	[ "$tx" -eq $((2 * ITERS)) ] && [ "$rx" -eq $((2 * ITERS)) ]
+}
+ktap_check_diag ud_pingpong_${ITERS} ud_pingpong
+
+no_drops() { [ "$(counter rx_drops)" = 0 ]; }
+ktap_check no_rx_drops no_drops
+ktap_check driver_unloads unload_driver efa
+ktap_check no_kernel_splat no_splat_since_mark
+ktap_done
