@@ -215,9 +215,82 @@ fn gather(res: &Resources, dma: &GuestDma, qp: &Qp, wqe: &[u8; WQE_SIZE]) -> Res
     Ok(bytes)
 }
 
-/// Serves every QP's SQ doorbell once; returns whether anything moved.
+/// `efa_io_regs_defs.h`: the CQ doorbell.
+mod cq_db {
+    pub const CONSUMER_INDEX: u32 = 0xffff;
+    pub const CMD_SN_SHIFT: u32 = 29;
+    pub const CMD_SN: u32 = 0x3;
+    pub const ARM: u32 = 1 << 31;
+}
+
+/// `sizeof(struct efa_admin_eqe)` and its completion event.
+const EQE_SIZE: u64 = super::limits::EQE_SIZE as u64;
+
+/// Sends MSI-X `vector` (an EQ's).
+pub fn interrupt(bus: &HostBus, vector: u8) {
+    if let Err(err) = bus.signal_msix(vector.into()) {
+        debug!(vector, error = %err, "EQ interrupt not sent");
+    }
+}
+
+/// Completion events: a CQ in interrupt mode whose doorbell carries ARM
+/// with a command sequence number no event has answered yet (or the
+/// number after the last event's), and that holds completions past the
+/// consumer index the doorbell names, gets one `efa_admin_eqe`
+/// (completion event with its CQ number) on its EQ, which interrupts on
+/// its vector if armed (else once the driver arms it).
+fn notify(bus: &HostBus, res: &mut Resources) -> bool {
+    let mut fired = false;
+    let Resources { cqs, eqs, .. } = res;
+    for (idx, cq) in cqs.iter_slots_mut() {
+        let Some(eqn) = cq.eqn else { continue };
+        let db = bus.doorbell_word(bars::cq_db(idx), |w| w.load(Ordering::Acquire));
+        let sn = ((db >> cq_db::CMD_SN_SHIFT) & cq_db::CMD_SN) as u8;
+        let consumed = (db & cq_db::CONSUMER_INDEX) as u16;
+        // The card samples the doorbell, so it can miss an ARM write that
+        // libefa's next poll (which writes the consumer index without
+        // ARM) overwrote. libefa bumps CMD_SN when the application takes
+        // an event and writes it with every doorbell, so a number one past
+        // the last event's means "acknowledged and re-armed", ARM seen or
+        // not.
+        let rearmed = cq
+            .fired_sn
+            .is_some_and(|f| sn == (f + 1) & cq_db::CMD_SN as u8);
+        let armed = (db & cq_db::ARM != 0 && cq.fired_sn != Some(sn)) || rearmed;
+        if !armed || consumed == cq.pc {
+            continue;
+        }
+        let Some(eq) = eqs.get_mut(eqn.into()) else {
+            continue;
+        };
+        let mut eqe = [0u8; EQE_SIZE as usize];
+        eqe[0] = phase_of(eq.pc, eq.depth); // event type 0: completion
+        eqe[8..10].copy_from_slice(&idx.to_le_bytes());
+        let gpa = eq.base + u64::from(eq.pc & (eq.depth - 1)) * EQE_SIZE;
+        let written = bus.dma().write_slice(gpa + 1, &eqe[1..]).is_ok() && {
+            fence(Ordering::Release);
+            bus.dma().write_slice(gpa, &eqe[..1]).is_ok()
+        };
+        cq.fired_sn = Some(sn);
+        if !written {
+            continue;
+        }
+        eq.pc = eq.pc.wrapping_add(1);
+        fired = true;
+        if eq.armed {
+            eq.armed = false;
+            interrupt(bus, eq.vector);
+        } else {
+            eq.pending = true;
+        }
+    }
+    fired
+}
+
+/// Serves every QP's SQ doorbell and every armed CQ once; returns whether
+/// anything moved.
 pub fn poll(bus: &HostBus, res: &mut Resources, own_gid: &[u8; 16], stats: &mut Stats) -> bool {
-    let mut active = false;
+    let mut active = notify(bus, res);
     for slot in 0..super::limits::MAX_QP as u16 {
         let Some(qp) = res.qps.get(slot.into()) else {
             continue;
@@ -245,7 +318,7 @@ pub fn poll(bus: &HostBus, res: &mut Resources, own_gid: &[u8; 16], stats: &mut 
             }
         }
     }
-    active
+    active | notify(bus, res)
 }
 
 fn send_one(

@@ -318,12 +318,8 @@ impl EfaState {
                     // A new QP starts at index 0: forget what an earlier
                     // QP of the slot left in its doorbells.
                     let slot = resp.u16(admin::layout::create_qp::RESP_QP_NUM) - 1;
-                    for db in [regs::layout::sq_db(slot), regs::layout::rq_db(slot)] {
-                        bus.doorbell_word(db, |w| {
-                            w.store(0, std::sync::atomic::Ordering::Release);
-                            0
-                        });
-                    }
+                    clear_doorbell(bus, regs::layout::sq_db(slot));
+                    clear_doorbell(bus, regs::layout::rq_db(slot));
                 }
                 result
             }
@@ -334,7 +330,16 @@ impl EfaState {
             opcode::DESTROY_AH => res.destroy_ah(entry),
             opcode::REG_MR => res.reg_mr(entry, command.flags(), dma),
             opcode::DEREG_MR => res.dereg_mr(entry),
-            opcode::CREATE_CQ => res.create_cq(entry, dma),
+            opcode::CREATE_CQ => {
+                let result = res.create_cq(entry, dma);
+                if let Ok(resp) = &result {
+                    // An arm request left by an earlier CQ of this index
+                    // is not this CQ's.
+                    let db = regs::layout::cq_db(resp.u16(admin::layout::RESP));
+                    clear_doorbell(bus, db);
+                }
+                result
+            }
             opcode::DESTROY_CQ => res.destroy_cq(entry),
             opcode::GET_FEATURE => admin::get_feature(command, &self.settings, &self.aenq),
             opcode::SET_FEATURE => admin::set_feature(command, &mut self.aenq, dma),
@@ -387,6 +392,14 @@ impl EfaState {
             }
         }
     }
+}
+
+/// Zeroes the doorbell word at BAR0 offset `db` (a new queue starts at 0).
+fn clear_doorbell(bus: &HostBus, db: u64) {
+    bus.doorbell_word(db, |w| {
+        w.store(0, Ordering::Release);
+        0
+    });
 }
 
 /// What the register file and its timer thread share.
@@ -484,8 +497,10 @@ impl EfaRegisters {
             regs::EQ_DB => {
                 state.eq_db = value;
                 let eqn = regs::EQ_DB_EQN.get(value) as u16;
-                if !state.resources.arm_eq(eqn, value & regs::EQ_DB_ARM != 0) {
-                    warn!(eqn, "EQ doorbell for an EQ that does not exist");
+                match state.resources.arm_eq(eqn, value & regs::EQ_DB_ARM != 0) {
+                    (false, _) => warn!(eqn, "EQ doorbell for an EQ that does not exist"),
+                    (true, Some(vector)) => datapath::interrupt(bus, vector),
+                    (true, None) => {}
                 }
             }
             _ => debug!(

@@ -60,6 +60,14 @@ impl<T> Table<T> {
             .filter_map(|(i, v)| Some((i as u16, v.as_ref()?)))
     }
 
+    /// Every object with its slot, mutably.
+    pub fn iter_slots_mut(&mut self) -> impl Iterator<Item = (u16, &mut T)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, v)| Some((i as u16, v.as_mut()?)))
+    }
+
     /// Every object.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().flatten()
@@ -125,6 +133,10 @@ pub struct Cq {
     pub set_src_addr: bool,
     /// Next completion slot the card fills (free-running).
     pub pc: u16,
+    /// The command sequence number of the arm request the last event
+    /// answered (the CQ doorbell's CMD_SN): the CQ is armed again only by
+    /// a request with another number.
+    pub fired_sn: Option<u8>,
 }
 
 /// A registered memory region.
@@ -168,6 +180,11 @@ pub struct Eq {
     pub events: u32,
     /// The driver armed the interrupt (`EQ_DB` with ARM).
     pub armed: bool,
+    /// Next entry the card fills (free-running).
+    pub pc: u16,
+    /// An event was written while the EQ was not armed: interrupt when
+    /// it is.
+    pub pending: bool,
 }
 
 /// Every verbs object of a function.
@@ -351,6 +368,8 @@ impl Resources {
             vector,
             events,
             armed: false,
+            pc: 0,
+            pending: false,
         };
         let eqn = self.eqs.insert(eq).ok_or_else(|| no_room("EQ", MAX_EQ))?;
         debug!(eqn, depth, vector, "EQ created");
@@ -428,6 +447,7 @@ impl Resources {
             uar,
             set_src_addr,
             pc: 0,
+            fired_sn: None,
         };
         let idx = self.cqs.insert(cq).ok_or_else(|| no_room("CQ", MAX_CQ))?;
         debug!(idx, depth, entry_size, ?eqn, "CQ created");
@@ -749,15 +769,20 @@ impl Resources {
         response(|_| {})
     }
 
-    /// `EQ_DB`: arms (or disarms) event queue `eqn`; false if it does not
-    /// exist.
-    pub fn arm_eq(&mut self, eqn: u16, arm: bool) -> bool {
+    /// `EQ_DB`: arms (or disarms) event queue `eqn`; returns whether it
+    /// exists, and the vector to interrupt now for an event written while
+    /// it was not armed.
+    pub fn arm_eq(&mut self, eqn: u16, arm: bool) -> (bool, Option<u8>) {
         match self.eqs.get_mut(eqn.into()) {
             Some(eq) => {
                 eq.armed = arm;
-                true
+                let fire = arm && std::mem::take(&mut eq.pending);
+                if fire {
+                    eq.armed = false;
+                }
+                (true, fire.then_some(eq.vector))
             }
-            None => false,
+            None => (false, None),
         }
     }
 }

@@ -1142,3 +1142,82 @@ fn srd_senders_learn_whether_a_receive_took_the_message() {
         datapath::status::UNREACH_REMOTE
     );
 }
+
+#[test]
+fn an_armed_cq_posts_one_completion_event_per_arm() {
+    let mut rig = Rig::new();
+    let pd = rig.alloc(opcode::ALLOC_PD);
+    let uar = rig.alloc(opcode::ALLOC_UAR);
+    // The EQ on vector 0 (the rig's eventfd); CQ 0 in interrupt mode on it.
+    let eq_ring = 0x30_0000;
+    let mut eq = Entry::default();
+    eq.set_u16(l::create_eq::DEPTH, 4);
+    eq.set_u8(l::create_eq::MSIX_VEC, 1);
+    eq.set_u8(l::create_eq::CAPS, 4);
+    eq.set_u64(l::create_eq::BA, eq_ring);
+    eq.set_u32(l::create_eq::EVENT_BITMASK, 1);
+    let eqn = rig.ok(opcode::CREATE_EQ, eq).u16(8);
+    let mut cq = rig.cq(uar, 64, RING);
+    cq.set_u8(l::create_cq::CAPS_1, l::create_cq::CAPS_1_INTERRUPT_MODE);
+    cq.set_u16(l::create_cq::EQN, eqn);
+    let cqn = rig.ok(opcode::CREATE_CQ, cq).u16(8);
+    let mut qp = rig.qp(pd, uar, cqn);
+    qp.set_u32(cq_l::RQ_DEPTH, 0);
+    qp.set_u32(cq_l::RQ_RING_SIZE, 0);
+    qp.set_u64(cq_l::RQ_BASE, 0);
+    let h = rig.ok(opcode::CREATE_QP, qp).u32(cq_l::RESP_HANDLE);
+    for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
+        rig.ok(
+            opcode::MODIFY_QP,
+            modify(h, l::modify_qp::MASK_STATE, state, 0),
+        );
+    }
+    let mut ah = Entry::default();
+    ah.set_bytes(
+        l::create_ah::DEST_ADDR,
+        &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9],
+    );
+    ah.set_u16(l::create_ah::PD, pd);
+    let ahn = rig.ok(opcode::CREATE_AH, ah).u16(8);
+    rig.wr(regs::EQ_DB, u32::from(eqn) | regs::EQ_DB_ARM);
+    let cq_db = regs::layout::cq_db(cqn);
+    let send = |rig: &Rig, n: u16| {
+        // An inline 4-byte UD send to another GID: completes, dropped.
+        let mut wqe = [0u8; 64];
+        wqe[2] = 0x80 | 0x20;
+        wqe[3] = 0x1c;
+        wqe[6] = 4;
+        wqe[12..14].copy_from_slice(&ahn.to_le_bytes());
+        rig.f
+            .llq_memory()
+            .unwrap()
+            .write_slice(&wqe, 64 * usize::from(n - 1))
+            .unwrap();
+        ring(rig, regs::layout::sq_db(0), n.into());
+    };
+    let eqe_phase = |rig: &Rig, i: u64| rig.ram_read(eq_ring + 16 * i, 16)[0] & 1;
+
+    // Not armed: a completion, no event.
+    send(&rig, 1);
+    assert!(wait_for(|| rig.ram_read(RING, 32)[3] & 1 == 1));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(eqe_phase(&rig, 0), 0, "no event before an arm");
+    // Armed (cmd_sn 0) with the completion unconsumed: one event.
+    ring(&rig, cq_db, 1 << 31);
+    assert!(wait_for(|| eqe_phase(&rig, 0) == 1), "event");
+    let eqe = rig.ram_read(eq_ring, 16);
+    assert_eq!(
+        (eqe[0] >> 1, u16::from_le_bytes([eqe[8], eqe[9]])),
+        (0, cqn)
+    );
+    // The arm is spent: consuming and completing more gives no event ...
+    ring(&rig, cq_db, 1 << 31 | 1);
+    send(&rig, 2);
+    assert!(wait_for(|| rig.ram_read(RING + 32, 32)[3] & 1 == 1));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(eqe_phase(&rig, 1), 0, "one event per arm");
+    // ... until the next command sequence number, even without ARM (the
+    // driver's poll overwrote it).
+    ring(&rig, cq_db, 1 << 29 | 1);
+    assert!(wait_for(|| eqe_phase(&rig, 1) == 1), "re-armed event");
+}
