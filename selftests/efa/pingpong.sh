@@ -1,7 +1,8 @@
 #!/bin/sh
 # The card's EFA data path within one function, driven by rdma-core through efa.ko: ibv_ud_pingpong
 # between two processes on the same device (UD sends from the LLQ, receives, completions) with the
-# port counters moving by exactly the messages exchanged; then unload with no splat.
+# port counters moving by exactly the messages exchanged, polling and then with completion events
+# (CQ arm doorbell, EQ entries, the EQ's MSI-X vector moving); then unload with no splat.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -10,7 +11,7 @@ ITERS=100
 
 devs=$(pci_devices_of efa)
 [ -n "$devs" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
-ktap_plan 5
+ktap_plan 6
 dmesg_mark
 d=$(echo "$devs" | head -n 1)
 
@@ -24,13 +25,13 @@ ktap_check driver_binds bind_efa
 ib=$(ls "/sys/bus/pci/devices/$d/infiniband" 2>/dev/null)
 counter() { cat "/sys/class/infiniband/$ib/ports/1/hw_counters/$1"; }
 
-ud_pingpong() {
+ud_pingpong() { # [-e]
 	ip link set lo up
 	tx0=$(counter tx_pkts) rx0=$(counter rx_pkts)
-	timeout 120 ibv_ud_pingpong -d "$ib" -g 0 -n "$ITERS" >/tmp/pp.server 2>&1 &
+	timeout 120 ibv_ud_pingpong $1 -d "$ib" -g 0 -n "$ITERS" >/tmp/pp.server 2>&1 &
 	server=$!
 	sleep 2
-	timeout 120 ibv_ud_pingpong -d "$ib" -g 0 -n "$ITERS" localhost || { cat /tmp/pp.server; return 1; }
+	timeout 120 ibv_ud_pingpong $1 -d "$ib" -g 0 -n "$ITERS" localhost || { cat /tmp/pp.server; return 1; }
 	wait "$server" || { cat /tmp/pp.server; return 1; }
 	tail -n 1 /tmp/pp.server
 	tx=$(($(counter tx_pkts) - tx0)) rx=$(($(counter rx_pkts) - rx0))
@@ -39,6 +40,16 @@ ud_pingpong() {
 	[ "$tx" -eq $((2 * ITERS)) ] && [ "$rx" -eq $((2 * ITERS)) ]
 }
 ktap_check_diag ud_pingpong_${ITERS} ud_pingpong
+
+comp_irqs() { awk '/efa-comp/ { n += $2 } END { print n + 0 }' /proc/interrupts; }
+events() {
+	irq0=$(comp_irqs)
+	ud_pingpong -e || return 1
+	irqs=$(($(comp_irqs) - irq0))
+	echo "completion interrupts +$irqs"
+	[ "$irqs" -gt 0 ]
+}
+ktap_check_diag ud_pingpong_${ITERS}_events events
 
 no_drops() { [ "$(counter rx_drops)" = 0 ]; }
 ktap_check no_rx_drops no_drops
