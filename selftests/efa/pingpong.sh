@@ -2,7 +2,8 @@
 # The card's EFA data path within one function, driven by rdma-core through efa.ko: ibv_ud_pingpong
 # between two processes on the same device (UD sends from the LLQ, receives, completions) with the
 # port counters moving by exactly the messages exchanged, polling and then with completion events
-# (CQ arm doorbell, EQ entries, the EQ's MSI-X vector moving); then unload with no splat.
+# (CQ arm doorbell, EQ entries, the EQ's MSI-X vector moving); libfabric's efa provider's
+# fi_pingpong over DGRAM (UD) and RDM (its protocol over SRD QPs); then unload with no splat.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -11,7 +12,7 @@ ITERS=100
 
 devs=$(pci_devices_of efa)
 [ -n "$devs" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
-ktap_plan 6
+ktap_plan 8
 dmesg_mark
 d=$(echo "$devs" | head -n 1)
 
@@ -50,6 +51,17 @@ events() {
 	[ "$irqs" -gt 0 ]
 }
 ktap_check_diag ud_pingpong_${ITERS}_events events
+
+# fi_pingpong (libfabric-bin) with the efa provider, server and client on this guest.
+fi_pp() { # ENDPOINT
+	timeout 60 fi_pingpong -p efa -e "$1" -I 10 -S 64 >/tmp/fi.server 2>&1 &
+	server=$!
+	sleep 3
+	timeout 60 fi_pingpong -p efa -e "$1" -I 10 -S 64 localhost || { cat /tmp/fi.server; return 1; }
+	wait "$server" || { cat /tmp/fi.server; return 1; }
+}
+ktap_check_diag fi_pingpong_dgram fi_pp dgram
+ktap_check_diag fi_pingpong_rdm fi_pp rdm
 
 no_drops() { [ "$(counter rx_drops)" = 0 ]; }
 ktap_check no_rx_drops no_drops
