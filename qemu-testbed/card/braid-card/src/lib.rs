@@ -8,7 +8,9 @@
 //! and a function-specific register file ([`ena`], [`efa`], sharing
 //! [`nitro`]: registers, admin queue, event queue and
 //! read-less reads the two share). The ENA function implements its control plane (admin
-//! queue, features, I/O queue bookkeeping, asynchronous events, reset).
+//! queue, features, I/O queue bookkeeping, asynchronous events, reset) and data path; the EFA
+//! function its control plane (verbs objects, statistics, events) and a data path within the
+//! function.
 //! [`server`] connects a function to its vfio-user socket; [`control`]
 //! serves the operator's control socket (link, fatal error, keep-alive).
 //! [`srd_node`] runs the SRD transport over real UDP sockets, with a

@@ -9,11 +9,13 @@
 //! * [`resources`]: PDs, UARs, QPs, CQs, MRs ([`pbl`] reads their page
 //!   lists), AHs and EQs, each bounded by [`limits`];
 //! * AENQ keep-alives every [`KEEP_ALIVE_PERIOD`] once the driver arms the
-//!   queue.
+//!   queue;
+//! * [`datapath`]: UD and SRD sends between the QPs of this function (no
+//!   fabric port yet), completions, and completion events on the EQs,
+//!   from a polling thread.
 //!
-//! There is no data path yet: QPs and CQs exist as state, nothing is sent
-//! or received, and the device capabilities say so (no RDMA read/write,
-//! no RNR retry).
+//! The device capabilities say what is missing: no RDMA read/write, no
+//! RNR retry, no event counters.
 
 pub mod admin;
 pub mod datapath;

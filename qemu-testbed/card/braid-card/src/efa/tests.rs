@@ -1221,3 +1221,35 @@ fn an_armed_cq_posts_one_completion_event_per_arm() {
     ring(&rig, cq_db, 1 << 29 | 1);
     assert!(wait_for(|| eqe_phase(&rig, 1) == 1), "re-armed event");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Whatever a process writes into its LLQ and however far it rings the
+    /// doorbell, the card neither panics nor writes outside the CQ ring and
+    /// the receive buffer it was given, and keeps serving the QP.
+    #[test]
+    fn any_send_queue_contents_are_survived(
+        wqes in prop::collection::vec(prop::array::uniform32(any::<u8>()), 1..6),
+        tails in prop::collection::vec(any::<u16>(), 1..3),
+    ) {
+        let mut rig = Rig::new();
+        loopback(&mut rig, cq_l::TYPE_UD);
+        let guard = vec![0x5au8; 0x1000];
+        rig.ram_write(RAM_SIZE - 0x1000, &guard);
+        for (i, half) in wqes.iter().enumerate() {
+            let mut wqe = [0u8; 64];
+            wqe[..32].copy_from_slice(half);
+            wqe[32..].copy_from_slice(&half.map(|b| b.rotate_left(3)));
+            rig.f.llq_memory().unwrap().write_slice(&wqe, 64 * i).unwrap();
+        }
+        for tail in tails {
+            ring(&rig, regs::layout::sq_db(0), tail.into());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The QP (the rig's first handle) and the admin queue still answer.
+        let state = rig.ok(opcode::QUERY_QP, payload(4, 0x1_0000)).u32(8);
+        prop_assert_eq!(state, qp_state::RTS);
+        prop_assert_eq!(rig.ram_read(RAM_SIZE - 0x1000, 0x1000), guard);
+    }
+}
