@@ -925,7 +925,7 @@ fn any_command() -> impl Strategy<Value = (u8, u8, [u8; 60])> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Whatever the driver submits, the card completes it (no panic, no
     /// hang, nothing written outside the completion ring), and the queue
