@@ -61,6 +61,11 @@ mod meta {
 pub mod status {
     /// Success.
     pub const OK: u8 = 0;
+    /// Flushed: the QP is in the error state.
+    pub const FLUSHED: u8 = 1;
+    /// The QP cannot send (not in RTS), or the WQE was not there (its
+    /// phase bit says the doorbell ran ahead of the descriptor).
+    pub const QP_INTERNAL_ERROR: u8 = 2;
     /// Unsupported operation.
     pub const UNSUPPORTED_OP: u8 = 3;
     /// Bad AH.
@@ -340,10 +345,11 @@ fn send_one(
     let ctrl2 = wqe[meta::CTRL2];
     // libefa's SQ phase starts at 0 and flips per wrap.
     let phase = u8::from((u32::from(index) / entries) % 2 == 1);
-    let result = if ctrl2 & meta::PHASE != phase {
-        Err(status::BAD_LENGTH)
-    } else {
-        gather(res, dma, &qp, &wqe)
+    let result = match qp.state {
+        _ if ctrl2 & meta::PHASE != phase => Err(status::QP_INTERNAL_ERROR),
+        super::admin::qp_state::RTS => gather(res, dma, &qp, &wqe),
+        super::admin::qp_state::ERR => Err(status::FLUSHED),
+        _ => Err(status::QP_INTERNAL_ERROR),
     };
     let qpn = slot + 1;
     let reliable = qp.qp_type == super::admin::layout::create_qp::TYPE_SRD;

@@ -548,17 +548,28 @@ impl EfaRegisters {
     }
 }
 
-/// Sleep between passes while idle, and while the function has no QP.
-const POLL_IDLE: Duration = Duration::from_micros(200);
-const POLL_NO_QPS: Duration = Duration::from_millis(10);
+/// Shortest idle sleep of the data-path thread; it doubles per idle pass
+/// up to [`POLL_SLEEP_WARM`] within [`POLL_WARM`] of activity, then up to
+/// [`POLL_SLEEP_COLD`].
+const POLL_SLEEP_MIN: Duration = Duration::from_micros(20);
+const POLL_SLEEP_WARM: Duration = Duration::from_micros(200);
+const POLL_SLEEP_COLD: Duration = Duration::from_millis(2);
+const POLL_WARM: Duration = Duration::from_secs(1);
 /// How long the thread polls without sleeping after activity.
 const POLL_BUSY: Duration = Duration::from_micros(500);
+/// Sleep while the function has no QP.
+const POLL_NO_QPS: Duration = Duration::from_millis(10);
 
-/// The data-path thread: polls the SQ doorbells in BAR0's mapped pages
-/// (guest stores there never trap), yielding between passes for a while
-/// after activity, then sleeping [`POLL_IDLE`] between passes.
+/// The data-path thread: polls the SQ and CQ doorbells in BAR0's mapped
+/// pages (guest stores there never trap). After activity it yields
+/// between passes for [`POLL_BUSY`], then sleeps, from 20 µs doubling to
+/// 200 µs while the function was active within the last second (each
+/// sleep is latency added to a request/response exchange) and to 2 ms
+/// once it has been idle longer, so an idle QP costs a few hundred short
+/// passes a second.
 fn datapath_loop(shared: &Shared) {
     let mut last_active = Instant::now();
+    let mut sleep = POLL_SLEEP_MIN;
     while !shared.stop.load(Ordering::Acquire) {
         let (active, qps) = {
             let mut state = shared.lock();
@@ -574,13 +585,20 @@ fn datapath_loop(shared: &Shared) {
         };
         if active {
             last_active = Instant::now();
+            sleep = POLL_SLEEP_MIN;
             thread::yield_now();
         } else if qps == 0 {
             thread::sleep(POLL_NO_QPS);
         } else if last_active.elapsed() < POLL_BUSY {
             thread::yield_now();
         } else {
-            thread::sleep(POLL_IDLE);
+            thread::sleep(sleep);
+            let cap = if last_active.elapsed() < POLL_WARM {
+                POLL_SLEEP_WARM
+            } else {
+                POLL_SLEEP_COLD
+            };
+            sleep = (sleep * 2).min(cap);
         }
     }
 }

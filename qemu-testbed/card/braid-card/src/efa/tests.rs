@@ -1098,6 +1098,27 @@ fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
         rig.ram_read(cq_ring + 96, 32)[2],
         datapath::status::INVALID_LKEY
     );
+    // A QP in the error state flushes its sends; one not in RTS refuses.
+    wqe[36..40].copy_from_slice(&lkey.to_le_bytes());
+    for (n, state, expected) in [
+        (4u32, qp_state::ERR, datapath::status::FLUSHED),
+        (5, qp_state::RESET, datapath::status::QP_INTERNAL_ERROR),
+    ] {
+        let handle = 0x1_0000;
+        rig.ok(
+            opcode::MODIFY_QP,
+            modify(handle, l::modify_qp::MASK_STATE, state, 0),
+        );
+        rig.f
+            .llq_memory()
+            .unwrap()
+            .write_slice(&wqe, 64 * (n as usize - 1))
+            .unwrap();
+        ring(&rig, regs::layout::sq_db(0), n);
+        let at = cq_ring + 32 * u64::from(n);
+        assert!(wait_for(|| rig.ram_read(at, 32)[3] & 1 == 1));
+        assert_eq!(rig.ram_read(at, 32)[2], expected, "state {state}");
+    }
 }
 
 #[test]
