@@ -60,6 +60,8 @@ PLAN = [
         "ena/probe.sh",
         "ena/hostile.sh",
         "ena/faults.sh",
+        "efa/probe.sh",
+        "efa/pingpong.sh",
     ]),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
     # The same pair on braid.ko: guest 0 pushes its transmit descriptors to LLQ memory, guest 1

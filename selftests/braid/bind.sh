@@ -38,8 +38,8 @@ ena_attributes() {
 			d=$(pci_devices_of ena | sed -n "${k}p")
 			mac=$(card_field "$(card_control status "$i")" mac)
 			[ -n "$mac" ] || { echo "no MAC from the card for function $i"; return 1; }
-			dmesg_since_mark | grep -E "braid $d: ENA device: MAC $mac, max MTU 9001, .*, events 0x13, link up$" ||
-				{ echo "$d: no attributes line with the card's MAC $mac, its event groups and link up"; return 1; }
+			dmesg_since_mark | grep -E "braid $d: ENA device: MAC $mac, max MTU 9001, .*, events 0x13, link up, TX descriptors in device memory \(LLQ, headers inline\)$" ||
+				{ echo "$d: no attributes line with the card's MAC $mac, its event groups, link up and LLQ"; return 1; }
 		fi
 		i=$((i + 1))
 	done <"$FUNCTIONS_FILE"
@@ -49,8 +49,11 @@ ktap_check ena_attributes_and_link_event ena_attributes
 msix_on() { for d in $devs; do lspci -vv -s "$d" | grep -q 'MSI-X: Enable+' || return 1; done; }
 ktap_check msix_enabled msix_on
 
-# Two regions per function: braid-regs (BAR0) and braid-mem (BAR2).
-bars_claimed() { [ "$(grep -c 'braid-' /proc/iomem)" -eq $((2 * $(echo "$devs" | wc -w))) ]; }
+# braid-regs (BAR0) on every function, braid-llq (BAR2, the LLQ memory) on each ENA function.
+bars_claimed() {
+	[ "$(grep -c 'braid-regs' /proc/iomem)" -eq "$(echo "$devs" | wc -w)" ] &&
+		[ "$(grep -c 'braid-llq' /proc/iomem)" -eq "$(pci_devices_of ena | wc -w)" ] || { grep braid- /proc/iomem; return 1; }
+}
 ktap_check bars_claimed bars_claimed
 
 unbind_all() { for d in $devs; do unbind "$d" || return 1; done; }

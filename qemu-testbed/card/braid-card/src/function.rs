@@ -19,11 +19,11 @@ use std::fs::File;
 use std::mem::size_of;
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use thiserror::Error;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use vfio_bindings::bindings::vfio::{
     VFIO_IRQ_INFO_EVENTFD, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR2_REGION_INDEX,
     VFIO_PCI_BAR4_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_ERR_IRQ_INDEX,
@@ -32,7 +32,7 @@ use vfio_bindings::bindings::vfio::{
     VFIO_REGION_INFO_FLAG_WRITE, vfio_region_info, vfio_region_sparse_mmap_area,
 };
 use vfio_user::{IrqInfo, ServerRegion, SparseArea};
-use vm_memory::VolatileSlice;
+use vm_memory::{VolatileMemory, VolatileSlice};
 
 use crate::device_memory::{DeviceMemory, DeviceMemoryRange};
 use crate::dma::GuestDma;
@@ -256,6 +256,29 @@ impl HostBus {
     pub fn llq_memory(&self) -> Result<VolatileSlice<'_>, DeviceMemoryRange> {
         self.memory
             .slice(layout::MEMFD_BAR2_OFFSET, layout::BAR2_SIZE as usize)
+    }
+
+    /// Runs `f` on the doorbell word at BAR0 offset `bar0_offset` (in the
+    /// mapped doorbell pages) and returns its result; 0, logged, when the
+    /// offset lies outside them.
+    pub fn doorbell_word(&self, bar0_offset: u64, f: impl FnOnce(&AtomicU32) -> u32) -> u32 {
+        let Some(offset) = bar0_offset.checked_sub(layout::DOORBELL_OFFSET) else {
+            warn!(bar0_offset, "doorbell below the doorbell pages");
+            return 0;
+        };
+        match self.doorbells() {
+            Ok(pages) => match pages.get_atomic_ref::<AtomicU32>(offset as usize) {
+                Ok(word) => f(word),
+                Err(err) => {
+                    warn!(offset, error = %err, "doorbell word out of range");
+                    0
+                }
+            },
+            Err(err) => {
+                warn!(error = %err, "doorbell pages unavailable");
+                0
+            }
+        }
     }
 
     /// Sends MSI-X `vector`, if the guest allows the function to: like a

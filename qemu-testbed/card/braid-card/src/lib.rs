@@ -6,8 +6,11 @@
 //! ([`pci::msix`]), card-owned memory mapped into its BARs
 //! ([`device_memory`]), DMA into guest memory that QEMU shares ([`dma`]),
 //! and a function-specific register file ([`ena`], [`efa`], sharing
-//! [`nitro_regs`]). The ENA function implements its control plane (admin
-//! queue, features, I/O queue bookkeeping, asynchronous events, reset).
+//! [`nitro`]: registers, admin queue, event queue and
+//! read-less reads the two share). The ENA function implements its control plane (admin
+//! queue, features, I/O queue bookkeeping, asynchronous events, reset) and data path; the EFA
+//! function its control plane (verbs objects, statistics, events) and a data path within the
+//! function.
 //! [`server`] connects a function to its vfio-user socket; [`control`]
 //! serves the operator's control socket (link, fatal error, keep-alive).
 //! [`srd_node`] runs the SRD transport over real UDP sockets, with a
@@ -21,7 +24,9 @@ pub mod ena;
 pub mod function;
 pub mod memfd;
 pub mod net;
-pub mod nitro_regs;
+pub mod nitro;
 pub mod pci;
 pub mod server;
 pub mod srd_node;
+#[cfg(test)]
+mod testing;

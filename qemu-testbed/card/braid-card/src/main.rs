@@ -14,6 +14,7 @@ use std::{io, mem, ptr, thread};
 use braid_card::control::{
     self, Card, ControlServer, ControlledFunction, FunctionRef, KeepAliveAction, LinkState, Request,
 };
+use braid_card::efa;
 use braid_card::ena::{self, EnaSettings};
 use braid_card::function::{Function, FunctionKind};
 use braid_card::pci::PciId;
@@ -394,7 +395,13 @@ fn start(
                 ena_control = Some(control);
                 config
             }
-            kind => kind.config(id),
+            // Each EFA function gets a GID of its own, derived from its
+            // socket path as the ENA MAC address is.
+            FunctionKind::Efa => {
+                let settings = efa::EfaSettings::derived_from(spec.socket.as_os_str().as_bytes());
+                info!(function = %spec.kind, gid = %std::net::Ipv6Addr::from(settings.gid), "GID");
+                efa::function_config_with(id, settings)
+            }
         };
         let function = Function::new(config).map_err(|e| e.to_string())?;
         info!(function = %spec.kind, %id, "function created");

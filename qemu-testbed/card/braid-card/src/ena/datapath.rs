@@ -41,7 +41,6 @@ use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, trace, warn};
-use vm_memory::VolatileMemory;
 
 use super::Counters;
 use super::admin::phase_of;
@@ -50,7 +49,7 @@ use super::queues::{
     self, Direction, IoCq, IoQueues, MAX_CQS, MAX_IO_QUEUES, Placement, SQ_DESC_SIZE,
 };
 use super::rss;
-use crate::function::{HostBus, layout};
+use crate::function::HostBus;
 use crate::net::{self, Headers, L3, SegmentError};
 
 /// Largest frame the card moves (jumbo MTU 9001 plus headers, rounded).
@@ -252,20 +251,7 @@ impl Default for DataPath {
 
 /// A 32-bit register in BAR0's mapped doorbell pages, by BAR0 offset.
 fn doorbell_word(bus: &HostBus, bar0_offset: u32, f: impl FnOnce(&AtomicU32) -> u32) -> u32 {
-    let offset = (u64::from(bar0_offset) - layout::DOORBELL_OFFSET) as usize;
-    match bus.doorbells() {
-        Ok(pages) => match pages.get_atomic_ref::<AtomicU32>(offset) {
-            Ok(word) => f(word),
-            Err(err) => {
-                warn!(offset, error = %err, "doorbell word out of range");
-                0
-            }
-        },
-        Err(err) => {
-            warn!(error = %err, "doorbell pages unavailable");
-            0
-        }
-    }
+    bus.doorbell_word(bar0_offset.into(), f)
 }
 
 fn le32(bytes: &[u8], off: usize) -> u32 {

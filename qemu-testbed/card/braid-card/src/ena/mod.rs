@@ -49,7 +49,9 @@ pub use self::operator::EnaControl;
 use self::queues::IoQueues;
 use self::switch::{Port, PortId, Switch};
 use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
-use crate::nitro_regs::{self, AMAZON_VENDOR_ID, IdentityRegisters};
+use crate::nitro;
+use crate::nitro::control::{self, DeviceControl};
+use crate::nitro::regs::{self as nitro_regs, AMAZON_VENDOR_ID, IdentityRegisters};
 use crate::pci::PciId;
 
 /// ENA virtual function (`PCI_DEV_ID_ENA_VF`), the default identity.
@@ -293,8 +295,7 @@ struct EnaState {
     /// A timer thread of this epoch runs.
     timer_running: bool,
     intr_mask: u32,
-    dev_ctl: u32,
-    dev_sts: u32,
+    control: DeviceControl,
     mmio_reg_read: u32,
     mmio_resp: u64,
 }
@@ -322,15 +323,14 @@ impl EnaState {
             keep_alive_paused: false,
             timer_running: false,
             intr_mask: 0,
-            dev_ctl: 0,
-            dev_sts: regs::DEV_STS_READY,
+            control: DeviceControl::default(),
             mmio_reg_read: 0,
             mmio_resp: 0,
         }
     }
 
     /// Drops every queue and setting and recovers from a fatal error; the
-    /// device keeps `dev_sts` and `mmio_resp` for the caller to decide, and
+    /// device keeps its status and `mmio_resp` for the caller to decide, and
     /// the port's link state and a keep-alive pause (the operator's).
     /// Stops the timer (by epoch).
     fn clear(&mut self) {
@@ -348,28 +348,19 @@ impl EnaState {
     }
 
     fn register(&self, offset: u64) -> u32 {
-        let lo = |v: u64| v as u32;
-        let hi = |v: u64| (v >> 32) as u32;
+        if let Some(value) =
+            nitro::read_queue_register(&self.admin, &self.aenq, self.mmio_resp, offset)
+        {
+            return value;
+        }
         match offset {
-            regs::AQ_BASE_LO => lo(self.admin.sq.base),
-            regs::AQ_BASE_HI => hi(self.admin.sq.base),
-            regs::AQ_CAPS => self.admin.sq.caps,
-            regs::ACQ_BASE_LO => lo(self.admin.cq.base),
-            regs::ACQ_BASE_HI => hi(self.admin.cq.base),
-            regs::ACQ_CAPS => self.admin.cq.caps,
-            regs::AQ_DB => self.admin.doorbell,
             regs::ACQ_TAIL => self.admin.cq_tail.into(),
-            regs::AENQ_CAPS => self.aenq.ring.caps,
-            regs::AENQ_BASE_LO => lo(self.aenq.ring.base),
-            regs::AENQ_BASE_HI => hi(self.aenq.ring.base),
             regs::AENQ_HEAD_DB => self.aenq.head_doorbell,
             regs::AENQ_TAIL => self.aenq.tail.into(),
             regs::INTR_MASK => self.intr_mask,
-            regs::DEV_CTL => self.dev_ctl,
-            regs::DEV_STS => self.dev_sts,
+            regs::DEV_CTL => self.control.dev_ctl,
+            regs::DEV_STS => self.control.dev_sts,
             regs::MMIO_REG_READ => self.mmio_reg_read,
-            regs::MMIO_RESP_LO => lo(self.mmio_resp),
-            regs::MMIO_RESP_HI => hi(self.mmio_resp),
             // VERSION, CONTROLLER_VERSION, CAPS; CAPS_EXT and every
             // unassigned offset read 0.
             other => REGISTERS.register(other),
@@ -607,28 +598,17 @@ impl EnaRegisters {
     fn write_register(&self, offset: u64, value: u32) {
         let bus = &self.shared.bus;
         let mut state = self.shared.lock();
-        let set_lo = |v: &mut u64| *v = (*v & !0xffff_ffff) | u64::from(value);
-        let set_hi = |v: &mut u64| *v = (*v & 0xffff_ffff) | (u64::from(value) << 32);
+        let EnaState {
+            admin,
+            aenq,
+            mmio_resp,
+            ..
+        } = &mut *state;
+        if nitro::write_queue_register(admin, aenq, mmio_resp, offset, value) {
+            return;
+        }
         match offset {
-            regs::AQ_BASE_LO => set_lo(&mut state.admin.sq.base),
-            regs::AQ_BASE_HI => set_hi(&mut state.admin.sq.base),
-            regs::AQ_CAPS => {
-                state.admin.sq.caps = value;
-                state.admin.restart_sq();
-            }
-            regs::ACQ_BASE_LO => set_lo(&mut state.admin.cq.base),
-            regs::ACQ_BASE_HI => set_hi(&mut state.admin.cq.base),
-            regs::ACQ_CAPS => {
-                state.admin.cq.caps = value;
-                state.admin.restart_cq();
-            }
             regs::AQ_DB => self.admin_doorbell(&mut state, value),
-            regs::AENQ_CAPS => {
-                state.aenq.ring.caps = value;
-                state.aenq.restart();
-            }
-            regs::AENQ_BASE_LO => set_lo(&mut state.aenq.ring.base),
-            regs::AENQ_BASE_HI => set_hi(&mut state.aenq.ring.base),
             regs::AENQ_HEAD_DB => {
                 state.aenq.head_doorbell = value;
                 if state.flush_link_event(bus) {
@@ -642,8 +622,6 @@ impl EnaRegisters {
                 state.mmio_reg_read = value;
                 Self::readless(&state, bus, value);
             }
-            regs::MMIO_RESP_LO => set_lo(&mut state.mmio_resp),
-            regs::MMIO_RESP_HI => set_hi(&mut state.mmio_resp),
             _ => debug!(
                 offset = format_args!("{offset:#x}"),
                 value = format_args!("{value:#x}"),
@@ -654,18 +632,10 @@ impl EnaRegisters {
 
     fn admin_doorbell(&self, state: &mut EnaState, tail: u32) {
         let bus = &self.shared.bus;
-        let mut admin = std::mem::take(&mut state.admin);
-        let result = admin.ring(tail, bus.dma(), |command| state.execute(command, bus));
-        state.admin = admin;
-        match result {
-            Ok(0) => {}
-            Ok(_) => state.signal(bus),
-            Err(err) => {
-                warn!(error = %err, "admin doorbell refused");
-                if matches!(err, admin::AdminQueueError::Completion { .. }) {
-                    state.dev_sts |= regs::DEV_STS_FATAL_ERROR;
-                }
-            }
+        let parts: fn(&mut EnaState) -> (&mut admin::AdminQueue, &mut u32) =
+            |s| (&mut s.admin, &mut s.control.dev_sts);
+        if admin::serve_doorbell(state, parts, tail, bus.dma(), |s, c| s.execute(c, bus)) {
+            state.signal(bus);
         }
         // A SET_FEATURE(AENQ_CONFIG) may have enabled events.
         if state.flush_link_event(bus) {
@@ -675,89 +645,52 @@ impl EnaRegisters {
     }
 
     fn device_control(&self, state: &mut EnaState, value: u32) {
-        let previous = state.dev_ctl;
-        state.dev_ctl = value;
-        if value & regs::DEV_CTL_DEV_RESET != 0 {
-            if previous & regs::DEV_CTL_DEV_RESET == 0 {
-                let reason = regs::DEV_CTL_RESET_REASON.get(value);
-                info!(reason = regs::reset_reason_name(reason), "device reset");
-                state.clear();
-                self.shared.wake.notify_all();
-                state.dev_sts = regs::DEV_STS_RESET_IN_PROGRESS;
-            }
+        let request = state.control.write(value);
+        if let Some(reason) = request.reset {
+            info!(reason = regs::reset_reason_name(reason), "device reset");
+            state.clear();
+            self.shared.wake.notify_all();
             return;
         }
-        if state.dev_sts & regs::DEV_STS_RESET_IN_PROGRESS != 0 {
-            // The driver released the reset bit: the reset is done.
-            state.dev_sts = regs::DEV_STS_READY | regs::DEV_STS_RESET_FINISHED;
-            debug!("device reset finished");
-        }
-        if value & regs::DEV_CTL_AQ_RESTART != 0 {
+        if request.aq_restart {
             state.admin.restart_sq();
             state.admin.restart_cq();
-            state.dev_sts &= !regs::DEV_STS_AQ_RESTART_IN_PROGRESS;
-            state.dev_sts |= regs::DEV_STS_AQ_RESTART_FINISHED;
             debug!("admin queue restarted");
         }
+        let sts = &mut state.control.dev_sts;
         if value & regs::DEV_CTL_QUIESCENT != 0 {
             // The data path works under the state lock this write holds:
             // no I/O is in flight, so quiescence is immediate.
-            state.dev_sts &= !regs::DEV_STS_QUIESCENT_STATE_IN_PROGRESS;
-            state.dev_sts |= regs::DEV_STS_QUIESCENT_STATE_ACHIEVED;
+            *sts &= !regs::DEV_STS_QUIESCENT_STATE_IN_PROGRESS;
+            *sts |= regs::DEV_STS_QUIESCENT_STATE_ACHIEVED;
         }
         if value & regs::DEV_CTL_IO_RESUME != 0 {
-            state.dev_sts &= !(regs::DEV_STS_QUIESCENT_STATE_ACHIEVED
+            *sts &= !(regs::DEV_STS_QUIESCENT_STATE_ACHIEVED
                 | regs::DEV_STS_QUIESCENT_STATE_IN_PROGRESS);
         }
     }
 
-    /// Serves a read-less register read: DMA-writes
-    /// `ena_admin_ena_mmio_req_read_less_resp` with the request id last.
+    /// Serves a read-less register read (`ena_com_reg_bar_read32`).
     fn readless(state: &EnaState, bus: &HostBus, request: u32) {
-        let req_id = regs::MMIO_REG_READ_REQ_ID.get(request) as u16;
-        let reg_off = regs::MMIO_REG_READ_REG_OFF.get(request) as u16;
-        let value = state.register(u64::from(reg_off));
-        let address = state.mmio_resp;
-        if address == 0 {
-            warn!(req_id, reg_off, "read-less read with no response address");
-            return;
-        }
-        let mut body = [0u8; 6];
-        body[..2].copy_from_slice(&reg_off.to_le_bytes());
-        body[2..].copy_from_slice(&value.to_le_bytes());
-        let result = bus
-            .dma()
-            .write_slice(address.wrapping_add(2), &body)
-            .and_then(|()| {
-                std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-                bus.dma().write_slice(address, &req_id.to_le_bytes())
-            });
+        let result = nitro::readless::respond(bus.dma(), state.mmio_resp, request, |off| {
+            state.register(off)
+        });
         if let Err(err) = result {
-            warn!(req_id, reg_off, error = %err, "read-less response not delivered");
+            warn!(error = %err, "read-less read failed");
         }
     }
 
     /// Starts the keep-alive timer once the AENQ is armed with the
     /// keep-alive group enabled.
     fn ensure_timer(&self, state: &mut EnaState) {
-        let wanted =
-            state.aenq.armed() && state.aenq.enabled_groups & (1 << aenq::group::KEEP_ALIVE) != 0;
-        if !wanted || state.timer_running {
+        if !state.aenq.wants_keep_alives() {
             return;
         }
         let shared = Arc::clone(&self.shared);
-        let epoch = state.epoch;
-        let period = state.settings.keep_alive;
-        let spawned = thread::Builder::new()
-            .name("ena-aenq".into())
-            .spawn(move || keep_alive_loop(&shared, epoch, period));
-        match spawned {
-            Ok(_) => {
-                state.timer_running = true;
-                debug!(epoch, ?period, "keep-alive timer started");
-            }
-            Err(err) => warn!(error = %err, "cannot start the keep-alive timer"),
-        }
+        let (epoch, period) = (state.epoch, state.settings.keep_alive);
+        control::start_timer("ena-aenq", &mut state.timer_running, move || {
+            keep_alive_loop(&shared, epoch, period)
+        });
     }
 }
 
@@ -765,32 +698,28 @@ impl EnaRegisters {
 /// failed) until the device's epoch moves on (reset, disconnect) or the
 /// registers are dropped.
 fn keep_alive_loop(shared: &Shared, epoch: u64, period: Duration) {
-    let mut state = shared.lock();
-    loop {
-        // Waiting releases the lock; a reset wakes the thread early.
-        let (guard, _) = shared
-            .wake
-            .wait_timeout_while(state, period, |s| s.epoch == epoch)
-            .unwrap_or_else(PoisonError::into_inner);
-        state = guard;
-        if state.epoch != epoch {
-            debug!(epoch, "keep-alive timer stopped");
-            return;
-        }
-        // A pending link event (the AENQ was full) is retried even while
-        // keep-alives are paused or the device has failed.
-        let link = state.flush_link_event(&shared.bus);
-        let alive = !state.keep_alive_paused && !state.fatal && {
-            let event = Event::KeepAlive {
-                rx_drops: state.counters.rx_drops,
-                tx_drops: state.counters.tx_drops,
+    control::every(
+        &shared.state,
+        &shared.wake,
+        period,
+        |s| s.epoch == epoch,
+        |state| {
+            // A pending link event (the AENQ was full) is retried even
+            // while keep-alives are paused or the device has failed.
+            let link = state.flush_link_event(&shared.bus);
+            let alive = !state.keep_alive_paused && !state.fatal && {
+                let event = Event::KeepAlive {
+                    rx_drops: state.counters.rx_drops,
+                    tx_drops: state.counters.tx_drops,
+                };
+                state.post(&shared.bus, event)
             };
-            state.post(&shared.bus, event)
-        };
-        if alive || link {
-            state.signal(&shared.bus);
-        }
-    }
+            if alive || link {
+                state.signal(&shared.bus);
+            }
+        },
+    );
+    debug!(epoch, "keep-alive timer stopped");
 }
 
 /// Shortest and longest idle sleep of the data-path thread.
@@ -922,8 +851,7 @@ impl RegisterFile for EnaRegisters {
         // pause stay (see `EnaState::clear`).
         let mut state = self.shared.lock();
         state.clear();
-        state.dev_ctl = 0;
-        state.dev_sts = regs::DEV_STS_READY;
+        state.control = DeviceControl::default();
         state.mmio_reg_read = 0;
         state.mmio_resp = 0;
         self.shared.wake.notify_all();

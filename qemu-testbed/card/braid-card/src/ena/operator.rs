@@ -123,7 +123,7 @@ impl EnaControl {
         let state = shared.lock();
         let device = if state.fatal {
             DeviceState::Fatal
-        } else if state.dev_sts & regs::DEV_STS_RESET_IN_PROGRESS != 0 {
+        } else if state.control.dev_sts & regs::DEV_STS_RESET_IN_PROGRESS != 0 {
             DeviceState::Resetting
         } else {
             DeviceState::Ready
@@ -173,7 +173,7 @@ impl EnaControl {
             return Ok(FatalOutcome::AlreadyFatal);
         }
         state.fatal = true;
-        state.dev_sts |= regs::DEV_STS_FATAL_ERROR;
+        state.control.dev_sts |= regs::DEV_STS_FATAL_ERROR;
         info!("operator: fatal error");
         if state.post(&shared.bus, Event::FatalError) {
             state.signal(&shared.bus);

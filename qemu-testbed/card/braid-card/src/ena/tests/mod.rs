@@ -7,8 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use vfio_bindings::bindings::vfio::{
-    VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE, VFIO_IRQ_SET_ACTION_TRIGGER,
-    VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_MSIX_IRQ_INDEX,
+    VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_MSIX_IRQ_INDEX,
 };
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -16,7 +15,6 @@ use super::admin::{Entry, Status, aq, opcode};
 use super::features::{self, id};
 use super::*;
 use crate::function::{Function, layout};
-use crate::memfd;
 
 const RAM_SIZE: u64 = 0x20_0000;
 const AQ: u64 = 0x1000;
@@ -59,31 +57,7 @@ impl Rig {
         let settings = EnaSettings { mac, keep_alive };
         let (config, ctl) = function_config_with_control(DEFAULT_ID, settings, switch);
         let f = Function::new(config).unwrap();
-        let ram = memfd::create("braid-ena-test", RAM_SIZE, false).unwrap();
-        f.dma()
-            .map(
-                VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-                0,
-                0,
-                RAM_SIZE,
-                Some(ram.try_clone().unwrap()),
-            )
-            .unwrap();
-        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
-        // SAFETY: `into_raw_fd` hands over sole ownership of a valid fd.
-        let file = unsafe { File::from_raw_fd(irq.try_clone().unwrap().into_raw_fd()) };
-        f.set_irqs(
-            VFIO_PCI_MSIX_IRQ_INDEX,
-            VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD,
-            0,
-            1,
-            vec![file],
-        )
-        .unwrap();
-        let msix = f.with_config(|c| c.find_capability(0x11)).unwrap() as u64;
-        f.region_write(7, 0x04, &0x0006u16.to_le_bytes()).unwrap();
-        f.region_write(7, msix + 2, &0x8000u16.to_le_bytes())
-            .unwrap();
+        let (ram, irq) = crate::testing::attach(&f, RAM_SIZE);
         let mut rig = Self {
             f,
             ctl,
@@ -216,7 +190,7 @@ fn readless_register_read() {
     rig.wr(regs::MMIO_RESP_LO, MMIO_RESP as u32);
     rig.wr(regs::MMIO_RESP_HI, 0);
     for (req, off, expected) in [
-        (1u32, crate::nitro_regs::regs::CAPS, REGISTERS.caps),
+        (1u32, crate::nitro::regs::bar0::CAPS, REGISTERS.caps),
         (2, regs::DEV_STS, regs::DEV_STS_READY),
         (3, regs::AQ_CAPS, caps(32)),
     ] {

@@ -1,0 +1,641 @@
+//! The EFA (Elastic Fabric Adapter) function, as the Linux `efa` driver
+//! drives it (`drivers/infiniband/hw/efa/`), control plane first:
+//!
+//! * the register file here: identity, reset handshake, read-less reads,
+//!   admin queue and AENQ registers, the interrupt mask and the EQ
+//!   doorbell ([`regs`]), on the machinery both functions share
+//!   ([`crate::nitro`]);
+//! * [`admin`]: opcodes, command layouts, features and statistics;
+//! * [`resources`]: PDs, UARs, QPs, CQs, MRs ([`pbl`] reads their page
+//!   lists), AHs and EQs, each bounded by [`limits`];
+//! * AENQ keep-alives every [`KEEP_ALIVE_PERIOD`] once the driver arms the
+//!   queue;
+//! * [`datapath`]: UD and SRD sends between the QPs of this function (no
+//!   fabric port yet), completions, and completion events on the EQs,
+//!   from a polling thread.
+//!
+//! The device capabilities say what is missing: no RDMA read/write, no
+//! RNR retry, no event counters.
+
+pub mod admin;
+pub mod datapath;
+pub mod pbl;
+pub mod regs;
+pub mod resources;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use self::admin::opcode;
+use self::resources::Resources;
+use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
+use crate::nitro::admin::{
+    self as nitro_admin, AdminQueue, Command, CommandResult, Refused, Status,
+};
+use crate::nitro::aenq::{Aenq, Event, PostError, group};
+use crate::nitro::control::{self, DeviceControl};
+use crate::nitro::regs::{self as nitro_regs, AMAZON_VENDOR_ID, IdentityRegisters};
+use crate::nitro::{self, readless};
+use crate::pci::PciId;
+
+/// EFA device `0xefa1` (`PCI_DEV_ID_EFA1_VF`), the default identity.
+pub const DEFAULT_ID: PciId = PciId::new(AMAZON_VENDOR_ID, 0xefa1);
+/// MSI-X vectors: the management vector (admin completions, AENQ) plus
+/// eight completion-event vectors.
+pub const MSIX_VECTORS: u16 = 9;
+/// Keep-alive period, as on Nitro (and the ENA function).
+pub const KEEP_ALIVE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The identity registers: admin API version 0.1 (`EFA_MIN_API_VERSION`:
+/// 64-byte submissions without CRC16 checksums, which efa.ko only uses
+/// from 0.2/0.3 on), controller 0.0.1 (`EFA_CTRL_*`), 48-bit DMA, 2 s
+/// reset timeout, driver-default admin command timeout.
+pub const REGISTERS: IdentityRegisters = IdentityRegisters {
+    kind: FunctionKind::Efa,
+    version: nitro_regs::version(0, 1),
+    controller_version: nitro_regs::controller_version(0, 0, 0, 1),
+    caps: nitro_regs::caps(48, 20),
+};
+
+/// What the card advertises (DEVICE_ATTR, QUEUE_ATTR_1, EVENT_QUEUE_ATTR,
+/// NETWORK_ATTR, HW_HINTS) and enforces: a small card.
+pub mod limits {
+    /// `admin_api_version` in DEVICE_ATTR.
+    pub const ADMIN_API_VERSION: u32 = 1;
+    /// `fw_version`.
+    pub const FW_VERSION: u32 = 0x0000_0001;
+    /// Physical and virtual address bits.
+    pub const ADDR_WIDTH: u8 = 48;
+    /// `device_caps`: none yet (no RDMA read or write, no RNR retry, no
+    /// 128-byte data polling, no event counters, no 64-bit request ids).
+    pub const DEVICE_CAPS: u32 = 0;
+    /// `max_rdma_size`: no RDMA.
+    pub const MAX_RDMA_SIZE: u32 = 0;
+    /// `max_link_speed_gbps`.
+    pub const LINK_SPEED_GBPS: u16 = 100;
+    /// MR page sizes: 4 KiB and 2 MiB.
+    pub const PAGE_SIZE_CAP: u64 = (1 << 12) | (1 << 21);
+    /// Queue pairs (each gets a 64 KiB LLQ slot of BAR2).
+    pub const MAX_QP: u32 = 16;
+    /// SQ depth (64-byte WQEs).
+    pub const MAX_SQ_DEPTH: u32 = 512;
+    /// Minimum SQ depth.
+    pub const MIN_SQ_DEPTH: u16 = 1;
+    /// Bytes of inline data in a send WQE (`efa_io_tx_wqe` data).
+    pub const INLINE_BUF_SIZE: u32 = 32;
+    /// RQ depth.
+    pub const MAX_RQ_DEPTH: u32 = 512;
+    /// `sizeof(struct efa_io_rx_desc)`.
+    pub const RQ_DESC_SIZE: u32 = 16;
+    /// Completion queues.
+    pub const MAX_CQ: u32 = 32;
+    /// CQ depth.
+    pub const MAX_CQ_DEPTH: u32 = 4096;
+    /// Sub-CQs per CQ.
+    pub const SUB_CQS_PER_CQ: u32 = 1;
+    /// SGEs per send WQE.
+    pub const MAX_WR_SEND_SGES: u16 = 2;
+    /// SGEs per receive WQE.
+    pub const MAX_WR_RECV_SGES: u16 = 1;
+    /// SGEs per RDMA WQE: no RDMA.
+    pub const MAX_WR_RDMA_SGES: u16 = 0;
+    /// `max_tx_batch`: unlimited.
+    pub const MAX_TX_BATCH: u16 = 0;
+    /// Memory regions.
+    pub const MAX_MR: u32 = 256;
+    /// Pages in one MR (256 MiB of 4 KiB pages).
+    pub const MAX_MR_PAGES: u32 = 65536;
+    /// Pages over all MRs (the page lists the card keeps).
+    pub const MAX_TOTAL_MR_PAGES: usize = 262_144;
+    /// Protection domains.
+    pub const MAX_PD: u32 = 64;
+    /// User access regions (not advertised; one per user context).
+    pub const MAX_UAR: u32 = 64;
+    /// Address handles.
+    pub const MAX_AH: u32 = 128;
+    /// Bytes of one QP's LLQ (its SQ ring).
+    pub const MAX_LLQ_SIZE: u32 = MAX_SQ_DEPTH * 64;
+    /// Event queues: one per completion vector.
+    pub const MAX_EQ: u32 = 8;
+    /// EQ depth.
+    pub const MAX_EQ_DEPTH: u32 = 256;
+    /// `sizeof(struct efa_admin_eqe)`.
+    pub const EQE_SIZE: usize = 16;
+    /// EQ events: completion events.
+    pub const EQ_EVENTS: u32 = 1 << 0;
+    /// Network MTU (payload bytes).
+    pub const MTU: u32 = 4096;
+    /// AENQ groups efa.ko may enable (it enables all four and fails probe
+    /// unless the device supports them); the card sends keep-alives.
+    pub const AENQ_SUPPORTED_GROUPS: u32 = (1 << super::group::FATAL_ERROR)
+        | (1 << super::group::WARNING)
+        | (1 << super::group::NOTIFICATION)
+        | (1 << super::group::KEEP_ALIVE);
+    /// HW_HINTS: read-less read timeout.
+    pub const HINT_MMIO_READ_TIMEOUT_MS: u16 = 200;
+    /// HW_HINTS: admin polling interval (efa.ko's default is 100 ms).
+    pub const HINT_POLL_INTERVAL_MS: u16 = 1;
+}
+
+/// Per-function settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EfaSettings {
+    /// The port's GID (NETWORK_ATTR `addr`): an IPv6 link-local address.
+    pub gid: [u8; 16],
+    /// Interval between keep-alive events.
+    pub keep_alive: Duration,
+}
+
+impl EfaSettings {
+    /// Settings whose GID is derived from `seed` (for instance the socket
+    /// path): `fe80::` with the modified EUI-64 of the MAC address the ENA
+    /// function would derive from the same seed.
+    pub fn derived_from(seed: &[u8]) -> Self {
+        let mac = crate::ena::derive_mac(seed);
+        let mut gid = [0u8; 16];
+        gid[0] = 0xfe;
+        gid[1] = 0x80;
+        gid[8..11].copy_from_slice(&[mac[0] ^ 0x02, mac[1], mac[2]]);
+        gid[11..13].copy_from_slice(&[0xff, 0xfe]);
+        gid[13..].copy_from_slice(&mac[3..]);
+        Self {
+            gid,
+            keep_alive: KEEP_ALIVE_PERIOD,
+        }
+    }
+
+    /// The node GUID: the GID's interface identifier. efa.ko copies the
+    /// field into the big-endian `node_guid` as is, so the bytes go out in
+    /// GID order.
+    pub fn guid(&self) -> u64 {
+        u64::from_le_bytes([
+            self.gid[8],
+            self.gid[9],
+            self.gid[10],
+            self.gid[11],
+            self.gid[12],
+            self.gid[13],
+            self.gid[14],
+            self.gid[15],
+        ])
+    }
+}
+
+impl Default for EfaSettings {
+    fn default() -> Self {
+        Self::derived_from(b"braid-efa-0")
+    }
+}
+
+/// Everything needed to build an EFA function reporting `id` with default
+/// settings.
+pub fn function_config(id: PciId) -> FunctionConfig {
+    function_config_with(id, EfaSettings::default())
+}
+
+/// Everything needed to build an EFA function reporting `id` with
+/// `settings`.
+pub fn function_config_with(id: PciId, settings: EfaSettings) -> FunctionConfig {
+    FunctionConfig {
+        kind: FunctionKind::Efa,
+        identity: nitro_regs::identity(id),
+        msix_vectors: MSIX_VECTORS,
+        registers: Box::new(move |bus| Box::new(EfaRegisters::new(bus, settings))),
+    }
+}
+
+/// Device counters, by GET_STATS type (`efa_admin_*_stats`, field order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// tx_bytes, tx_pkts, rx_bytes, rx_pkts, rx_drops, qkey_viol.
+    pub basic: [u64; 6],
+    /// send_bytes, send_wrs, recv_bytes, recv_wrs.
+    pub messages: [u64; 4],
+    /// read_wrs, read_bytes, read_wr_err, read_resp_bytes.
+    pub rdma_read: [u64; 4],
+    /// write_wrs, write_bytes, write_wr_err, write_recv_bytes.
+    pub rdma_write: [u64; 4],
+    /// retrans_bytes, retrans_pkts, retrans_timeout_events,
+    /// unresponsive_remote_events, impaired_remote_conn_events.
+    pub network: [u64; 5],
+}
+
+/// The device state behind the registers, shared with the timer thread.
+#[derive(Debug)]
+struct EfaState {
+    settings: EfaSettings,
+    /// Changes on every reset; a timer thread of an older epoch exits.
+    epoch: u64,
+    admin: AdminQueue,
+    aenq: Aenq,
+    /// Last value written to the AENQ consumer doorbell.
+    aenq_cons: u32,
+    resources: Resources,
+    stats: Stats,
+    timer_running: bool,
+    intr_mask: u32,
+    control: DeviceControl,
+    mmio_reg_read: u32,
+    mmio_resp: u64,
+    eq_db: u32,
+}
+
+impl EfaState {
+    fn new(settings: EfaSettings) -> Self {
+        Self {
+            settings,
+            epoch: 0,
+            admin: AdminQueue::efa(regs::QUEUE_CAPS_ENTRY_SIZE),
+            aenq: Self::fresh_aenq(),
+            aenq_cons: 0,
+            resources: Resources::default(),
+            stats: Stats::default(),
+            timer_running: false,
+            intr_mask: 0,
+            control: DeviceControl::default(),
+            mmio_reg_read: 0,
+            mmio_resp: 0,
+            eq_db: 0,
+        }
+    }
+
+    fn fresh_aenq() -> Aenq {
+        let mut aenq = Aenq::default();
+        aenq.ring.entry_size = regs::QUEUE_CAPS_ENTRY_SIZE;
+        aenq
+    }
+
+    /// Drops every queue, object and setting (device reset); stops the
+    /// timer by moving the epoch on.
+    fn clear(&mut self) {
+        self.epoch += 1;
+        self.admin = AdminQueue::efa(regs::QUEUE_CAPS_ENTRY_SIZE);
+        self.aenq = Self::fresh_aenq();
+        self.aenq_cons = 0;
+        self.resources = Resources::default();
+        self.stats = Stats::default();
+        self.timer_running = false;
+        self.intr_mask = 0;
+        self.eq_db = 0;
+    }
+
+    fn register(&self, offset: u64) -> u32 {
+        if let Some(value) =
+            nitro::read_queue_register(&self.admin, &self.aenq, self.mmio_resp, offset)
+        {
+            return value;
+        }
+        match offset {
+            regs::AENQ_CONS_DB => self.aenq_cons,
+            regs::INTR_MASK => self.intr_mask,
+            regs::DEV_CTL => self.control.dev_ctl,
+            regs::DEV_STS => self.control.dev_sts,
+            regs::MMIO_REG_READ => self.mmio_reg_read,
+            regs::EQ_DB => self.eq_db,
+            other => REGISTERS.register(other),
+        }
+    }
+
+    fn execute(&mut self, command: &Command, bus: &HostBus) -> CommandResult {
+        let dma = bus.dma();
+        let entry = &command.entry;
+        let res = &mut self.resources;
+        debug!(
+            opcode = command.opcode(),
+            command_id = command.command_id(),
+            "EFA admin command"
+        );
+        match command.opcode() {
+            opcode::CREATE_QP => {
+                let result = res.create_qp(entry, dma);
+                if let Ok(resp) = &result {
+                    // A new QP starts at index 0: forget what an earlier
+                    // QP of the slot left in its doorbells.
+                    let slot = resp.u16(admin::layout::create_qp::RESP_QP_NUM) - 1;
+                    clear_doorbell(bus, regs::layout::sq_db(slot));
+                    clear_doorbell(bus, regs::layout::rq_db(slot));
+                }
+                result
+            }
+            opcode::MODIFY_QP => res.modify_qp(entry),
+            opcode::QUERY_QP => res.query_qp(entry),
+            opcode::DESTROY_QP => res.destroy_qp(entry),
+            opcode::CREATE_AH => res.create_ah(entry),
+            opcode::DESTROY_AH => res.destroy_ah(entry),
+            opcode::REG_MR => res.reg_mr(entry, command.flags(), dma),
+            opcode::DEREG_MR => res.dereg_mr(entry),
+            opcode::CREATE_CQ => {
+                let result = res.create_cq(entry, dma);
+                if let Ok(resp) = &result {
+                    // An arm request left by an earlier CQ of this index
+                    // is not this CQ's.
+                    let db = regs::layout::cq_db(resp.u16(admin::layout::RESP));
+                    clear_doorbell(bus, db);
+                }
+                result
+            }
+            opcode::DESTROY_CQ => res.destroy_cq(entry),
+            opcode::GET_FEATURE => admin::get_feature(command, &self.settings, &self.aenq),
+            opcode::SET_FEATURE => admin::set_feature(command, &mut self.aenq, dma),
+            opcode::GET_STATS => admin::get_stats(command, &self.stats),
+            opcode::ALLOC_PD => res.alloc_pd(),
+            opcode::DEALLOC_PD => res.dealloc_pd(entry),
+            opcode::ALLOC_UAR => res.alloc_uar(),
+            opcode::DEALLOC_UAR => res.dealloc_uar(entry),
+            opcode::CREATE_EQ => res.create_eq(entry, dma, MSIX_VECTORS),
+            opcode::DESTROY_EQ => res.destroy_eq(entry),
+            op @ (opcode::ALLOC_MR | opcode::SERVICE) => {
+                Err(Refused::unsupported(format!("opcode {op}")))
+            }
+            op if opcode::EVENT_COUNTERS.contains(&op) => {
+                Err(Refused::unsupported(format!("event-counter opcode {op}")))
+            }
+            op => Err(Refused::new(
+                Status::BadOpcode,
+                format!("opcode {op} is not an EFA admin opcode"),
+            )),
+        }
+    }
+
+    /// Raises the MSI-X vector the ACQ or AENQ caps name, unless the
+    /// driver masked the management interrupt (polling mode).
+    fn signal(&self, bus: &HostBus, caps: u32) {
+        if self.intr_mask & regs::INTR_MASK_ADMIN != 0 {
+            return;
+        }
+        let vector = regs::QUEUE_CAPS_MSIX_VECTOR.get(caps) as u16;
+        if let Err(err) = bus.signal_msix(vector) {
+            warn!(vector, error = %err, "cannot signal the management interrupt");
+        }
+    }
+
+    /// Posts a keep-alive; returns whether it reached the queue.
+    fn keep_alive(&mut self, bus: &HostBus) -> bool {
+        let event = Event::KeepAlive {
+            rx_drops: 0,
+            tx_drops: 0,
+        };
+        match self.aenq.post(bus.dma(), event) {
+            Ok(()) => true,
+            Err(
+                PostError::GroupDisabled(_) | PostError::NotConfigured | PostError::Full { .. },
+            ) => false,
+            Err(err) => {
+                warn!(error = %err, "keep-alive dropped");
+                false
+            }
+        }
+    }
+}
+
+/// Zeroes the doorbell word at BAR0 offset `db` (a new queue starts at 0).
+fn clear_doorbell(bus: &HostBus, db: u64) {
+    bus.doorbell_word(db, |w| {
+        w.store(0, Ordering::Release);
+        0
+    });
+}
+
+/// What the register file and its timer thread share.
+#[derive(Debug)]
+struct Shared {
+    bus: Arc<HostBus>,
+    state: Mutex<EfaState>,
+    /// Wakes a sleeping timer thread when the epoch changes.
+    wake: Condvar,
+    /// Tells the data-path thread to exit.
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, EfaState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The EFA register file: [`EfaState`] behind a lock, shared with the
+/// keep-alive timer thread.
+pub struct EfaRegisters {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for EfaRegisters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EfaRegisters").finish_non_exhaustive()
+    }
+}
+
+impl EfaRegisters {
+    /// The registers of a function reaching the host through `bus`.
+    /// Starts the function's data-path thread.
+    pub fn new(bus: Arc<HostBus>, settings: EfaSettings) -> Self {
+        let shared = Arc::new(Shared {
+            bus,
+            state: Mutex::new(EfaState::new(settings)),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let worker = Arc::clone(&shared);
+        if let Err(err) = thread::Builder::new()
+            .name("efa-datapath".into())
+            .spawn(move || datapath_loop(&worker))
+        {
+            warn!(error = %err, "cannot start the EFA data-path thread");
+        }
+        Self { shared }
+    }
+
+    fn write_register(&self, offset: u64, value: u32) {
+        let bus = &self.shared.bus;
+        let mut state = self.shared.lock();
+        let EfaState {
+            admin,
+            aenq,
+            mmio_resp,
+            ..
+        } = &mut *state;
+        if nitro::write_queue_register(admin, aenq, mmio_resp, offset, value) {
+            return;
+        }
+        match offset {
+            regs::AQ_PROD_DB => self.admin_doorbell(&mut state, value),
+            regs::AENQ_CONS_DB => {
+                state.aenq_cons = value;
+                state.aenq.consumed(value);
+                self.ensure_timer(&mut state);
+            }
+            regs::INTR_MASK => state.intr_mask = value,
+            regs::DEV_CTL => {
+                let request = state.control.write(value);
+                if let Some(reason) = request.reset {
+                    info!(reason = regs::reset_reason_name(reason), "EFA device reset");
+                    state.clear();
+                    // The reset forgets the read-less address; efa.ko
+                    // writes it again right after starting the reset.
+                    state.mmio_resp = 0;
+                    self.shared.wake.notify_all();
+                }
+                if request.aq_restart {
+                    state.admin.restart_sq();
+                    state.admin.restart_cq();
+                }
+            }
+            regs::MMIO_REG_READ => {
+                state.mmio_reg_read = value;
+                let result =
+                    readless::respond(bus.dma(), state.mmio_resp, value, |off| state.register(off));
+                if let Err(err) = result {
+                    warn!(error = %err, "read-less read failed");
+                }
+            }
+            regs::EQ_DB => {
+                state.eq_db = value;
+                let eqn = regs::EQ_DB_EQN.get(value) as u16;
+                match state.resources.arm_eq(eqn, value & regs::EQ_DB_ARM != 0) {
+                    (false, _) => warn!(eqn, "EQ doorbell for an EQ that does not exist"),
+                    (true, Some(vector)) => datapath::interrupt(bus, vector),
+                    (true, None) => {}
+                }
+            }
+            _ => debug!(
+                offset = format_args!("{offset:#x}"),
+                value = format_args!("{value:#x}"),
+                "EFA write to a read-only or unassigned register ignored"
+            ),
+        }
+    }
+
+    fn admin_doorbell(&self, state: &mut EfaState, tail: u32) {
+        let bus = &self.shared.bus;
+        let parts: fn(&mut EfaState) -> (&mut AdminQueue, &mut u32) =
+            |s| (&mut s.admin, &mut s.control.dev_sts);
+        if nitro_admin::serve_doorbell(state, parts, tail, bus.dma(), |s, c| s.execute(c, bus)) {
+            state.signal(bus, state.admin.cq.caps);
+        }
+        // A SET_FEATURE(AENQ_CONFIG) may have enabled keep-alives.
+        self.ensure_timer(state);
+    }
+
+    /// Starts the keep-alive timer once the AENQ is armed with the
+    /// keep-alive group enabled.
+    fn ensure_timer(&self, state: &mut EfaState) {
+        if !state.aenq.wants_keep_alives() {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let (epoch, period) = (state.epoch, state.settings.keep_alive);
+        control::start_timer("efa-aenq", &mut state.timer_running, move || {
+            control::every(
+                &shared.state,
+                &shared.wake,
+                period,
+                |s| s.epoch == epoch,
+                |s| {
+                    if s.keep_alive(&shared.bus) {
+                        s.signal(&shared.bus, s.aenq.ring.caps);
+                    }
+                },
+            );
+        });
+    }
+}
+
+/// Shortest idle sleep of the data-path thread; it doubles per idle pass
+/// up to [`POLL_SLEEP_WARM`] within [`POLL_WARM`] of activity, then up to
+/// [`POLL_SLEEP_COLD`].
+const POLL_SLEEP_MIN: Duration = Duration::from_micros(20);
+const POLL_SLEEP_WARM: Duration = Duration::from_micros(200);
+const POLL_SLEEP_COLD: Duration = Duration::from_millis(2);
+const POLL_WARM: Duration = Duration::from_secs(1);
+/// How long the thread polls without sleeping after activity.
+const POLL_BUSY: Duration = Duration::from_micros(500);
+/// Sleep while the function has no QP.
+const POLL_NO_QPS: Duration = Duration::from_millis(10);
+
+/// The data-path thread: polls the SQ and CQ doorbells in BAR0's mapped
+/// pages (guest stores there never trap). After activity it yields
+/// between passes for [`POLL_BUSY`], then sleeps, from 20 µs doubling to
+/// 200 µs while the function was active within the last second (each
+/// sleep is latency added to a request/response exchange) and to 2 ms
+/// once it has been idle longer, so an idle QP costs a few hundred short
+/// passes a second.
+fn datapath_loop(shared: &Shared) {
+    let mut last_active = Instant::now();
+    let mut sleep = POLL_SLEEP_MIN;
+    while !shared.stop.load(Ordering::Acquire) {
+        let (active, qps) = {
+            let mut state = shared.lock();
+            let EfaState {
+                resources,
+                settings,
+                stats,
+                ..
+            } = &mut *state;
+            let qps = resources.qps.count();
+            let active = qps > 0 && datapath::poll(&shared.bus, resources, &settings.gid, stats);
+            (active, qps)
+        };
+        if active {
+            last_active = Instant::now();
+            sleep = POLL_SLEEP_MIN;
+            thread::yield_now();
+        } else if qps == 0 {
+            thread::sleep(POLL_NO_QPS);
+        } else if last_active.elapsed() < POLL_BUSY {
+            thread::yield_now();
+        } else {
+            thread::sleep(sleep);
+            let cap = if last_active.elapsed() < POLL_WARM {
+                POLL_SLEEP_WARM
+            } else {
+                POLL_SLEEP_COLD
+            };
+            sleep = (sleep * 2).min(cap);
+        }
+    }
+}
+
+impl Drop for EfaRegisters {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let mut state = self.shared.lock();
+        state.epoch += 1;
+        self.shared.wake.notify_all();
+    }
+}
+
+impl RegisterFile for EfaRegisters {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let state = self.shared.lock();
+        read_dword_registers(offset, data, |off| state.register(off));
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let (Ok(bytes), 0) = (<[u8; 4]>::try_from(data), offset % 4) else {
+            warn!(
+                offset = format_args!("{offset:#x}"),
+                len = data.len(),
+                "EFA register write not an aligned dword: ignored"
+            );
+            return;
+        };
+        self.write_register(offset, u32::from_le_bytes(bytes));
+    }
+
+    fn reset(&mut self) {
+        let mut state = self.shared.lock();
+        state.clear();
+        state.control = DeviceControl::default();
+        state.mmio_reg_read = 0;
+        state.mmio_resp = 0;
+        self.shared.wake.notify_all();
+    }
+}

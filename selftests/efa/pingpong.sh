@@ -1,0 +1,70 @@
+#!/bin/sh
+# The card's EFA data path within one function, driven by rdma-core through efa.ko: ibv_ud_pingpong
+# between two processes on the same device (UD sends from the LLQ, receives, completions) with the
+# port counters moving by exactly the messages exchanged, polling and then with completion events
+# (CQ arm doorbell, EQ entries, the EQ's MSI-X vector moving); libfabric's efa provider's
+# fi_pingpong over DGRAM (UD) and RDM (its protocol over SRD QPs); then unload with no splat.
+. /braid/src/selftests/lib/ktap.sh
+. /braid/src/selftests/lib/guest.sh
+. /braid/src/selftests/lib/braid.sh
+
+ITERS=100
+
+devs=$(pci_devices_of efa)
+[ -n "$devs" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
+ktap_plan 8
+dmesg_mark
+d=$(echo "$devs" | head -n 1)
+
+bind_efa() {
+	load_driver efa || return 1
+	[ -e "/sys/bus/pci/drivers/efa/$d" ] && return 0
+	[ -e "/sys/bus/pci/devices/$d/driver" ] && { unbind "$d" || return 1; }
+	bind_to efa "$d"
+}
+ktap_check driver_binds bind_efa
+ib=$(ls "/sys/bus/pci/devices/$d/infiniband" 2>/dev/null)
+counter() { cat "/sys/class/infiniband/$ib/ports/1/hw_counters/$1"; }
+
+ud_pingpong() { # [-e]
+	ip link set lo up
+	tx0=$(counter tx_pkts) rx0=$(counter rx_pkts)
+	timeout 120 ibv_ud_pingpong $1 -d "$ib" -g 0 -n "$ITERS" >/tmp/pp.server 2>&1 &
+	server=$!
+	sleep 2
+	timeout 120 ibv_ud_pingpong $1 -d "$ib" -g 0 -n "$ITERS" localhost || { cat /tmp/pp.server; return 1; }
+	wait "$server" || { cat /tmp/pp.server; return 1; }
+	tail -n 1 /tmp/pp.server
+	tx=$(($(counter tx_pkts) - tx0)) rx=$(($(counter rx_pkts) - rx0))
+	echo "tx_pkts +$tx rx_pkts +$rx"
+	# Each side sends ITERS messages (and both sides' receives are on this port).
+	[ "$tx" -eq $((2 * ITERS)) ] && [ "$rx" -eq $((2 * ITERS)) ]
+}
+ktap_check_diag ud_pingpong_${ITERS} ud_pingpong
+
+comp_irqs() { awk '/efa-comp/ { n += $2 } END { print n + 0 }' /proc/interrupts; }
+events() {
+	irq0=$(comp_irqs)
+	ud_pingpong -e || return 1
+	irqs=$(($(comp_irqs) - irq0))
+	echo "completion interrupts +$irqs"
+	[ "$irqs" -gt 0 ]
+}
+ktap_check_diag ud_pingpong_${ITERS}_events events
+
+# fi_pingpong (libfabric-bin) with the efa provider, server and client on this guest.
+fi_pp() { # ENDPOINT
+	timeout 60 fi_pingpong -p efa -e "$1" -I 10 -S 64 >/tmp/fi.server 2>&1 &
+	server=$!
+	sleep 3
+	timeout 60 fi_pingpong -p efa -e "$1" -I 10 -S 64 localhost || { cat /tmp/fi.server; return 1; }
+	wait "$server" || { cat /tmp/fi.server; return 1; }
+}
+ktap_check_diag fi_pingpong_dgram fi_pp dgram
+ktap_check_diag fi_pingpong_rdm fi_pp rdm
+
+no_drops() { [ "$(counter rx_drops)" = 0 ]; }
+ktap_check no_rx_drops no_drops
+ktap_check driver_unloads unload_driver efa
+ktap_check no_kernel_splat no_splat_since_mark
+ktap_done
