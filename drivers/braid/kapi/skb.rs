@@ -390,7 +390,10 @@ impl<'a> RxPage<'a> {
         let (page, offset) = self.unmap();
         // SAFETY: the page is ours and no longer mapped; the packet takes the rest of it from
         // `offset`, with our reference.
-        (unsafe { build_skb(page, offset, PAGE as u32 - offset, len) }, None)
+        (
+            unsafe { build_skb(page, offset, PAGE as u32 - offset, len) },
+            None,
+        )
     }
 
     /// Appends the first `len` bytes the device wrote as the next fragment of `skb`.
