@@ -11,8 +11,8 @@ use crate::{
     ena::{netdev::EnaNet, EnaDevice},
     kapi::{
         dma::set_dma_width,
-        irq::Vectors,
-        netdev,
+        irq::{self, Vectors},
+        netdev::{self, ServiceInterrupt},
         pci::{DeviceExt, PcieType, WcBar},
     },
     regs::{self, CAPS, CONTROLLER_VERSION, VERSION},
@@ -94,8 +94,10 @@ kernel::pci_device_table!(
 pub(crate) struct Function<'bound> {
     pdev: &'bound pci::Device,
     kind: FunctionKind,
+    /// The handler on an ENA function's management vector (events), freed first.
+    _admin_irq: Option<Pin<KBox<irq::Registration<'bound, ServiceInterrupt<EnaNet<'bound>>>>>>,
     /// The network device of an ENA function, which owns the device protocol; unregistered
-    /// first, which stops and resets the device.
+    /// next, which stops and resets the device.
     _net: Option<netdev::Registration<EnaNet<'bound>>>,
     _regs: Arc<pci::Bar<'bound, { regs::REG_PAGE_SIZE }>>,
     _vectors: Arc<Vectors<'bound>>,
@@ -160,7 +162,7 @@ impl pci::Driver for BraidDriver {
 
         set_dma_width(pdev, u32::from(caps.dma_addr_width()))?;
         let vectors = Vectors::new(irqs)?;
-        let net = match kind {
+        let (admin_irq, net) = match kind {
             FunctionKind::Ena => {
                 let bar_len = usize::try_from(pdev.resource_len(REG_BAR)?)?;
                 let llq_bar = if crate::module_parameters::llq.value() {
@@ -201,19 +203,33 @@ impl pci::Driver for BraidDriver {
                     },
                 );
                 let net = EnaNet::register(pdev, vectors.clone(), ena)?;
+                // Events wake the service task at once rather than at its next period.
+                let admin_irq = match net.service_interrupt() {
+                    Some(handler) => Some(irq::Registration::new(
+                        &vectors,
+                        0,
+                        c"braid-ena-mgmnt",
+                        handler,
+                    )?),
+                    None => None,
+                };
+                if admin_irq.is_some() {
+                    net.device().data().enable_admin_interrupt();
+                }
                 dev_info!(
                     pdev,
                     "ENA network device registered ({} queue pairs)\n",
                     net.device().data().queue_pairs()
                 );
-                Some(net)
+                (admin_irq, Some(net))
             }
-            FunctionKind::Efa => None,
+            FunctionKind::Efa => (None, None),
         };
 
         Ok(Function {
             pdev,
             kind,
+            _admin_irq: admin_irq,
             _net: net,
             _regs: regs,
             _vectors: vectors,

@@ -148,6 +148,8 @@ pub(crate) struct EnaDevice<'bound> {
     llq_bar: Option<Arc<WcBar<'bound>>>,
     /// The LLQ mode agreed with the device; `None`: transmit descriptors stay in host memory.
     pub(crate) llq: Option<LlqLayout>,
+    /// Whether the device raises the management vector for events (and admin completions).
+    admin_interrupt: bool,
 }
 
 /// What [`EnaDevice::bring_up`] learned and set up.
@@ -225,6 +227,7 @@ impl<'bound> EnaDevice<'bound> {
                 link_up: up.link_up,
                 llq_bar,
                 llq: up.llq,
+                admin_interrupt: false,
             }),
             Err(err) => {
                 // The device may still write to the rings (a late completion, an event): stop
@@ -285,6 +288,13 @@ impl<'bound> EnaDevice<'bound> {
         })
     }
 
+    /// Lets the device raise the management vector (0) for events and admin completions, once
+    /// a handler is on it; commands still poll for their completions. Kept across resets.
+    pub(crate) fn enable_admin_interrupt(&mut self) {
+        self.admin_interrupt = true;
+        self.regs.write_reg(INTR_MASK::zeroed());
+    }
+
     /// What the admin queue did since probe.
     pub(crate) fn admin_stats(&self) -> admin::AdminStats {
         self.admin.stats
@@ -320,6 +330,9 @@ impl<'bound> EnaDevice<'bound> {
         self.event_groups = up.event_groups;
         self.link_up = up.link_up;
         self.llq = up.llq;
+        if self.admin_interrupt {
+            self.enable_admin_interrupt();
+        }
         Ok(())
     }
 

@@ -305,6 +305,11 @@ impl<'bound> EnaNet<'bound> {
         self.queues
     }
 
+    /// Has the device signal events on the management vector, which a handler now serves.
+    pub(crate) fn enable_admin_interrupt(&self) {
+        self.control.lock().device.enable_admin_interrupt();
+    }
+
     /// Creates every queue pair's rings, device queues, NAPI context and interrupt, recording
     /// each in `up` as it comes so that [`Self::stop_queues`] and [`Self::release`] undo a partial
     /// bring-up too.

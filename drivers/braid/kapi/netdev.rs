@@ -6,7 +6,15 @@
 
 use core::{marker::PhantomData, ptr::NonNull};
 
-use kernel::{device, error::from_result, prelude::*, time::Delta, types::Opaque};
+use kernel::{
+    device,
+    error::from_result,
+    irq::{Handler, IrqReturn},
+    prelude::*,
+    sync::Arc,
+    time::Delta,
+    types::Opaque,
+};
 
 use super::{
     dma::raw_device,
@@ -264,8 +272,9 @@ pub(crate) struct Config<'a> {
 ///
 /// # Invariants
 ///
-/// `dev` is a device registered for `T` by the [`Registration`] that owns this task, which
-/// cancels the task before it unregisters the device.
+/// `dev` is a device registered for `T` by the [`Registration`] that started this task, which
+/// disables the task before it unregisters the device (the task may outlive the device, in an
+/// [`ServiceInterrupt`], but never runs again).
 struct Service<T> {
     dev: NonNull<sys::net_device>,
     _data: PhantomData<T>,
@@ -280,6 +289,19 @@ impl<T: Operations> Task for Service<T> {
     fn run(&self) {
         // SAFETY: by the type invariant the device is registered while the task can run.
         T::service(unsafe { Device::from_raw(self.dev.as_ptr()) });
+    }
+}
+
+/// An interrupt handler that runs a device's service task at once (e.g. on a device's
+/// management vector, so that its events need not wait for the next period). Made by
+/// [`Registration::service_interrupt`]; it may outlive the device, and does nothing from the
+/// device's unregistration on.
+pub(crate) struct ServiceInterrupt<T: Operations>(Arc<Periodic<Service<T>>>);
+
+impl<T: Operations> Handler for ServiceInterrupt<T> {
+    fn handle(&self) -> IrqReturn {
+        self.0.run_now();
+        IrqReturn::Handled
     }
 }
 
@@ -317,8 +339,8 @@ const ETH_MIN_MTU: u32 = 68;
 /// `dev` was allocated by `alloc_etherdev_mqs` with room for `T` in its private area, which
 /// holds an initialized `T`; the device is registered; `ops` is what `dev->netdev_ops` points to.
 pub(crate) struct Registration<T: Operations> {
-    /// Dropped (cancelled) before the device is unregistered.
-    service: Option<Pin<KBox<Periodic<Service<T>>>>>,
+    /// Disabled before the device is unregistered.
+    service: Option<Arc<Periodic<Service<T>>>>,
     dev: NonNull<sys::net_device>,
     _ops: KBox<sys::net_device_ops>,
     _ethtool: KBox<sys::ethtool_ops>,
@@ -412,11 +434,16 @@ impl<T: Operations> Registration<T> {
                 dev,
                 _data: PhantomData,
             };
-            let service = KBox::pin_init(Periodic::new(period, service), GFP_KERNEL)?;
+            let service = Arc::pin_init(Periodic::new(period, service), GFP_KERNEL)?;
             service.start();
             this.service = Some(service);
         }
         Ok(this)
+    }
+
+    /// A handler that runs the service task at once; `None` without a service task.
+    pub(crate) fn service_interrupt(&self) -> Option<ServiceInterrupt<T>> {
+        Some(ServiceInterrupt(self.service.clone()?))
     }
 
     /// The registered device.
@@ -428,8 +455,10 @@ impl<T: Operations> Registration<T> {
 
 impl<T: Operations> Drop for Registration<T> {
     fn drop(&mut self) {
-        // No service task runs from here on.
-        drop(self.service.take());
+        // No service task runs from here on, whatever interrupt handler still holds it.
+        if let Some(service) = self.service.take() {
+            service.disable();
+        }
         let raw = self.dev.as_ptr();
         // SAFETY: by the type invariant the device is registered: unregistering it closes it
         // (`stop`) and waits until no callback runs and no reference is held; then the private

@@ -3,9 +3,9 @@
 //! Periodic deferred work that its owner stops synchronously.
 //!
 //! `kernel::workqueue` has no cancel yet, so a work item cannot safely refer to data that its
-//! owner frees. A [`Periodic`] runs its task on the system workqueue every period until it is
-//! dropped, and its drop waits for a running task and keeps it from re-arming
-//! (`cancel_delayed_work_sync`).
+//! owner frees. A [`Periodic`] runs its task on the system workqueue every period (and at once
+//! when [`Periodic::run_now`] asks, from any context) until it is disabled or dropped, which waits
+//! for a running task and keeps it from ever being queued again (`disable_delayed_work_sync`).
 
 use core::marker::PhantomPinned;
 
@@ -73,6 +73,23 @@ impl<T: Task> Periodic<T> {
         }
     }
 
+    /// Runs the task as soon as possible, then every period again (from any context, an
+    /// interrupt handler included). Does nothing before [`Self::start`] or after
+    /// [`Self::disable`].
+    pub(crate) fn run_now(&self) {
+        if self.started.load(Relaxed) {
+            // SAFETY: the work item is initialized and pinned; a disabled item is not queued.
+            unsafe { sys::braid_mod_delayed_work_now(self.work.get()) };
+        }
+    }
+
+    /// Stops the task for good: waits for a running one, and no later [`Self::run_now`] or
+    /// re-arming queues it again.
+    pub(crate) fn disable(&self) {
+        // SAFETY: the work item is initialized and pinned.
+        unsafe { sys::disable_delayed_work_sync(self.work.get()) };
+    }
+
     fn arm(&self) {
         let jiffies =
             kernel::time::msecs_to_jiffies(self.period.as_millis().try_into().unwrap_or(u32::MAX));
@@ -85,9 +102,7 @@ impl<T: Task> Periodic<T> {
 #[pinned_drop]
 impl<T: Task> PinnedDrop for Periodic<T> {
     fn drop(self: Pin<&mut Self>) {
-        // SAFETY: the work item is initialized; this waits for a running task and cancels a
-        // queued one, re-arming included, so the callback never runs after this.
-        unsafe { sys::cancel_delayed_work_sync(self.work.get()) };
+        self.disable();
     }
 }
 

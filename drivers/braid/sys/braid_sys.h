@@ -108,6 +108,8 @@ void braid_get_page(struct page *page);
 void braid_init_delayed_work(struct delayed_work *dwork, void (*func)(struct work_struct *));
 /* schedule_delayed_work(): on the system workqueue. */
 bool braid_schedule_delayed_work(struct delayed_work *dwork, unsigned long delay);
+/* mod_delayed_work() on the system workqueue with no delay: run a queued or idle work now. */
+bool braid_mod_delayed_work_now(struct delayed_work *dwork);
 
 /* CPUs */
 

@@ -277,3 +277,8 @@ bool braid_schedule_delayed_work(struct delayed_work *dwork, unsigned long delay
 {
 	return schedule_delayed_work(dwork, delay);
 }
+
+bool braid_mod_delayed_work_now(struct delayed_work *dwork)
+{
+	return mod_delayed_work(system_wq, dwork, 0);
+}
