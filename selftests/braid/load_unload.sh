@@ -25,9 +25,7 @@ cycle() {
 # VMA objects to RCU and shows up as hundreds of objects of noise; measured this way, the same
 # guest reads the same total twice in a row.
 slab_snapshot() {
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
-	sleep 2
+	settle_memory
 	i=0
 	while read -r cache active _; do
 		i=$((i + 1))

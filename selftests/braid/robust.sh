@@ -45,9 +45,7 @@ reset_once() {
 
 # available_kib: MemAvailable after dropping caches and letting exits settle.
 available_kib() {
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
-	sleep 2
+	settle_memory
 	awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo
 }
 

@@ -41,3 +41,12 @@ no_splat_since_mark() {
 		return 1
 	fi
 }
+
+# settle_memory: writes back and drops the page cache, then waits for the exits of the last
+# processes to settle (their task, mm and VMA objects go through RCU), so that two memory readings
+# taken after it compare what the kernel holds, not what a just-finished command left.
+settle_memory() {
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	sleep 2
+}
