@@ -87,8 +87,13 @@ pub mod limits {
     pub const MAX_QP: u32 = 16;
     /// SQ depth (64-byte WQEs).
     pub const MAX_SQ_DEPTH: u32 = 512;
-    /// Minimum SQ depth.
-    pub const MIN_SQ_DEPTH: u16 = 1;
+    /// `min_sq_depth`: none. A device that cannot take a doorbell for a
+    /// whole SQ at once advertises a minimum, and libefa then caps its
+    /// doorbell batch at (SQ depth - 1); with a minimum of 1 a one-entry
+    /// SQ gets a batch of 0, which crashes libefa 56 (perftest's
+    /// `ib_send_lat`, TX depth 1, segfaulted). The card takes any batch.
+    /// The SQ still needs one entry.
+    pub const MIN_SQ_DEPTH: u16 = 0;
     /// Bytes of inline data in a send WQE (`efa_io_tx_wqe` data).
     pub const INLINE_BUF_SIZE: u32 = 32;
     /// RQ depth.
