@@ -366,8 +366,10 @@ fn start(
         }
     }
 
-    // One switch joins every ENA function of this card.
+    // One switch joins every ENA function of this card, one fabric every
+    // EFA function.
     let switch = Arc::new(ena::switch::Switch::new());
+    let fabric = Arc::new(efa::fabric::Fabric::new());
     let mut servers = Vec::new();
     let mut controlled = Vec::new();
     for spec in &cli.functions {
@@ -400,7 +402,7 @@ fn start(
             FunctionKind::Efa => {
                 let settings = efa::EfaSettings::derived_from(spec.socket.as_os_str().as_bytes());
                 info!(function = %spec.kind, gid = %std::net::Ipv6Addr::from(settings.gid), "GID");
-                efa::function_config_with(id, settings)
+                efa::function_config_on(id, settings, Arc::clone(&fabric))
             }
         };
         let function = Function::new(config).map_err(|e| e.to_string())?;

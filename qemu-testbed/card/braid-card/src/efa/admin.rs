@@ -288,8 +288,13 @@ pub mod layout {
         pub const IOVA: usize = 56;
         /// `flags`: `phys_page_size_shift`.
         pub const FLAGS_PAGE_SHIFT: u8 = 0x3f;
-        /// `permissions`: `local_write_enable`.
+        /// `permissions`: `local_write_enable` (receive buffers, RDMA read
+        /// targets).
         pub const ACCESS_LOCAL_WRITE: u8 = 1 << 0;
+        /// `permissions`: `remote_write_enable` (RDMA write into the MR).
+        pub const ACCESS_REMOTE_WRITE: u8 = 1 << 1;
+        /// `permissions`: `remote_read_enable` (RDMA read from the MR).
+        pub const ACCESS_REMOTE_READ: u8 = 1 << 2;
     }
 
     /// `efa_admin_create_cq_cmd` and `_resp`.

@@ -10,15 +10,17 @@
 //!   lists), AHs and EQs, each bounded by [`limits`];
 //! * AENQ keep-alives every [`KEEP_ALIVE_PERIOD`] once the driver arms the
 //!   queue;
-//! * [`datapath`]: UD and SRD sends between the QPs of this function (no
-//!   fabric port yet), completions, and completion events on the EQs,
-//!   from a polling thread.
+//! * [`datapath`]: UD and SRD sends and receives, completions, and
+//!   completion events on the EQs, from a polling thread;
+//! * [`fabric`]: joins the EFA functions of a card, so a message reaches
+//!   the function (and VM) that has its destination GID.
 //!
-//! The device capabilities say what is missing: no RDMA read/write, no
-//! RNR retry, no event counters.
+//! The device capabilities say what is missing: no RNR retry, no event
+//! counters.
 
 pub mod admin;
 pub mod datapath;
+pub mod fabric;
 pub mod pbl;
 pub mod regs;
 pub mod resources;
@@ -28,13 +30,14 @@ mod tests;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
 use self::admin::opcode;
+use self::fabric::{Delivery, Endpoint, Fabric, Message};
 use self::resources::Resources;
 use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
 use crate::nitro::admin::{
@@ -74,11 +77,12 @@ pub mod limits {
     pub const FW_VERSION: u32 = 0x0000_0001;
     /// Physical and virtual address bits.
     pub const ADDR_WIDTH: u8 = 48;
-    /// `device_caps`: none yet (no RDMA read or write, no RNR retry, no
-    /// 128-byte data polling, no event counters, no 64-bit request ids).
-    pub const DEVICE_CAPS: u32 = 0;
-    /// `max_rdma_size`: no RDMA.
-    pub const MAX_RDMA_SIZE: u32 = 0;
+    /// `device_caps`: RDMA read (bit 0) and RDMA write (bit 3); no RNR
+    /// retry, 128-byte data polling, unsolicited write receive, event
+    /// counters or 64-bit request ids.
+    pub const DEVICE_CAPS: u32 = (1 << 0) | (1 << 3);
+    /// `max_rdma_size`: bytes of one RDMA read or write.
+    pub const MAX_RDMA_SIZE: u32 = 1 << 20;
     /// `max_link_speed_gbps`.
     pub const LINK_SPEED_GBPS: u16 = 100;
     /// MR page sizes: 4 KiB and 2 MiB.
@@ -110,8 +114,8 @@ pub mod limits {
     pub const MAX_WR_SEND_SGES: u16 = 2;
     /// SGEs per receive WQE.
     pub const MAX_WR_RECV_SGES: u16 = 1;
-    /// SGEs per RDMA WQE: no RDMA.
-    pub const MAX_WR_RDMA_SGES: u16 = 0;
+    /// SGEs per RDMA WQE (`EFA_IO_TX_DESC_NUM_RDMA_BUFS`).
+    pub const MAX_WR_RDMA_SGES: u16 = 1;
     /// `max_tx_batch`: unlimited.
     pub const MAX_TX_BATCH: u16 = 0;
     /// Memory regions.
@@ -207,13 +211,20 @@ pub fn function_config(id: PciId) -> FunctionConfig {
 }
 
 /// Everything needed to build an EFA function reporting `id` with
-/// `settings`.
+/// `settings`, alone on a fabric of its own.
 pub fn function_config_with(id: PciId, settings: EfaSettings) -> FunctionConfig {
+    function_config_on(id, settings, Arc::new(Fabric::new()))
+}
+
+/// Everything needed to build an EFA function reporting `id` with
+/// `settings`, attached to `fabric` (shared by the EFA functions of a
+/// card).
+pub fn function_config_on(id: PciId, settings: EfaSettings, fabric: Arc<Fabric>) -> FunctionConfig {
     FunctionConfig {
         kind: FunctionKind::Efa,
         identity: nitro_regs::identity(id),
         msix_vectors: MSIX_VECTORS,
-        registers: Box::new(move |bus| Box::new(EfaRegisters::new(bus, settings))),
+        registers: Box::new(move |bus| Box::new(EfaRegisters::new(bus, settings, fabric))),
     }
 }
 
@@ -409,7 +420,8 @@ fn clear_doorbell(bus: &HostBus, db: u64) {
     });
 }
 
-/// What the register file and its timer thread share.
+/// What the register file, its timer and data-path threads and the fabric
+/// share.
 #[derive(Debug)]
 struct Shared {
     bus: Arc<HostBus>,
@@ -418,11 +430,41 @@ struct Shared {
     wake: Condvar,
     /// Tells the data-path thread to exit.
     stop: AtomicBool,
+    /// The card's fabric, and whether this function is on it under its
+    /// GID (a GID another function holds is refused).
+    fabric: Arc<Fabric>,
+    attached: bool,
+    /// The data-path thread, unparked when a message arrives.
+    worker: OnceLock<thread::Thread>,
+    /// A message arrived since the data-path thread last looked.
+    kicked: AtomicBool,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, EfaState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Endpoint for Shared {
+    /// Takes a message into the destination QP's receive queue, posts the
+    /// completion event it may raise, and wakes the data-path thread into
+    /// its eager phase: a reply is likely to follow.
+    fn deliver(&self, message: &Message) -> Delivery {
+        let delivery = {
+            let mut state = self.lock();
+            let EfaState {
+                resources, stats, ..
+            } = &mut *state;
+            let delivery = datapath::deliver(&self.bus, resources, message, stats);
+            datapath::notify(&self.bus, resources);
+            delivery
+        };
+        self.kicked.store(true, Ordering::Release);
+        if let Some(worker) = self.worker.get() {
+            worker.unpark();
+        }
+        delivery
     }
 }
 
@@ -439,21 +481,29 @@ impl fmt::Debug for EfaRegisters {
 }
 
 impl EfaRegisters {
-    /// The registers of a function reaching the host through `bus`.
-    /// Starts the function's data-path thread.
-    pub fn new(bus: Arc<HostBus>, settings: EfaSettings) -> Self {
-        let shared = Arc::new(Shared {
+    /// The registers of a function reaching the host through `bus`,
+    /// attached to `fabric` under its GID. Starts the function's data-path
+    /// thread.
+    pub fn new(bus: Arc<HostBus>, settings: EfaSettings, fabric: Arc<Fabric>) -> Self {
+        let shared = Arc::new_cyclic(|me: &Weak<Shared>| Shared {
             bus,
             state: Mutex::new(EfaState::new(settings)),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
+            attached: fabric.attach(settings.gid, me.clone() as Weak<dyn Endpoint>),
+            fabric,
+            worker: OnceLock::new(),
+            kicked: AtomicBool::new(false),
         });
         let worker = Arc::clone(&shared);
-        if let Err(err) = thread::Builder::new()
+        match thread::Builder::new()
             .name("efa-datapath".into())
             .spawn(move || datapath_loop(&worker))
         {
-            warn!(error = %err, "cannot start the EFA data-path thread");
+            Ok(handle) => {
+                let _ = shared.worker.set(handle.thread().clone());
+            }
+            Err(err) => warn!(error = %err, "cannot start the EFA data-path thread"),
         }
         Self { shared }
     }
@@ -571,33 +621,64 @@ const POLL_NO_QPS: Duration = Duration::from_millis(10);
 /// 200 µs while the function was active within the last second (each
 /// sleep is latency added to a request/response exchange) and to 2 ms
 /// once it has been idle longer, so an idle QP costs a few hundred short
-/// passes a second.
+/// passes a second. A message arriving from the fabric wakes it into its
+/// eager phase.
+///
+/// The messages a pass takes off the SQs are delivered through the
+/// fabric after the function's lock is released (the receiver may be this
+/// function), then the SRD senders' completions are written under the
+/// lock again, unless a reset came in between.
 fn datapath_loop(shared: &Shared) {
     let mut last_active = Instant::now();
     let mut sleep = POLL_SLEEP_MIN;
     while !shared.stop.load(Ordering::Acquire) {
-        let (active, qps) = {
+        let (poll, qps, epoch) = {
             let mut state = shared.lock();
             let EfaState {
                 resources,
                 settings,
                 stats,
+                epoch,
                 ..
             } = &mut *state;
             let qps = resources.qps.count();
-            let active = qps > 0 && datapath::poll(&shared.bus, resources, &settings.gid, stats);
-            (active, qps)
+            let poll = if qps > 0 {
+                datapath::poll(&shared.bus, resources, &settings.gid, stats)
+            } else {
+                datapath::Poll::default()
+            };
+            (poll, qps, *epoch)
         };
-        if active {
+        let mut completions = Vec::new();
+        for out in poll.outbound {
+            let delivery = shared.fabric.deliver(&out.dest_gid, &out.message);
+            if delivery.is_none() {
+                debug!(dest = %std::net::Ipv6Addr::from(out.dest_gid), "no function has the destination GID");
+            }
+            completions.extend(out.pending.map(|p| (p, delivery)));
+        }
+        if !completions.is_empty() {
+            let mut state = shared.lock();
+            if state.epoch == epoch {
+                let EfaState {
+                    resources, stats, ..
+                } = &mut *state;
+                for (send, delivery) in completions {
+                    datapath::complete_send(&shared.bus, resources, send, delivery, stats);
+                }
+            }
+        }
+        let nap = thread::park_timeout;
+        if poll.active || shared.kicked.swap(false, Ordering::AcqRel) {
             last_active = Instant::now();
             sleep = POLL_SLEEP_MIN;
             thread::yield_now();
         } else if qps == 0 {
-            thread::sleep(POLL_NO_QPS);
+            nap(POLL_NO_QPS);
         } else if last_active.elapsed() < POLL_BUSY {
             thread::yield_now();
         } else {
-            thread::sleep(sleep);
+            nap(sleep);
             let cap = if last_active.elapsed() < POLL_WARM {
                 POLL_SLEEP_WARM
             } else {
@@ -611,6 +692,13 @@ fn datapath_loop(shared: &Shared) {
 impl Drop for EfaRegisters {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
+        if self.shared.attached {
+            let gid = self.shared.lock().settings.gid;
+            self.shared.fabric.detach(&gid);
+        }
+        if let Some(worker) = self.shared.worker.get() {
+            worker.unpark();
+        }
         let mut state = self.shared.lock();
         state.epoch += 1;
         self.shared.wake.notify_all();

@@ -154,7 +154,8 @@ pub struct Mr {
     pub page_shift: u8,
     /// Guest-physical address of each page.
     pub pages: Vec<u64>,
-    /// `permissions` as registered (local write only on this card).
+    /// `permissions` as registered: local write, remote write, remote
+    /// read.
     pub access: u8,
 }
 
@@ -692,8 +693,9 @@ impl Resources {
             "MR flags (physical mode is not supported)",
         )?;
         mbz(
-            (access & !f::ACCESS_LOCAL_WRITE).into(),
-            "MR permissions (no remote access on this card)",
+            (access & !(f::ACCESS_LOCAL_WRITE | f::ACCESS_REMOTE_WRITE | f::ACCESS_REMOTE_READ))
+                .into(),
+            "MR permissions",
         )?;
         self.check_pd(pd)?;
         let page_shift = mr_flags & f::FLAGS_PAGE_SHIFT;

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -52,7 +53,20 @@ impl Rig {
             keep_alive,
             ..EfaSettings::default()
         };
-        let f = Function::new(function_config_with(DEFAULT_ID, settings)).unwrap();
+        Self::on(function_config_with(DEFAULT_ID, settings))
+    }
+
+    /// A function with GID `gid` on `fabric`.
+    fn on_fabric(fabric: &Arc<fabric::Fabric>, gid: [u8; 16]) -> Self {
+        let settings = EfaSettings {
+            gid,
+            keep_alive: Duration::from_secs(3600),
+        };
+        Self::on(function_config_on(DEFAULT_ID, settings, Arc::clone(fabric)))
+    }
+
+    fn on(config: FunctionConfig) -> Self {
+        let f = Function::new(config).unwrap();
         let (ram, irq) = crate::testing::attach(&f, RAM_SIZE);
         let rig = Self {
             f,
@@ -280,14 +294,15 @@ fn device_attributes_are_what_the_card_honours() {
     assert_eq!(attr.u64(16), limits::PAGE_SIZE_CAP);
     assert!(attr.u32(28) >= 1, "admin API version");
     assert_eq!(attr.u16(36), 0, "doorbells in BAR0");
-    assert_eq!(attr.u32(40), 0, "no RDMA, no RNR retry");
+    assert_eq!(attr.u32(40), 0b1001, "RDMA read and write, no RNR retry");
+    assert_eq!(attr.u32(44), limits::MAX_RDMA_SIZE);
     assert_eq!(attr.u64(48), EfaSettings::default().guid());
     let q = rig.get_feature(feature::QUEUE_ATTR_1);
     assert_eq!(q.u32(8), limits::MAX_QP);
     assert_eq!(q.u32(44), limits::MAX_MR_PAGES);
     assert_eq!(q.u32(52), limits::MAX_AH);
     assert_eq!(q.u32(56), limits::MAX_LLQ_SIZE);
-    assert_eq!(q.u32(64 - 4) & 0xffff, 0, "no RDMA SGEs");
+    assert_eq!(q.u32(64 - 4) & 0xffff, 1, "one RDMA SGE");
     let net = rig.get_feature(feature::NETWORK_ATTR);
     assert_eq!(&net.0[8..24], &EfaSettings::default().gid);
     assert_eq!(&net.0[8..10], &[0xfe, 0x80]);
@@ -778,8 +793,12 @@ fn memory_regions_inline_direct_and_indirect() {
         assert!(status == ILLEGAL || status == MALFORMED, "{what}: {status}");
     }
     let mut remote = inline;
-    remote.set_u8(mr_l::PERMISSIONS, 0x3);
-    assert_eq!(rig.status(opcode::REG_MR, remote), ILLEGAL);
+    remote.set_u8(mr_l::PERMISSIONS, 0x8);
+    assert_eq!(
+        rig.status(opcode::REG_MR, remote),
+        ILLEGAL,
+        "unknown permission"
+    );
     let mut phys = inline;
     phys.set_u8(mr_l::FLAGS, 12 | 0x80);
     assert_eq!(rig.status(opcode::REG_MR, phys), ILLEGAL);
@@ -1162,6 +1181,329 @@ fn srd_senders_learn_whether_a_receive_took_the_message() {
         rig.ram_read(RING + 96, 32)[2],
         datapath::status::UNREACH_REMOTE
     );
+}
+
+/// One QP of `qp_type` in RTS (QP number 1) on a CQ of 64 32-byte entries
+/// at RING, the MR of [`loopback`] and an AH for `peer`; returns (L_Key,
+/// AH).
+fn endpoint(rig: &mut Rig, qp_type: u8, peer: [u8; 16]) -> (u32, u16) {
+    endpoint_with(rig, qp_type, peer, mr_l::ACCESS_LOCAL_WRITE)
+}
+
+/// [`endpoint`] with MR permissions `access`.
+fn endpoint_with(rig: &mut Rig, qp_type: u8, peer: [u8; 16], access: u8) -> (u32, u16) {
+    let pd = rig.alloc(opcode::ALLOC_PD);
+    let uar = rig.alloc(opcode::ALLOC_UAR);
+    let mut cq = rig.cq(uar, 64, RING);
+    cq.set_u8(l::create_cq::CAPS_2, 8 | l::create_cq::CAPS_2_SET_SRC_ADDR);
+    let cqn = rig.ok(opcode::CREATE_CQ, cq).u16(8);
+    let mut qp = rig.qp(pd, uar, cqn);
+    qp.set_u8(cq_l::QP_TYPE, qp_type);
+    let h = rig.ok(opcode::CREATE_QP, qp).u32(cq_l::RESP_HANDLE);
+    for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
+        let mask = l::modify_qp::MASK_STATE | l::modify_qp::MASK_QKEY;
+        rig.ok(opcode::MODIFY_QP, modify(h, mask, state, 0));
+    }
+    let mut mr = reg_mr(pd, 0x1000_0000, 0x2000, 12, 2);
+    mr.set_u64(mr_l::PBL, 0x20_0000);
+    mr.set_u64(mr_l::PBL + 8, 0x20_1000);
+    mr.set_u8(mr_l::PERMISSIONS, access);
+    let lkey = rig.ok(opcode::REG_MR, mr).u32(8);
+    let mut ah = Entry::default();
+    ah.set_bytes(l::create_ah::DEST_ADDR, &peer);
+    ah.set_u16(l::create_ah::PD, pd);
+    (lkey, rig.ok(opcode::CREATE_AH, ah).u16(8))
+}
+
+/// Posts receive `n` (0-based) of 200 bytes at IOVA 0x1000_0800 on QP 1.
+fn post_receive(rig: &Rig, lkey: u32, n: u32) {
+    let mut rx = [0u8; 16];
+    rx[0..8].copy_from_slice(&0x1000_0800u64.to_le_bytes());
+    rx[8..10].copy_from_slice(&(40 + n as u16).to_le_bytes());
+    rx[10..12].copy_from_slice(&200u16.to_le_bytes());
+    rx[12..16].copy_from_slice(&(lkey | 3 << 30).to_le_bytes());
+    rig.ram_write(RING + 0x8000 + 16 * u64::from(n), &rx);
+    ring(rig, regs::layout::rq_db(0), n + 1);
+}
+
+/// Sends WQE `n` (0-based) of QP 1 (to QP 1 of the AH's GID).
+fn post_send(rig: &Rig, lkey: u32, ahn: u16, n: u32) {
+    let mut wqe = send_wqe(lkey, ahn, 0);
+    wqe[4..6].copy_from_slice(&1u16.to_le_bytes());
+    rig.f
+        .llq_memory()
+        .unwrap()
+        .write_slice(&wqe, 64 * n as usize)
+        .unwrap();
+    ring(rig, regs::layout::sq_db(0), n + 1);
+}
+
+fn cqe(rig: &Rig, n: u64) -> Option<Vec<u8>> {
+    let e = rig.ram_read(RING + 32 * n, 32);
+    (e[3] & 1 == 1).then_some(e)
+}
+
+#[test]
+fn functions_on_one_fabric_reach_each_other_by_gid() {
+    let fabric = Arc::new(fabric::Fabric::new());
+    let (gid_a, gid_b) = (
+        EfaSettings::derived_from(b"a").gid,
+        EfaSettings::derived_from(b"b").gid,
+    );
+    for qp_type in [cq_l::TYPE_UD, cq_l::TYPE_SRD] {
+        let mut a = Rig::on_fabric(&fabric, gid_a);
+        let mut b = Rig::on_fabric(&fabric, gid_b);
+        let (lkey_a, ah_a) = endpoint(&mut a, qp_type, gid_b);
+        let (lkey_b, _) = endpoint(
+            &mut b,
+            qp_type,
+            [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9],
+        );
+        let payload: Vec<u8> = (100..200u8).collect();
+        a.ram_write(0x20_0010, &payload);
+        post_receive(&b, lkey_b, 0);
+        post_send(&a, lkey_a, ah_a, 0);
+        assert!(
+            wait_for(|| cqe(&b, 0).is_some()),
+            "type {qp_type}: receive on the other function"
+        );
+        let rxc = cqe(&b, 0).unwrap();
+        assert_eq!(
+            (rxc[0], rxc[2], rxc[3] >> 1 & 3),
+            (40, 0, 2),
+            "receive completion"
+        );
+        assert_eq!(u16::from_le_bytes([rxc[6], rxc[7]]), 100, "length");
+        assert_eq!(
+            u16::from_le_bytes([rxc[8], rxc[9]]),
+            0xffff,
+            "b has no AH for a"
+        );
+        assert_eq!(u16::from_le_bytes([rxc[10], rxc[11]]), 1, "source QP");
+        assert_eq!(&rxc[16..32], &gid_a, "source GID in the 32-byte entry");
+        assert_eq!(b.ram_read(0x20_0800, 100), payload);
+        assert!(wait_for(|| cqe(&a, 0).is_some()), "send completion");
+        assert_eq!(cqe(&a, 0).unwrap()[2], 0, "sent");
+        // No receive posted: an SRD sender learns it, a UD send just
+        // completes and b counts the drop.
+        post_send(&a, lkey_a, ah_a, 1);
+        assert!(wait_for(|| cqe(&a, 1).is_some()));
+        let expected = if qp_type == cq_l::TYPE_SRD {
+            datapath::status::RNR
+        } else {
+            0
+        };
+        assert_eq!(
+            cqe(&a, 1).unwrap()[2],
+            expected,
+            "type {qp_type}: no receive"
+        );
+        assert!(cqe(&b, 1).is_none());
+        let mut stats = Entry::default();
+        stats.set_u8(l::get_stats::TYPE, 0);
+        let basic = b.ok(opcode::GET_STATS, stats);
+        assert_eq!(
+            (basic.u64(8 + 24), basic.u64(8 + 32)),
+            (1, 1),
+            "b: rx packets, drops"
+        );
+        // Once b is gone its GID reaches nobody.
+        drop(b);
+        post_send(&a, lkey_a, ah_a, 2);
+        assert!(wait_for(|| cqe(&a, 2).is_some()));
+        let expected = if qp_type == cq_l::TYPE_SRD {
+            datapath::status::UNREACH_REMOTE
+        } else {
+            0
+        };
+        assert_eq!(
+            cqe(&a, 2).unwrap()[2],
+            expected,
+            "type {qp_type}: peer gone"
+        );
+    }
+}
+
+/// An RDMA WQE (`op`: 1 read, 2 write) of QP 1 to QP 1 of the AH's GID:
+/// `len` bytes between local IOVA `local` and remote IOVA `remote` of
+/// `rkey`, request id `n`, with immediate data `imm` if given.
+#[allow(clippy::too_many_arguments)]
+fn post_rdma(
+    rig: &Rig,
+    n: u32,
+    op: u8,
+    lkey: u32,
+    local: u64,
+    rkey: u32,
+    remote: u64,
+    len: u32,
+    ahn: u16,
+    imm: Option<u32>,
+) {
+    let mut wqe = [0u8; 64];
+    wqe[0..2].copy_from_slice(&(n as u16).to_le_bytes());
+    wqe[2] = 0x80 | op | if imm.is_some() { 0x10 } else { 0 };
+    wqe[3] = 0x04 | 0x08 | 0x10;
+    wqe[4..6].copy_from_slice(&1u16.to_le_bytes());
+    wqe[6..8].copy_from_slice(&1u16.to_le_bytes());
+    wqe[8..12].copy_from_slice(&imm.unwrap_or(0).to_le_bytes());
+    wqe[12..14].copy_from_slice(&ahn.to_le_bytes());
+    wqe[16..20].copy_from_slice(&0x1111_1111u32.to_le_bytes());
+    wqe[32..36].copy_from_slice(&len.to_le_bytes());
+    wqe[36..40].copy_from_slice(&rkey.to_le_bytes());
+    wqe[40..48].copy_from_slice(&remote.to_le_bytes());
+    wqe[48..52].copy_from_slice(&len.to_le_bytes());
+    wqe[52..56].copy_from_slice(&lkey.to_le_bytes());
+    wqe[56..64].copy_from_slice(&local.to_le_bytes());
+    rig.f
+        .llq_memory()
+        .unwrap()
+        .write_slice(&wqe, 64 * n as usize)
+        .unwrap();
+    ring(rig, regs::layout::sq_db(0), n + 1);
+}
+
+#[test]
+fn rdma_write_and_read_between_functions_obey_the_target_mr() {
+    let fabric = Arc::new(fabric::Fabric::new());
+    let (gid_a, gid_b) = (
+        EfaSettings::derived_from(b"a").gid,
+        EfaSettings::derived_from(b"b").gid,
+    );
+    let mut a = Rig::on_fabric(&fabric, gid_a);
+    let mut b = Rig::on_fabric(&fabric, gid_b);
+    let (lkey_a, ah) = endpoint(&mut a, cq_l::TYPE_SRD, gid_b);
+    let remote = mr_l::ACCESS_LOCAL_WRITE | mr_l::ACCESS_REMOTE_WRITE | mr_l::ACCESS_REMOTE_READ;
+    let (rkey, ah_b) = endpoint_with(&mut b, cq_l::TYPE_SRD, gid_a, remote);
+    let done = |rig: &Rig, n: u64| {
+        assert!(wait_for(|| cqe(rig, n).is_some()), "completion {n}");
+        cqe(rig, n).unwrap()
+    };
+    // A write of 200 bytes across b's page boundary; b sees no completion.
+    let payload: Vec<u8> = (0..200u8).collect();
+    a.ram_write(0x20_0100, &payload);
+    post_rdma(
+        &a,
+        0,
+        2,
+        lkey_a,
+        0x1000_0100,
+        rkey,
+        0x1000_0f80,
+        200,
+        ah,
+        None,
+    );
+    let c = done(&a, 0);
+    assert_eq!((c[2], c[3] >> 4 & 7), (0, 2), "write completed as a write");
+    let mut got = b.ram_read(0x20_0f80, 0x80);
+    got.extend(b.ram_read(0x20_1000, 200 - 0x80));
+    assert_eq!(got, payload);
+    assert!(cqe(&b, 0).is_none(), "a plain write completes nothing on b");
+    // With immediate data it takes a receive, which completes.
+    post_rdma(
+        &a,
+        1,
+        2,
+        lkey_a,
+        0x1000_0100,
+        rkey,
+        0x1000_0000,
+        16,
+        ah,
+        Some(0xfeed),
+    );
+    assert_eq!(done(&a, 1)[2], datapath::status::RNR, "no receive posted");
+    post_receive(&b, rkey, 0);
+    post_rdma(
+        &a,
+        2,
+        2,
+        lkey_a,
+        0x1000_0100,
+        rkey,
+        0x1000_0000,
+        16,
+        ah,
+        Some(0xfeed),
+    );
+    assert_eq!(done(&a, 2)[2], 0);
+    let r = done(&b, 0);
+    assert_eq!(
+        (r[0], r[2], r[3] & 0x7e),
+        (40, 0, 4 | 8 | 2 << 4),
+        "receive, immediate, write"
+    );
+    assert_eq!(u16::from_le_bytes([r[6], r[7]]), 16);
+    assert_eq!(u32::from_le_bytes([r[12], r[13], r[14], r[15]]), 0xfeed);
+    // A read of 300 bytes of b into a's second page.
+    let source: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+    b.ram_write(0x20_0400, &source);
+    post_rdma(
+        &a,
+        3,
+        1,
+        lkey_a,
+        0x1000_1000,
+        rkey,
+        0x1000_0400,
+        300,
+        ah,
+        None,
+    );
+    assert_eq!(done(&a, 3)[2], 0);
+    assert_eq!(a.ram_read(0x20_1000, 300), source);
+    // Bad R_Key, a range past the MR's end, a length the WQE contradicts.
+    for (n, rk, at, expected) in [
+        (
+            4,
+            rkey ^ 0x100,
+            0x1000_0000,
+            datapath::status::REMOTE_BAD_ADDRESS,
+        ),
+        (5, rkey, 0x1000_1f00, datapath::status::REMOTE_BAD_ADDRESS),
+    ] {
+        post_rdma(&a, n, 1, lkey_a, 0x1000_0000, rk, at, 0x200, ah, None);
+        assert_eq!(done(&a, n.into())[2], expected, "read {n}");
+    }
+    // a's MR has no remote permissions: b can neither read nor write it.
+    for (n, op) in [(0, 1u8), (1, 2)] {
+        post_rdma(
+            &b,
+            n,
+            op,
+            rkey,
+            0x1000_0000,
+            lkey_a,
+            0x1000_0000,
+            64,
+            ah_b,
+            None,
+        );
+        assert_eq!(
+            done(&b, 1 + u64::from(n))[2],
+            datapath::status::REMOTE_BAD_ADDRESS,
+            "op {op}"
+        );
+    }
+    let stats = |rig: &mut Rig, kind: u8| {
+        let mut cmd = Entry::default();
+        cmd.set_u8(l::get_stats::TYPE, kind);
+        let r = rig.ok(opcode::GET_STATS, cmd);
+        [r.u64(8), r.u64(16), r.u64(24), r.u64(32)]
+    };
+    assert_eq!(
+        stats(&mut a, 3),
+        [3, 232, 1, 0],
+        "a: write wrs, bytes, errors (RNR), received"
+    );
+    assert_eq!(
+        stats(&mut a, 2),
+        [3, 1324, 2, 0],
+        "a: read wrs, bytes, errors, responded"
+    );
+    assert_eq!(stats(&mut b, 2)[3], 300, "b: read response bytes");
+    assert_eq!(stats(&mut b, 3)[3], 216, "b: write bytes received");
 }
 
 #[test]

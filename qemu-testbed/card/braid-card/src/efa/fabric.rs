@@ -1,0 +1,204 @@
+//! Joins the EFA functions of one card: a message sent to a GID goes to
+//! the function that has that GID (itself included), whatever VM it is
+//! attached to.
+//!
+//! Every function attaches as an [`Endpoint`] under its GID. Delivery is
+//! synchronous: [`Fabric::deliver`] returns the receiver's verdict, which
+//! is what an SRD sender's completion reports. The sender calls it without
+//! holding its own function's lock, so two functions sending to each other
+//! (or a function sending to itself) never wait on each other.
+//!
+//! [`Endpoint`] is all the fabric knows about its members, so a card-to-card
+//! transport plugs in later as one more endpoint (an uplink for the GIDs of
+//! other cards) without the functions changing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
+
+use tracing::{trace, warn};
+
+/// What a message asks of the receiving function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A send: the payload lands in the destination QP's next receive.
+    Send,
+    /// RDMA write of the payload at `addr` of the MR whose R_Key is
+    /// `rkey`; with immediate data it also takes a receive, which
+    /// completes.
+    Write {
+        /// R_Key of the target MR.
+        rkey: u32,
+        /// Target address (in the MR's IOVA space).
+        addr: u64,
+    },
+    /// RDMA read of `len` bytes at `addr` of the MR whose R_Key is
+    /// `rkey`: the delivery returns them.
+    Read {
+        /// R_Key of the source MR.
+        rkey: u32,
+        /// Source address (in the MR's IOVA space).
+        addr: u64,
+        /// Bytes to read.
+        len: u32,
+    },
+}
+
+/// A message on its way from a send queue to a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// What it asks for.
+    pub op: Op,
+    /// The payload of a send or RDMA write.
+    pub bytes: Vec<u8>,
+    /// Immediate data, if the send carried some.
+    pub imm: Option<u32>,
+    /// The sending QP's number.
+    pub src_qpn: u16,
+    /// The sending function's GID.
+    pub src_gid: [u8; 16],
+    /// The destination QP's number on the receiving function.
+    pub dest_qpn: u16,
+    /// The Q_Key the sender named.
+    pub qkey: u32,
+}
+
+/// What a receiver makes of a message: the bytes an RDMA read returns
+/// (none for other operations), or why it refused it, as an
+/// `efa_io_comp_status` (see [`super::datapath::status`]).
+pub type Delivery = Result<Vec<u8>, u8>;
+
+/// Something that takes messages off the fabric: an EFA function's receive
+/// side (later also an uplink to other cards).
+pub trait Endpoint: Send + Sync {
+    /// Carries out `message` on its destination QP: a receive took the
+    /// send, the write landed, the read's bytes come back; else why not
+    /// (no such QP, not ready, no receive posted, bad remote address). It
+    /// must not call back into the fabric.
+    fn deliver(&self, message: &Message) -> Delivery;
+}
+
+/// The fabric; share it (`Arc`) between the EFA functions of a card.
+#[derive(Default)]
+pub struct Fabric {
+    endpoints: Mutex<HashMap<[u8; 16], Weak<dyn Endpoint>>>,
+}
+
+impl fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fabric")
+            .field("endpoints", &self.lock().len())
+            .finish()
+    }
+}
+
+impl Fabric {
+    /// A fabric with no endpoint.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<[u8; 16], Weak<dyn Endpoint>>> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attaches `endpoint` under `gid`, held weakly. A GID already taken by
+    /// a live endpoint is not taken over: the newcomer is refused (and
+    /// logged) and receives nothing.
+    pub fn attach(&self, gid: [u8; 16], endpoint: Weak<dyn Endpoint>) -> bool {
+        let mut endpoints = self.lock();
+        if endpoints.get(&gid).is_some_and(|e| e.strong_count() > 0) {
+            warn!(gid = %std::net::Ipv6Addr::from(gid), "GID already on the fabric: function not attached");
+            return false;
+        }
+        endpoints.insert(gid, endpoint);
+        true
+    }
+
+    /// Detaches the endpoint of `gid`.
+    pub fn detach(&self, gid: &[u8; 16]) {
+        self.lock().remove(gid);
+    }
+
+    /// Delivers `message` to the endpoint of `gid`: its outcome, or `None`
+    /// when no endpoint has that GID.
+    pub fn deliver(&self, gid: &[u8; 16], message: &Message) -> Option<Delivery> {
+        // The table lock is not held during delivery: the endpoint takes
+        // its own lock, and other functions deliver at the same time.
+        let endpoint = self.lock().get(gid).and_then(Weak::upgrade);
+        let delivery = endpoint.map(|e| e.deliver(message));
+        trace!(
+            dest = %std::net::Ipv6Addr::from(*gid),
+            qpn = message.dest_qpn,
+            op = ?message.op,
+            len = message.bytes.len(),
+            status = ?delivery.as_ref().map(|d| d.as_ref().err()),
+            "message delivered"
+        );
+        delivery
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    struct Sink(Mutex<Vec<Message>>, u8);
+
+    impl Endpoint for Sink {
+        fn deliver(&self, message: &Message) -> Delivery {
+            self.0.lock().unwrap().push(message.clone());
+            if self.1 == 0 {
+                Ok(Vec::new())
+            } else {
+                Err(self.1)
+            }
+        }
+    }
+
+    fn message(dest_qpn: u16) -> Message {
+        Message {
+            op: Op::Send,
+            bytes: vec![1, 2, 3],
+            imm: None,
+            src_qpn: 1,
+            src_gid: [0; 16],
+            dest_qpn,
+            qkey: 7,
+        }
+    }
+
+    #[test]
+    fn messages_reach_the_endpoint_of_their_gid() {
+        let fabric = Fabric::new();
+        let a = Arc::new(Sink(Mutex::default(), 0));
+        let b = Arc::new(Sink(Mutex::default(), 10));
+        assert!(fabric.attach([1; 16], Arc::downgrade(&a) as Weak<dyn Endpoint>));
+        assert!(fabric.attach([2; 16], Arc::downgrade(&b) as Weak<dyn Endpoint>));
+        assert_eq!(fabric.deliver(&[2; 16], &message(3)), Some(Err(10)));
+        assert_eq!(fabric.deliver(&[1; 16], &message(4)), Some(Ok(Vec::new())));
+        assert_eq!(fabric.deliver(&[3; 16], &message(5)), None, "unknown GID");
+        assert_eq!(b.0.lock().unwrap()[0].dest_qpn, 3);
+        assert_eq!(a.0.lock().unwrap()[0].dest_qpn, 4);
+    }
+
+    #[test]
+    fn a_gid_is_held_by_one_live_endpoint() {
+        let fabric = Fabric::new();
+        let a = Arc::new(Sink(Mutex::default(), 0));
+        let b = Arc::new(Sink(Mutex::default(), 1));
+        assert!(fabric.attach([1; 16], Arc::downgrade(&a) as Weak<dyn Endpoint>));
+        assert!(!fabric.attach([1; 16], Arc::downgrade(&b) as Weak<dyn Endpoint>));
+        assert_eq!(fabric.deliver(&[1; 16], &message(1)), Some(Ok(Vec::new())));
+        // A dropped endpoint receives nothing and frees its GID.
+        drop(a);
+        assert_eq!(fabric.deliver(&[1; 16], &message(1)), None);
+        assert!(fabric.attach([1; 16], Arc::downgrade(&b) as Weak<dyn Endpoint>));
+        fabric.detach(&[1; 16]);
+        assert_eq!(fabric.deliver(&[1; 16], &message(1)), None);
+    }
+}
