@@ -36,8 +36,10 @@ import testbed  # noqa: E402
 class Boot:
     """One boot: a card with these functions and `vms` guests running these tests in this order.
 
-    One guest gets every function; with several, guest i gets function i alone (so `functions` has
-    one entry per guest) and its tests see BRAID_VM_INDEX=i and BRAID_VM_COUNT=vms. Each guest has
+    One guest gets every function; with several, the functions are dealt out in equal runs in order
+    (with one entry per guest, guest i gets function i alone; with ["ena", "efa", "ena", "efa"] and
+    two guests, each gets an ENA and an EFA function) and the tests see BRAID_VM_INDEX=i and
+    BRAID_VM_COUNT=vms. Each guest has
     `smp` vCPUs; its tests also see `env` (e.g. BRAID_NET_DRIVER=braid runs the ENA scripts on
     braid.ko), and guest i also `vm_env[i]` when given."""
 
@@ -314,10 +316,13 @@ def guest_tests(plan: list[Boot]) -> list[Result]:
                 if boot.vms == 1:
                     tb.vm(boot.name, card.functions, job, smp=boot.smp, env=boot.env)
                 else:
-                    if len(card.functions) != boot.vms:
-                        raise testbed.TestbedError(f"boot {boot.name}: {boot.vms} guests need one function each")
-                    for i, fn in enumerate(card.functions):
-                        tb.vm(f"{boot.name}{i}", [fn], job, smp=boot.smp,
+                    per_vm, extra = divmod(len(card.functions), boot.vms)
+                    if extra or not per_vm:
+                        raise testbed.TestbedError(f"boot {boot.name}: {len(card.functions)} functions do not "
+                                                   f"deal out evenly to {boot.vms} guests")
+                    for i in range(boot.vms):
+                        fns = card.functions[i * per_vm:(i + 1) * per_vm]
+                        tb.vm(f"{boot.name}{i}", fns, job, smp=boot.smp,
                               env=boot.env | (boot.vm_env[i] if i < len(boot.vm_env) else {})
                               | {"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
                 vms = tb.wait()
@@ -360,7 +365,7 @@ def main() -> int:
         ap.error(f"no guest boot or test matches {args.boot or ''} {args.test or ''}; see --list")
     if args.list:
         for b in plan:
-            guests = f", {b.vms} guests (one function each)" if b.vms > 1 else ""
+            guests = f", {b.vms} guests ({len(b.functions) // b.vms} functions each)" if b.vms > 1 else ""
             print(f"boot {b.name}: card functions {','.join(b.functions)}{guests}")
             for t in b.tests:
                 print(f"  {t}")
