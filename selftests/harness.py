@@ -73,6 +73,9 @@ PLAN = [
          vms=2,
          env={"BRAID_NET_DRIVER": "braid"},
          vm_env=[{}, {"BRAID_MODULE_PARAMS": "llq=0"}]),
+    # RDMA between two VMs through the card's EFA fabric (efa.ko, rdma-core, libfabric, perftest);
+    # the ENA functions carry the tools' out-of-band address exchange.
+    Boot("efa-pair", ["ena", "efa", "ena", "efa"], ["efa/pair.sh"], vms=2),
     # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko.
     Boot("braid-faults", ["ena"], ["ena/faults.sh"], env={"BRAID_NET_DRIVER": "braid"}),
     # braid.ko in one guest, the upstream ena driver in the other.
