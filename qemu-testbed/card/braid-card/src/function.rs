@@ -118,6 +118,46 @@ pub fn read_dword_registers(offset: u64, data: &mut [u8], register: impl Fn(u64)
     }
 }
 
+/// Nice value of the data-path threads (see [`spawn_datapath`]).
+pub const DATAPATH_NICE: i32 = -10;
+
+/// Starts a function's data-path thread `name` running `body` and returns
+/// its handle (to unpark it), or `None` (logged) if it cannot start.
+///
+/// The thread asks for nice [`DATAPATH_NICE`] (root or `CAP_SYS_NICE`;
+/// without either it keeps the default, logged): it polls doorbells that
+/// guests write without trapping and sleeps when idle, and under TCG every
+/// vCPU thread that spins on a completion queue competes with it for the
+/// host's cores. With a lower nice value, a poller waking from its idle
+/// sleep preempts a spinning vCPU instead of waiting out the vCPU's time
+/// slice, which is latency added to every request and response.
+pub fn spawn_datapath(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Option<std::thread::Thread> {
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            // SAFETY: setpriority only reads its integer arguments; on Linux,
+            // PRIO_PROCESS with `who` 0 names the calling thread.
+            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, DATAPATH_NICE) };
+            if rc != 0 {
+                debug!(
+                    error = %std::io::Error::last_os_error(),
+                    "data-path thread keeps the default priority"
+                );
+            }
+            body();
+        });
+    match spawned {
+        Ok(handle) => Some(handle.thread().clone()),
+        Err(err) => {
+            warn!(thread = name, error = %err, "cannot start a data-path thread");
+            None
+        }
+    }
+}
+
 /// The kinds of function the card implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FunctionKind {

@@ -39,7 +39,9 @@ use tracing::{debug, info, warn};
 use self::admin::opcode;
 use self::fabric::{Delivery, Endpoint, Fabric, Message};
 use self::resources::Resources;
-use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
+use crate::function::{
+    FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers, spawn_datapath,
+};
 use crate::nitro::admin::{
     self as nitro_admin, AdminQueue, Command, CommandResult, Refused, Status,
 };
@@ -496,14 +498,8 @@ impl EfaRegisters {
             kicked: AtomicBool::new(false),
         });
         let worker = Arc::clone(&shared);
-        match thread::Builder::new()
-            .name("efa-datapath".into())
-            .spawn(move || datapath_loop(&worker))
-        {
-            Ok(handle) => {
-                let _ = shared.worker.set(handle.thread().clone());
-            }
-            Err(err) => warn!(error = %err, "cannot start the EFA data-path thread"),
+        if let Some(thread) = spawn_datapath("efa-datapath", move || datapath_loop(&worker)) {
+            let _ = shared.worker.set(thread);
         }
         Self { shared }
     }

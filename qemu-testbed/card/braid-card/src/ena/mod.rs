@@ -48,7 +48,9 @@ use self::features::{DeviceAttributes, FeatureState};
 pub use self::operator::EnaControl;
 use self::queues::IoQueues;
 use self::switch::{Port, PortId, Switch};
-use crate::function::{FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers};
+use crate::function::{
+    FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers, spawn_datapath,
+};
 use crate::nitro;
 use crate::nitro::control::{self, DeviceControl};
 use crate::nitro::regs::{self as nitro_regs, AMAZON_VENDOR_ID, IdentityRegisters};
@@ -583,14 +585,8 @@ impl EnaRegisters {
             }
         });
         let worker = Arc::clone(&shared);
-        match thread::Builder::new()
-            .name("ena-datapath".into())
-            .spawn(move || datapath_loop(&worker))
-        {
-            Ok(handle) => {
-                let _ = shared.worker.set(handle.thread().clone());
-            }
-            Err(err) => warn!(error = %err, "cannot start the data-path thread"),
+        if let Some(thread) = spawn_datapath("ena-datapath", move || datapath_loop(&worker)) {
+            let _ = shared.worker.set(thread);
         }
         Self { shared }
     }
