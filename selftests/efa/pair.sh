@@ -16,6 +16,7 @@
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
 . /braid/src/selftests/lib/net.sh
+. /braid/src/selftests/lib/efa.sh
 
 ITERS=100
 # Guest 1 waits this long for guest 0 (the guests boot tens of seconds apart under TCG), then each
@@ -23,8 +24,6 @@ ITERS=100
 READY_WAIT=180
 STEP_WAIT=120
 
-EFA_PCI=$(pci_devices_of efa)
-EFA_PCI=${EFA_PCI%% *}
 [ -n "$EFA_PCI" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
 net_require_pair
 ktap_plan 16
@@ -32,25 +31,7 @@ dmesg_mark
 
 ktap_check_diag network_up net_up
 
-bind_efa() {
-	load_driver efa || return 1
-	[ -e "/sys/bus/pci/drivers/efa/$EFA_PCI" ] || bind_to efa "$EFA_PCI" || return 1
-	IB=$(ls "/sys/bus/pci/devices/$EFA_PCI/infiniband" 2>/dev/null)
-	[ -n "$IB" ] || { echo "no IB device on $EFA_PCI"; return 1; }
-	echo "$EFA_PCI: $IB, GID $(cat "/sys/class/infiniband/$IB/ports/1/gids/0")"
-}
-ktap_check_diag efa_binds bind_efa
-counter() { cat "/sys/class/infiniband/$IB/ports/1/hw_counters/$1"; }
-
-# listening PROG: PROG (a process name) has a listening TCP socket, within 20 s.
-listening() {
-	t=0
-	until ss -ltnp 2>/dev/null | grep -q "\"$1\""; do
-		t=$((t + 1))
-		[ $t -le 100 ] || { echo "$1 is not listening after 20 s"; return 1; }
-		sleep 0.2
-	done
-}
+ktap_check_diag efa_binds efa_bind
 
 # exchange NAME PROG ARGS...: guest 1 starts PROG ARGS as the server and, once it listens, meets
 # guest 0 at barrier NAME; guest 0 then runs PROG ARGS PEER_ADDR as the client. Each side's output
@@ -81,9 +62,9 @@ exchange() {
 ud_pingpong() {
 	name=$1
 	shift
-	tx0=$(counter tx_pkts) rx0=$(counter rx_pkts)
+	tx0=$(efa_counter tx_pkts) rx0=$(efa_counter rx_pkts)
 	exchange "$name" ibv_ud_pingpong "$@" -d "$IB" -g 0 -n "$ITERS" || return 1
-	tx=$(($(counter tx_pkts) - tx0)) rx=$(($(counter rx_pkts) - rx0))
+	tx=$(($(efa_counter tx_pkts) - tx0)) rx=$(($(efa_counter rx_pkts) - rx0))
 	echo "tx_pkts +$tx rx_pkts +$rx"
 	[ "$tx" -eq "$ITERS" ] && [ "$rx" -eq "$ITERS" ]
 }
@@ -132,9 +113,9 @@ rdma() {
 	write) mine=rdma_write_wrs theirs=rdma_write_recv_bytes ;;
 	read) mine=rdma_read_wrs theirs=rdma_read_resp_bytes ;;
 	esac
-	wrs0=$(counter $mine) bytes0=$(counter $theirs)
+	wrs0=$(efa_counter "$mine") bytes0=$(efa_counter "$theirs")
 	perf "$name" "$1" "$SIZE" || return 1
-	wrs=$(($(counter $mine) - wrs0)) bytes=$(($(counter $theirs) - bytes0))
+	wrs=$(($(efa_counter "$mine") - wrs0)) bytes=$(($(efa_counter "$theirs") - bytes0))
 	echo "$mine +$wrs $theirs +$bytes"
 	if [ "$VM_INDEX" -eq 0 ]; then
 		[ "$wrs" -ge "$ITERS" ]
@@ -146,7 +127,7 @@ ktap_check_diag ib_write_lat_srd perf write_lat ib_write_lat 64
 ktap_check_diag ib_write_bw_srd rdma write write_bw ib_write_bw
 ktap_check_diag ib_read_bw_srd rdma read read_bw ib_read_bw
 
-no_drops() { d=$(counter rx_drops); echo "rx_drops $d"; [ "$d" = 0 ]; }
+no_drops() { d=$(efa_counter rx_drops); echo "rx_drops $d"; [ "$d" = 0 ]; }
 ktap_check_diag no_rx_drops no_drops
 
 # Neither guest unbinds before both are done with the other.

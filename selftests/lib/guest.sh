@@ -50,3 +50,13 @@ settle_memory() {
 	echo 3 >/proc/sys/vm/drop_caches
 	sleep 2
 }
+
+# listening PROG: PROG (a process name) has a listening TCP socket, within 20 s.
+listening() {
+	t=0
+	until ss -ltnp 2>/dev/null | grep -q "\"$1\""; do
+		t=$((t + 1))
+		[ $t -le 100 ] || { echo "$1 is not listening after 20 s"; return 1; }
+		sleep 0.2
+	done
+}

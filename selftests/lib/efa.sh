@@ -1,0 +1,17 @@
+# The guest's EFA function under the upstream efa driver. Source after guest.sh and braid.sh.
+
+# This guest's first EFA function (empty without one).
+EFA_PCI=$(pci_devices_of efa)
+EFA_PCI=${EFA_PCI%% *}
+
+# efa_bind: loads efa, binds EFA_PCI (if not yet) and sets IB to its IB device.
+efa_bind() {
+	load_driver efa || return 1
+	[ -e "/sys/bus/pci/drivers/efa/$EFA_PCI" ] || bind_to efa "$EFA_PCI" || return 1
+	IB=$(ls "/sys/bus/pci/devices/$EFA_PCI/infiniband" 2>/dev/null)
+	[ -n "$IB" ] || { echo "no IB device on $EFA_PCI"; return 1; }
+	echo "$EFA_PCI: $IB, GID $(cat "/sys/class/infiniband/$IB/ports/1/gids/0")"
+}
+
+# efa_counter NAME: the port's hw_counter NAME.
+efa_counter() { cat "/sys/class/infiniband/$IB/ports/1/hw_counters/$1"; }
