@@ -20,6 +20,7 @@ bench:
 	@$(SETUP) host
 	@bench/net.py
 	@bench/driver.py --no-setup
+	@bench/rdma.py --no-setup
 	@$(SETUP) card
 	@bench/srd.py
 

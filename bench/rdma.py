@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""RDMA benchmark: the card's EFA function against soft-RoCE (rxe) over virtio-net, side by side.
+
+Two guests (1 vCPU each) in one boot, each with one EFA function of the same card (the upstream efa
+driver) and one virtio-net NIC joined to the other guest's by `-netdev dgram` over loopback UDP, with
+rdma_rxe on it (the baseline DESIGN.md measured). Guest 0 runs each tool against guest 1 over both
+devices every round (bench/guest/rdma.sh): perftest ib_send_lat (2 B), ib_send_bw (4 KiB),
+ib_write_bw (64 KiB), ibv_ud_pingpong (1 KiB) and libfabric's fi_pingpong over an RDM endpoint
+(64 B): EFA's own provider on the card (SRD), verbs;ofi_rxd on rxe (UD: verbs;ofi_rxm fails on rxe,
+creating its probe QP). perftest runs SRD on EFA and RC on rxe. Medians over the rounds.
+
+Writes docs/bench/rdma.md (table + machine) and docs/bench/rdma.json (raw numbers) unless --no-write.
+Run: make bench   (or bench/rdma.py --rounds 1 --no-write for a quick look)
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import time
+from pathlib import Path
+
+import net
+from net import testbed
+
+DEVICES = ["efa", "rxe"]
+
+# (label, tool, metric, format, better): metrics parsed from each client's output.
+ROWS = [("ib_send_lat 2 B, average (µs)", "send_lat", "t_avg_us", "{:.0f}", "lower"),
+        ("ib_send_lat 2 B, typical (µs)", "send_lat", "t_typical_us", "{:.0f}", "lower"),
+        ("ib_send_lat 2 B, p99 (µs)", "send_lat", "p99_us", "{:.0f}", "lower"),
+        ("ib_send_bw 4 KiB (MiB/s)", "send_bw", "mib_s", "{:.1f}", "higher"),
+        ("ib_write_bw 64 KiB (MiB/s)", "write_bw", "mib_s", "{:.1f}", "higher"),
+        ("ibv_ud_pingpong 1 KiB (µs/iteration)", "ud_pingpong", "us_per_iter", "{:.0f}", "lower"),
+        ("fi_pingpong RDM 64 B (µs/transfer)", "fi_rdm", "us_per_xfer", "{:.0f}", "lower")]
+
+TRANSPORT = {"efa": "card EFA function (efa.ko), SRD", "rxe": "rxe over virtio-net (dgram), RC"}
+
+
+def parse(tool: str, text: str) -> dict[str, float]:
+    """The numbers of one client run, or {} if its result line is missing."""
+    if tool == "send_lat":
+        # #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%
+        m = re.search(r"^\s*2\s+\d+\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text, re.M)
+        return {"t_typical_us": float(m[3]), "t_avg_us": float(m[4]), "p99_us": float(m[6])} if m else {}
+    if tool in ("send_bw", "write_bw"):
+        # #bytes #iterations BW peak BW average MsgRate
+        m = re.search(r"^\s*(4096|65536)\s+\d+\s+[\d.]+\s+([\d.]+)\s+[\d.]+", text, re.M)
+        return {"mib_s": float(m[2])} if m else {}
+    if tool == "ud_pingpong":
+        m = re.search(r"iters in [\d.]+ seconds = ([\d.]+) usec/iter", text)
+        return {"us_per_iter": float(m[1])} if m else {}
+    if tool == "fi_rdm":
+        # bytes #sent #ack total time MB/sec usec/xfer Mxfers/sec
+        m = re.search(r"^64\s+\S+\s+=\S+\s+\S+\s+\S+\s+[\d.]+\s+([\d.]+)", text, re.M)
+        return {"us_per_xfer": float(m[1])} if m else {}
+    raise ValueError(tool)
+
+
+def summarise(results: Path, rounds: int, tools: list[str]) -> dict[str, dict]:
+    """Per device: the median of every metric ("tool.metric") over the rounds, the per-round values, and
+    the runs that failed."""
+    out: dict[str, dict] = {}
+    for device in DEVICES:
+        per_metric: dict[str, list[float]] = {}
+        failed = []
+        for _, tool, metric, _, _ in ROWS:
+            if tool not in tools:
+                continue
+            for r in range(1, rounds + 1):
+                f = results / f"{device}-{tool}-{r}.out"
+                values = parse(tool, f.read_text(errors="replace")) if f.exists() else {}
+                if metric in values:
+                    per_metric.setdefault(f"{tool}.{metric}", []).append(values[metric])
+                elif f"{tool}-{r}" not in failed:
+                    failed.append(f"{tool}-{r}")
+        out[device] = {"median": {k: statistics.median(v) for k, v in per_metric.items()},
+                       "rounds": per_metric, "failed": failed}
+    return out
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, dict], float]:
+    p0, p1 = net.free_udp_ports(2)
+    env = {"BENCH_ROUNDS": str(args.rounds), "BENCH_ITERS": str(args.iters), "BENCH_BW_ITERS": str(args.bw_iters),
+           "BENCH_TOOLS": " ".join(args.tools)}
+    timeout = 300 + args.rounds * 600
+    with testbed.Testbed("bench-rdma", timeout=timeout) as tb:
+        card = tb.card("card0", ["efa", "efa"])
+        for i, (local, remote) in enumerate([(p0, p1), (p1, p0)]):
+            nic = ["-netdev", f"dgram,id=vn0,local.type=inet,local.host=127.0.0.1,local.port={local},"
+                              f"remote.type=inet,remote.host=127.0.0.1,remote.port={remote}",
+                   "-device", f"virtio-net-pci,netdev=vn0,mac=52:54:00:00:00:0{i + 1}"]
+            tb.vm(f"rdma{i}", [card.functions[i]], "sh /braid/src/bench/guest/rdma.sh",
+                  env={**env, "BRAID_VM_INDEX": str(i)}, devices=nic)
+        testbed.progress(f"RDMA benchmark: 2 guests, {args.rounds} rounds x (EFA, rxe) x {len(args.tools)} tools; "
+                         f"logs in {tb.dir}")
+        started = time.monotonic()
+        results = tb.wait()
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise testbed.TestbedError("; ".join(f"{r.name}: {'; '.join(r.reasons)} (serial log: {r.serial})"
+                                                 for r in failed))
+        return summarise(results[0].scratch / "results", args.rounds, args.tools), time.monotonic() - started
+
+
+def table(res: dict[str, dict], tools: list[str]) -> list[str]:
+    lines = [f"| | {TRANSPORT['efa']} | {TRANSPORT['rxe']} | EFA/rxe |", "|---|---|---|---|"]
+    for label, tool, metric, fmt, better in ROWS:
+        if tool not in tools:
+            continue
+        efa, rxe = (res[d]["median"].get(f"{tool}.{metric}") for d in DEVICES)
+        cell = [fmt.format(v) if v is not None else "failed" for v in (efa, rxe)]
+        ratio = f"{efa / rxe:.2f}x ({better} is better)" if efa and rxe else "-"
+        lines.append(f"| {label} | {cell[0]} | {cell[1]} | {ratio} |")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over both devices (default 3)")
+    ap.add_argument("--iters", type=int, default=1000, help="iterations of the latency runs (default 1000)")
+    ap.add_argument("--bw-iters", type=int, default=200, help="iterations of the bandwidth runs (default 200)")
+    tools = list(dict.fromkeys(tool for _, tool, _, _, _ in ROWS))
+    ap.add_argument("--tool", dest="tools", action="append", choices=tools,
+                    help="run only this tool (repeatable; default: all); implies --no-write")
+    ap.add_argument("--no-write", action="store_true", help="print the table, do not update docs/bench/")
+    ap.add_argument("--no-setup", action="store_true", help="skip qemu-testbed/env/setup")
+    args = ap.parse_args()
+    if args.tools:
+        args.no_write = True
+    args.tools = args.tools or tools
+    if args.rounds < 1 or args.iters < 1 or args.bw_iters < 1:
+        ap.error("--rounds, --iters and --bw-iters must be at least 1")
+    testbed.lock_cache()
+    if not args.no_setup:
+        testbed.setup()
+
+    res, elapsed = run(args)
+    lines = table(res, args.tools)
+    failures = [f"{d}: {', '.join(res[d]['failed'])}" for d in DEVICES if res[d]["failed"]]
+    print("\n".join(lines + [f"failed runs: {f}" for f in failures]))
+    if args.no_write:
+        return 0
+    net.write_report(
+        "rdma", "RDMA benchmark: the card's EFA function vs rxe over virtio-net",
+        f"Produced by `make bench` (`bench/rdma.py --rounds {args.rounds} --iters {args.iters} --bw-iters "
+        f"{args.bw_iters}`) in {elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host (TCG), each with "
+        "one EFA function of the same card (the upstream efa driver, stock rdma-core, libfabric and perftest) "
+        "and one virtio-net NIC joined to the other guest's by QEMU's `-netdev dgram` over loopback, carrying "
+        "soft-RoCE (`rdma_rxe`). Guest 1 serves, guest 0 runs each tool over both devices every round, "
+        f"alternating; medians over {args.rounds} rounds. perftest uses SRD on EFA (`-c SRD -x 0`) and RC on "
+        "rxe (the IPv4 GID); ibv_ud_pingpong is UD on both; fi_pingpong uses an RDM endpoint: the efa "
+        "provider on the card, `verbs;ofi_rxd` on rxe's UD QPs (`verbs;ofi_rxm` fails on rxe: its probe QP "
+        "is refused). libfabric's efa provider offers nothing while a non-EFA verbs device exists, so rxe0 "
+        "is created for rxe's runs and removed again. Both guests poll (perftest and the pingpongs spin on "
+        "their completion queues) on one vCPU each; the card polls the EFA doorbells from a host thread.",
+        [*lines, "", *[f"Failed runs: {f}." for f in failures], "",
+         "Per-round values: " + "; ".join(f"{d} {m}: " + ", ".join(f"{v:g}" for v in vals)
+                                          for d in DEVICES for m, vals in res[d]["rounds"].items())],
+        {"rounds": args.rounds, "iters": args.iters, "bw_iters": args.bw_iters, "results": res})
+    return 0
+
+
+if __name__ == "__main__":
+    net.run_main(main)
