@@ -21,54 +21,30 @@ when every case passed.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import mmap
 import os
 import struct
 import sys
 import time
-import traceback
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
-PAGE = 4096
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from nitro import (  # noqa: E402
+    ACQ_BODY, AQ_ENTRY_SIZE, AQ_FLAG_CTRL_DATA_INDIRECT, DEV_CTL_DEV_RESET, DEV_CTL_RESET_REASON_SHIFT,
+    DEV_STS_FATAL_ERROR, OUTSIDE_RAM, PAGE, QUEUE_CAPS_ENTRY_SIZE_SHIFT, RESET_NORMAL, AdminQueue, Bar,
+    CheckFailed, Completion, DmaPage, Function, Status, command, dma_pages, expect, phase_of, run_plan, wait_for,
+)
+from nitro import Reg as NitroReg  # noqa: E402
+from nitro import reset as nitro_reset  # noqa: E402
 
 # --- The device interface, from the upstream ena driver (drivers/net/ethernet/amazon/ena/) ---------
 
 
-class Reg:
-    """BAR0 register offsets (ena_regs_defs.h, ENA_REGS_*_OFF)."""
+class Reg(NitroReg):
+    """BAR0 register offsets (ena_regs_defs.h, ENA_REGS_*_OFF): the shared ones and ENA's own."""
 
-    VERSION = 0x00
-    CAPS = 0x08
-    AQ_BASE_LO = 0x10
-    AQ_BASE_HI = 0x14
-    AQ_CAPS = 0x18
-    ACQ_BASE_LO = 0x20
-    ACQ_BASE_HI = 0x24
-    ACQ_CAPS = 0x28
-    AQ_DB = 0x2C
     ACQ_TAIL = 0x30
-    AENQ_CAPS = 0x34
-    AENQ_BASE_LO = 0x38
-    AENQ_BASE_HI = 0x3C
     AENQ_HEAD_DB = 0x40
     AENQ_TAIL = 0x44
-    INTR_MASK = 0x4C
-    DEV_CTL = 0x54
-    DEV_STS = 0x58
-
-
-# ena_regs_defs.h: register fields.
-CAPS_RESET_TIMEOUT_SHIFT, CAPS_RESET_TIMEOUT_MASK = 1, 0x3E  # in 100 ms units
-QUEUE_CAPS_ENTRY_SIZE_SHIFT = 16  # ENA_REGS_AQ_CAPS_AQ_ENTRY_SIZE_SHIFT (ACQ_CAPS alike)
-DEV_CTL_DEV_RESET = 0x1
-DEV_CTL_RESET_REASON_SHIFT = 28
-RESET_NORMAL = 0  # enum ena_regs_reset_reason_types
-DEV_STS_READY = 0x1
-DEV_STS_RESET_IN_PROGRESS = 0x8
-DEV_STS_RESET_FINISHED = 0x10
-DEV_STS_FATAL_ERROR = 0x20
-INTR_MASK_ADMIN = 0x1  # the driver's polling mode (ena_com_set_admin_polling_mode)
 
 
 class Op:
@@ -83,24 +59,6 @@ class Op:
     GET_STATS = 11
 
 
-class Status:
-    """enum ena_admin_aq_completion_status (ena_admin_defs.h)."""
-
-    SUCCESS = 0
-    RESOURCE_ALLOCATION_FAILURE = 1
-    BAD_OPCODE = 2
-    UNSUPPORTED_OPCODE = 3
-    MALFORMED_REQUEST = 4
-    ILLEGAL_PARAMETER = 5
-    UNKNOWN_ERROR = 6
-    RESOURCE_BUSY = 7
-
-    @classmethod
-    def name(cls, value: int) -> str:
-        names = {v: k for k, v in vars(cls).items() if isinstance(v, int)}
-        return f"{names.get(value, 'unknown')} ({value})"
-
-
 class Feature:
     """enum ena_admin_aq_feature_id (ena_admin_defs.h)."""
 
@@ -110,17 +68,6 @@ class Feature:
     AENQ_CONFIG = 26
     UNASSIGNED = 30  # between HOST_ATTR_CONFIG (28)/PHC_CONFIG (29) and FEATURES_OPCODE_NUM (32)
 
-
-# ena_admin_aq_common_desc: command_id (u16, 11:0), opcode (u8), flags (u8).
-AQ_COMMAND_ID_MASK = 0xFFF
-AQ_FLAG_PHASE = 0x1  # ENA_ADMIN_AQ_COMMON_DESC_PHASE_MASK
-AQ_FLAG_CTRL_DATA_INDIRECT = 0x4  # ENA_ADMIN_AQ_COMMON_DESC_CTRL_DATA_INDIRECT_MASK
-AQ_ENTRY_SIZE = 64  # sizeof(struct ena_admin_aq_entry) == sizeof(struct ena_admin_acq_entry)
-# ena_admin_acq_common_desc: command (u16), status (u8), flags (u8, bit 0 phase), extended_status
-# (u16), sq_head_indx (u16); response_specific_data follows at 8.
-ACQ_FORMAT = "<HBBHH"
-ACQ_FLAG_PHASE = 0x1
-ACQ_BODY = 8
 
 # Byte offsets inside an ena_admin_aq_entry (after the 4-byte common descriptor).
 CTRL_BUF = 4  # ena_admin_ctrl_buff_info {u32 length; ena_common_mem_addr address}
@@ -177,217 +124,14 @@ CARD_MSIX_VECTORS = 9  # vector 0 for admin/AENQ, 1..8 for I/O CQs
 CARD_MAX_TX_DESCS = 32  # descriptors per TX packet
 CARD_MAX_FRAME = 9216
 SQ_DOORBELL_PAGE = (0x1000, 0x3FFF)  # BAR0 doorbell pages, mapped (never trap)
-# Far above the guest's RAM (1 GiB at 0) and every BAR, within the 48-bit DMA width.
-OUTSIDE_RAM = 0x7FF0_0000_0000
-
 AQ_DEPTH = 32
 TX_DEPTH = 64  # 64 * 16-byte descriptors: one page
 TX_CQ_DEPTH = 64
-TIMEOUT = 3.0  # seconds to wait for anything the card does (it polls doorbells every <= 1 ms)
-
-
-def phase_of(index: int, depth: int) -> int:
-    """Phase bit of free-running ring position `index`: 1 on the first pass, flipping per wrap."""
-    return 1 if (index // depth) % 2 == 0 else 0
-
-
-class CheckFailed(Exception):
-    """A check did not hold; the message says what was expected and what came."""
-
-
-def expect(what: str, got, want) -> None:
-    if got != want:
-        raise CheckFailed(f"{what}: expected {want}, got {got}")
-
-
-def wait_for(what: str, predicate: Callable[[], object], timeout: float = TIMEOUT, interval: float = 0.001):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise CheckFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-# --- The PCI function: sysfs, BAR0, DMA memory -------------------------------------------------------
-
-
-class Function:
-    """The ENA function's sysfs side: enable/disable, bus mastering, BAR0."""
-
-    def __init__(self, bdf: str):
-        self.path = f"/sys/bus/pci/devices/{bdf}"
-        if os.path.exists(f"{self.path}/driver"):
-            raise CheckFailed(f"{bdf} is bound to {os.path.basename(os.readlink(self.path + '/driver'))}")
-
-    def enable(self) -> None:
-        with open(f"{self.path}/enable", "w") as f:
-            f.write("1")
-        # PCI_COMMAND (config offset 4): memory space (bit 1) and bus master (bit 2).
-        with open(f"{self.path}/config", "r+b", buffering=0) as f:
-            f.seek(4)
-            command = struct.unpack("<H", f.read(2))[0] | 0x6
-            f.seek(4)
-            f.write(struct.pack("<H", command))
-            f.seek(4)
-            expect("PCI command register memory space and bus master bits",
-                   struct.unpack("<H", f.read(2))[0] & 0x6, 0x6)
-
-    def disable(self) -> None:
-        with open(f"{self.path}/enable", "w") as f:
-            f.write("0")
-
-    def bar_address(self, index: int) -> int:
-        """Guest-physical start of BAR `index` (sysfs `resource`: one "start end flags" line each)."""
-        with open(f"{self.path}/resource") as f:
-            return int(f.read().splitlines()[index].split()[0], 16)
-
-    def bar(self, index: int) -> "Bar":
-        return Bar(f"{self.path}/resource{index}")
-
-
-class Bar:
-    """A mapped BAR, accessed in aligned 32-bit words only (the card ignores other writes)."""
-
-    def __init__(self, path: str):
-        fd = os.open(path, os.O_RDWR)
-        try:
-            self.map = mmap.mmap(fd, os.fstat(fd).st_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
-        self.words = memoryview(self.map).cast("I")
-
-    def read32(self, offset: int) -> int:
-        return self.words[offset >> 2]
-
-    def write32(self, offset: int, value: int) -> None:
-        self.words[offset >> 2] = value & 0xFFFF_FFFF
-
-
-class DmaPage:
-    """One locked anonymous page and its guest-physical (= DMA) address."""
-
-    def __init__(self, view: memoryview, gpa: int):
-        self.view = view
-        self.gpa = gpa
-
-    def clear(self) -> None:
-        self.view[:] = bytes(PAGE)
-
-
-def dma_pages(count: int) -> list[DmaPage]:
-    """`count` pages of anonymous memory, mlocked and touched, with their addresses from
-    /proc/self/pagemap (PFN in bits 54:0, present in bit 63; root sees the PFNs)."""
-    area = mmap.mmap(-1, count * PAGE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    base = ctypes.addressof(ctypes.c_char.from_buffer(area))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mlock(ctypes.c_void_p(base), ctypes.c_size_t(count * PAGE)) != 0:
-        raise CheckFailed(f"mlock: {os.strerror(ctypes.get_errno())}")
-    view = memoryview(area)
-    pages = []
-    with open("/proc/self/pagemap", "rb") as pagemap:
-        for i in range(count):
-            view[i * PAGE] = 0xA5  # touch: fault the page in before reading its frame
-            pagemap.seek((base // PAGE + i) * 8)
-            entry = struct.unpack("<Q", pagemap.read(8))[0]
-            pfn = entry & ((1 << 55) - 1)
-            if not entry >> 63 or pfn == 0:
-                raise CheckFailed(f"pagemap entry {entry:#x} of page {i}: not present or no PFN (not root?)")
-            page = DmaPage(view[i * PAGE:(i + 1) * PAGE], pfn * PAGE)  # the view keeps `area` mapped
-            page.clear()
-            pages.append(page)
-    return pages
-
-
-# --- The admin queue -----------------------------------------------------------------------------
-
-
-class Completion(NamedTuple):
-    """An ena_admin_acq_entry: its common descriptor's fields and the whole entry."""
-
-    command_id: int
-    status: int
-    phase: int
-    sq_head: int
-    raw: bytes
-
-    def u16(self, off: int) -> int:
-        return struct.unpack_from("<H", self.raw, off)[0]
-
-    def u32(self, off: int) -> int:
-        return struct.unpack_from("<I", self.raw, off)[0]
 
 
 def put_addr(entry: bytearray, off: int, addr: int) -> None:
     """struct ena_common_mem_addr: mem_addr_low (u32), mem_addr_high (u16), reserved (u16)."""
     struct.pack_into("<IHH", entry, off, addr & 0xFFFF_FFFF, (addr >> 32) & 0xFFFF, 0)
-
-
-class AdminQueue:
-    """The admin submission and completion rings (ena_com_admin_init, polling mode)."""
-
-    def __init__(self, bar: Bar, sq: DmaPage, cq: DmaPage, depth: int = AQ_DEPTH):
-        self.bar, self.sq, self.cq, self.depth = bar, sq, cq, depth
-        self.tail = 0  # our free-running submission tail
-        self.cq_head = 0  # the next completion we expect, free-running
-
-    def setup(self) -> None:
-        self.sq.clear()
-        self.cq.clear()
-        caps = self.depth | (AQ_ENTRY_SIZE << QUEUE_CAPS_ENTRY_SIZE_SHIFT)
-        for reg, value in ((Reg.AQ_BASE_LO, self.sq.gpa), (Reg.AQ_BASE_HI, self.sq.gpa >> 32),
-                           (Reg.ACQ_BASE_LO, self.cq.gpa), (Reg.ACQ_BASE_HI, self.cq.gpa >> 32),
-                           (Reg.AQ_CAPS, caps), (Reg.ACQ_CAPS, caps), (Reg.INTR_MASK, INTR_MASK_ADMIN)):
-            self.bar.write32(reg, value)
-        self.tail = self.cq_head = 0
-
-    def post(self, entry: bytearray, *, command_id: int | None = None, wrong_phase: bool = False) -> int:
-        """Writes `entry` (opcode and body filled in) at the tail with the command id and phase;
-        returns the command id. The doorbell is separate (ring)."""
-        cid = self.tail % self.depth if command_id is None else command_id
-        phase = phase_of(self.tail, self.depth) ^ int(wrong_phase)
-        struct.pack_into("<H", entry, 0, cid)
-        entry[3] = (entry[3] & ~AQ_FLAG_PHASE) | phase
-        slot = (self.tail % self.depth) * AQ_ENTRY_SIZE
-        self.sq.view[slot:slot + AQ_ENTRY_SIZE] = bytes(entry)
-        self.tail = (self.tail + 1) & 0xFFFF
-        return cid
-
-    def ring(self, tail: int | None = None) -> None:
-        self.bar.write32(Reg.AQ_DB, self.tail if tail is None else tail)
-
-    def peek(self) -> Completion | None:
-        """The completion at our head if the card has written it (its phase matches)."""
-        slot = (self.cq_head % self.depth) * AQ_ENTRY_SIZE
-        if self.cq.view[slot + 3] & ACQ_FLAG_PHASE != phase_of(self.cq_head, self.depth):
-            return None
-        raw = bytes(self.cq.view[slot:slot + AQ_ENTRY_SIZE])  # after the phase: the body is complete
-        command, status, flags, _, sq_head = struct.unpack_from(ACQ_FORMAT, raw)
-        return Completion(command & AQ_COMMAND_ID_MASK, status, flags & ACQ_FLAG_PHASE, sq_head, raw)
-
-    def wait(self, what: str) -> Completion:
-        completion = wait_for(f"the completion of {what} (ACQ entry {self.cq_head})", self.peek)
-        self.cq_head = (self.cq_head + 1) & 0xFFFF
-        return completion
-
-    def run(self, what: str, entry: bytearray, want: int, **post) -> Completion:
-        """Posts, rings and waits for one command; checks the echoed command id, SQ head and
-        status. Returns the completion."""
-        cid = self.post(entry, **post)
-        self.ring()
-        completion = self.wait(what)
-        expect(f"{what}: command id echoed", completion.command_id, cid & AQ_COMMAND_ID_MASK)
-        expect(f"{what}: completion status", Status.name(completion.status), Status.name(want))
-        expect(f"{what}: sq_head_indx", completion.sq_head, self.tail % self.depth)
-        return completion
-
-
-def command(opcode: int) -> bytearray:
-    entry = bytearray(AQ_ENTRY_SIZE)
-    entry[2] = opcode
-    return entry
 
 
 def get_feature(feature: int, *, version: int = 0, ctrl: tuple[int, int] | None = None) -> bytearray:
@@ -576,25 +320,7 @@ class Hostile:
     # Plumbing.
 
     def reset(self) -> None:
-        """ena_com_dev_reset: READY first, reset bit with the reason, RESET_IN_PROGRESS, bit
-        released, RESET_IN_PROGRESS gone (and READY back), within the CAPS reset timeout."""
-        bar = self.bar
-        sts = bar.read32(Reg.DEV_STS)
-        if not sts & DEV_STS_READY:
-            raise CheckFailed(f"DEV_STS {sts:#x}: not READY before the reset")
-        timeout = (bar.read32(Reg.CAPS) & CAPS_RESET_TIMEOUT_MASK) >> CAPS_RESET_TIMEOUT_SHIFT
-        if timeout == 0:
-            raise CheckFailed("CAPS reset timeout is 0")
-        bar.write32(Reg.DEV_CTL, DEV_CTL_DEV_RESET | RESET_NORMAL << DEV_CTL_RESET_REASON_SHIFT)
-        wait_for("DEV_STS RESET_IN_PROGRESS", lambda: bar.read32(Reg.DEV_STS) & DEV_STS_RESET_IN_PROGRESS,
-                 timeout * 0.1)
-        bar.write32(Reg.DEV_CTL, 0)
-        wait_for("DEV_STS RESET_IN_PROGRESS to clear",
-                 lambda: not bar.read32(Reg.DEV_STS) & DEV_STS_RESET_IN_PROGRESS, timeout * 0.1)
-        sts = bar.read32(Reg.DEV_STS)
-        expect("DEV_STS after the reset (READY | RESET_FINISHED, no FATAL_ERROR)",
-               hex(sts & (DEV_STS_READY | DEV_STS_RESET_FINISHED | DEV_STS_FATAL_ERROR)),
-               hex(DEV_STS_READY | DEV_STS_RESET_FINISHED))
+        nitro_reset(self.bar)
 
     def stats(self) -> Stats:
         return Stats.parse(self.aq.run("GET_STATS basic", get_stats(), Status.SUCCESS))
@@ -960,43 +686,12 @@ PLAN: list[tuple[str, str | None]] = [
 ]
 
 
-def diag(text: str) -> None:
-    for line in text.rstrip().splitlines():
-        print(f"# {line}")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ktap-extra", type=int, default=0, help="cases the caller prints after these (for the plan)")
     ap.add_argument("bdf", help="the ENA function's PCI address, e.g. 0000:01:00.0")
     args = ap.parse_args()
-
-    print("KTAP version 1")
-    print(f"1..{len(PLAN) + args.ktap_extra}", flush=True)
-    test = Hostile(args.bdf)
-    failed: set[str] = set()
-    started = time.monotonic()
-    try:
-        for n, (name, needs) in enumerate(PLAN, 1):
-            if needs in failed:
-                failed.add(name)
-                print(f"ok {n} {name} # SKIP {needs} failed", flush=True)
-                continue
-            try:
-                getattr(test, f"case_{name}")()
-                print(f"ok {n} {name}", flush=True)
-            except CheckFailed as e:
-                diag(str(e))
-                failed.add(name)
-                print(f"not ok {n} {name}", flush=True)
-            except Exception:  # a bug here or an unusable guest: say where, keep going
-                diag(traceback.format_exc(limit=-3))
-                failed.add(name)
-                print(f"not ok {n} {name}", flush=True)
-    finally:
-        test.cleanup()
-    diag(f"hostile driver: {time.monotonic() - started:.1f} s")
-    return 1 if failed else 0
+    return run_plan(PLAN, Hostile(args.bdf), args.ktap_extra, "hostile driver")
 
 
 if __name__ == "__main__":
