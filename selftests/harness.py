@@ -73,9 +73,10 @@ PLAN = [
          vms=2,
          env={"BRAID_NET_DRIVER": "braid"},
          vm_env=[{}, {"BRAID_MODULE_PARAMS": "llq=0"}]),
-    # RDMA between two VMs through the card's EFA fabric (efa.ko, rdma-core, libfabric, perftest);
-    # the ENA functions carry the tools' out-of-band address exchange.
-    Boot("efa-pair", ["ena", "efa", "ena", "efa"], ["efa/pair.sh"], vms=2),
+    # RDMA between two VMs through the card's EFA fabric (efa.ko, rdma-core, libfabric, perftest),
+    # after one guest abused its function while the other used its own; the ENA functions carry the
+    # tools' out-of-band address exchange and the barriers.
+    Boot("efa-pair", ["ena", "efa", "ena", "efa"], ["efa/hostile.sh", "efa/pair.sh"], vms=2),
     # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko.
     Boot("braid-faults", ["ena"], ["ena/faults.sh"], env={"BRAID_NET_DRIVER": "braid"}),
     # braid.ko in one guest, the upstream ena driver in the other.
