@@ -20,16 +20,16 @@ when every case passed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import struct
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import nitro  # noqa: E402
 from nitro import (  # noqa: E402
     ACQ_BODY, OUTSIDE_RAM, PAGE, AdminQueue, CheckFailed, Function, Status, command, dma_pages, expect,
-    phase_of, reset, run_plan, wait_for,
+    phase_of, reset, wait_for,
 )
 
 # --- The device interface, from the upstream efa driver (drivers/infiniband/hw/efa/) ---------------
@@ -500,13 +500,5 @@ PLAN: list[tuple[str, str | None]] = [
 ]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ktap-extra", type=int, default=0, help="cases the caller prints after these (for the plan)")
-    ap.add_argument("bdf", help="the EFA function's PCI address, e.g. 0000:02:00.0")
-    args = ap.parse_args()
-    return run_plan(PLAN, Hostile(args.bdf), args.ktap_extra, "hostile EFA driver")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nitro.main(__doc__, PLAN, Hostile, "hostile EFA driver"))

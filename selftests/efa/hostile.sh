@@ -63,28 +63,13 @@ OWN_CASES=5
 # The network is only for the barriers; a failure shows in peer_served_meanwhile.
 net_up >/tmp/net_up.out 2>&1
 
-out=/tmp/hostile.ktap err=/tmp/hostile.err
-python3 /braid/src/selftests/efa/hostile.py --ktap-extra "$OWN_CASES" "$EFA_PCI" >"$out" 2>"$err"
-rc=$?
-if grep -q '^KTAP version 1' "$out"; then
-	cat "$out"
-	# ktap.sh's counters go on after hostile.py's cases.
-	# shellcheck disable=SC2034
-	ktap_n=$(grep -c '^\(not \)\?ok ' "$out")
-	ktap_failed=$(grep -c '^not ok ' "$out")
-	if [ "$rc" -ne 0 ] && [ "$ktap_failed" -eq 0 ]; then
-		tail -n 20 "$err" | sed 's/^/# /'
-		ktap_failed=1
-	fi
-else
-	ktap_plan $((OWN_CASES + 1))
-	tail -n 20 "$out" "$err" | sed 's/^/# /'
-	ktap_fail hostile_driver_ran
-fi
+ktap_run_driver hostile_driver "$OWN_CASES" python3 /braid/src/selftests/efa/hostile.py --ktap-extra "$OWN_CASES" \
+	"$EFA_PCI"
 
 # The peer kept being served: it says how many runs it made while this guest was at it.
 peer_result() {
-	net_sync efa-hostile-done "$DONE_WAIT" "hostile.py exit $rc" >/dev/null || return 1
+	# shellcheck disable=SC2154 # set by ktap_run_driver
+	net_sync efa-hostile-done "$DONE_WAIT" "hostile.py exit $ktap_run_rc" >/dev/null || return 1
 	result=$(net_sync efa-hostile-result "$DONE_WAIT" ok) || return 1
 	runs=${result% *} failed=${result#* }
 	echo "the peer's ibv_ud_pingpong runs meanwhile: $runs, failed: $failed"

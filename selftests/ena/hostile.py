@@ -20,7 +20,6 @@ when every case passed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import struct
 import sys
@@ -28,10 +27,11 @@ import time
 from typing import NamedTuple
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+import nitro  # noqa: E402
 from nitro import (  # noqa: E402
     ACQ_BODY, AQ_ENTRY_SIZE, AQ_FLAG_CTRL_DATA_INDIRECT, DEV_CTL_DEV_RESET, DEV_CTL_RESET_REASON_SHIFT,
     DEV_STS_FATAL_ERROR, OUTSIDE_RAM, PAGE, QUEUE_CAPS_ENTRY_SIZE_SHIFT, RESET_NORMAL, AdminQueue, Bar,
-    CheckFailed, Completion, DmaPage, Function, Status, command, dma_pages, expect, phase_of, run_plan, wait_for,
+    CheckFailed, Completion, DmaPage, Function, Status, command, dma_pages, expect, phase_of, wait_for,
 )
 from nitro import Reg as NitroReg  # noqa: E402
 from nitro import reset as nitro_reset  # noqa: E402
@@ -686,13 +686,5 @@ PLAN: list[tuple[str, str | None]] = [
 ]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ktap-extra", type=int, default=0, help="cases the caller prints after these (for the plan)")
-    ap.add_argument("bdf", help="the ENA function's PCI address, e.g. 0000:01:00.0")
-    args = ap.parse_args()
-    return run_plan(PLAN, Hostile(args.bdf), args.ktap_extra, "hostile driver")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(nitro.main(__doc__, PLAN, Hostile, "hostile driver"))

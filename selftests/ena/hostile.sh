@@ -19,24 +19,7 @@ dev=$1
 [ -n "$dev" ] || { ktap_plan 0; diag "no ENA function attached"; exit "$KSFT_SKIP"; }
 dmesg_mark
 
-out=/tmp/hostile.ktap err=/tmp/hostile.err
-python3 /braid/src/selftests/ena/hostile.py --ktap-extra "$OWN_CASES" "$dev" >"$out" 2>"$err"
-rc=$?
-if grep -q '^KTAP version 1' "$out"; then
-	cat "$out"
-	# ktap.sh's counters go on after hostile.py's cases.
-	# shellcheck disable=SC2034
-	ktap_n=$(grep -c '^\(not \)\?ok ' "$out")
-	ktap_failed=$(grep -c '^not ok ' "$out")
-	if [ "$rc" -ne 0 ] && [ "$ktap_failed" -eq 0 ]; then
-		tail -n 20 "$err" | sed 's/^/# /'
-		ktap_fail hostile_driver_exit "hostile.py exited with status $rc"
-	fi
-else
-	ktap_plan $((OWN_CASES + 1))
-	tail -n 20 "$out" "$err" | sed 's/^/# /'
-	ktap_fail hostile_driver_ran
-fi
+ktap_run_driver hostile_driver "$OWN_CASES" python3 /braid/src/selftests/ena/hostile.py --ktap-extra "$OWN_CASES" "$dev"
 
 ktap_check driver_loads load_driver "$DRIVER"
 ktap_check driver_binds_after_abuse bind_to "$DRIVER" "$dev"

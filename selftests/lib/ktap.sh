@@ -58,3 +58,28 @@ ktap_check_diag() {
 	tail -n 20 /tmp/ktap.case.out | sed 's/^/# /'
 	if [ $ktap_diag_rc -eq 0 ]; then ktap_pass "$ktap_diag_name"; else ktap_fail "$ktap_diag_name"; fi
 }
+
+# ktap_run_driver NAME OWN_CASES COMMAND...: runs a program that prints its own KTAP document (a
+# hostile driver) with a plan that leaves room for the OWN_CASES this script adds after it, and
+# prints that document; the numbering goes on after its cases. A program that exits non-zero
+# without a failed case fails case NAME_exit (beyond the plan: the count must not hide it); one that
+# printed no document gets a plan of OWN_CASES + 1 and fails case NAME_ran.
+ktap_run_driver() {
+	ktap_run_name=$1 ktap_run_own=$2
+	shift 2
+	"$@" >/tmp/ktap.driver.out 2>/tmp/ktap.driver.err
+	ktap_run_rc=$?
+	if grep -q '^KTAP version 1' /tmp/ktap.driver.out; then
+		cat /tmp/ktap.driver.out
+		ktap_n=$(grep -c '^\(not \)\?ok ' /tmp/ktap.driver.out)
+		ktap_failed=$(grep -c '^not ok ' /tmp/ktap.driver.out)
+		if [ "$ktap_run_rc" -ne 0 ] && [ "$ktap_failed" -eq 0 ]; then
+			tail -n 20 /tmp/ktap.driver.err | sed 's/^/# /'
+			ktap_fail "${ktap_run_name}_exit" "$1 exited with status $ktap_run_rc"
+		fi
+	else
+		ktap_plan $((ktap_run_own + 1))
+		tail -n 20 /tmp/ktap.driver.out /tmp/ktap.driver.err | sed 's/^/# /'
+		ktap_fail "${ktap_run_name}_ran"
+	fi
+}

@@ -15,6 +15,7 @@ guest: guest-physical is the DMA address), and the KTAP runner for a plan of nam
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import mmap
 import os
@@ -363,3 +364,13 @@ def run_plan(plan: list[tuple[str, str | None]], test, ktap_extra: int, what: st
         test.cleanup()
     diag(f"{what}: {time.monotonic() - started:.1f} s")
     return 1 if failed else 0
+
+
+def main(doc: str, plan: list[tuple[str, str | None]], make_test: Callable[[str], object], what: str) -> int:
+    """A hostile driver's command line (usage in `doc`): --ktap-extra N and the function's PCI
+    address; runs `plan` on `make_test(bdf)` (see run_plan)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ktap-extra", type=int, default=0, help="cases the caller prints after these (for the plan)")
+    ap.add_argument("bdf", help="the function's PCI address, e.g. 0000:01:00.0")
+    args = ap.parse_args()
+    return run_plan(plan, make_test(args.bdf), args.ktap_extra, what)
