@@ -1284,20 +1284,24 @@ fn functions_on_one_fabric_reach_each_other_by_gid() {
         assert_eq!(b.ram_read(0x20_0800, 100), payload);
         assert!(wait_for(|| cqe(&a, 0).is_some()), "send completion");
         assert_eq!(cqe(&a, 0).unwrap()[2], 0, "sent");
-        // No receive posted: an SRD sender learns it, a UD send just
-        // completes and b counts the drop.
-        post_send(&a, lkey_a, ah_a, 1);
-        assert!(wait_for(|| cqe(&a, 1).is_some()));
-        let expected = if qp_type == cq_l::TYPE_SRD {
-            datapath::status::RNR
-        } else {
-            0
+        // Sends whose outcome an SRD sender learns and a UD sender does
+        // not: WQE `n` completes with `srd_status`, or 0 on UD.
+        let send_learns = |n: u32, srd_status: u8, what: &str| {
+            post_send(&a, lkey_a, ah_a, n);
+            assert!(wait_for(|| cqe(&a, n.into()).is_some()), "{what}");
+            let expected = if qp_type == cq_l::TYPE_SRD {
+                srd_status
+            } else {
+                0
+            };
+            assert_eq!(
+                cqe(&a, n.into()).unwrap()[2],
+                expected,
+                "type {qp_type}: {what}"
+            );
         };
-        assert_eq!(
-            cqe(&a, 1).unwrap()[2],
-            expected,
-            "type {qp_type}: no receive"
-        );
+        // No receive posted: b counts the drop.
+        send_learns(1, datapath::status::RNR, "no receive");
         assert!(cqe(&b, 1).is_none());
         let mut stats = Entry::default();
         stats.set_u8(l::get_stats::TYPE, 0);
@@ -1309,18 +1313,7 @@ fn functions_on_one_fabric_reach_each_other_by_gid() {
         );
         // Once b is gone its GID reaches nobody.
         drop(b);
-        post_send(&a, lkey_a, ah_a, 2);
-        assert!(wait_for(|| cqe(&a, 2).is_some()));
-        let expected = if qp_type == cq_l::TYPE_SRD {
-            datapath::status::UNREACH_REMOTE
-        } else {
-            0
-        };
-        assert_eq!(
-            cqe(&a, 2).unwrap()[2],
-            expected,
-            "type {qp_type}: peer gone"
-        );
+        send_learns(2, datapath::status::UNREACH_REMOTE, "peer gone");
     }
 }
 
