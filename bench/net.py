@@ -41,6 +41,14 @@ def free_udp_ports(n: int) -> list[int]:
     return ports
 
 
+def virtio_dgram(index: int, local: int, remote: int) -> list[str]:
+    """QEMU arguments of guest `index`'s virtio-net NIC, joined to its peer's by `-netdev dgram` from
+    UDP port `local` to `remote` on loopback."""
+    return ["-netdev", f"dgram,id=vn0,local.type=inet,local.host=127.0.0.1,local.port={local},"
+                       f"remote.type=inet,remote.host=127.0.0.1,remote.port={remote}",
+            "-device", f"virtio-net-pci,netdev=vn0,mac=52:54:00:00:00:0{index + 1}"]
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = (len(ordered) - 1) * p / 100
@@ -133,10 +141,8 @@ def run(args: argparse.Namespace, mtu: int) -> tuple[dict[str, dict], float]:
     with testbed.Testbed(f"bench-net-{args.driver}-{mtu}", timeout=timeout) as tb:
         card = tb.card("card0", ["ena", "ena"])
         for i, (local, remote) in enumerate([(p0, p1), (p1, p0)]):
-            nic = ["-netdev", f"dgram,id=vn0,local.type=inet,local.host=127.0.0.1,local.port={local},"
-                              f"remote.type=inet,remote.host=127.0.0.1,remote.port={remote}",
-                   "-device", f"virtio-net-pci,netdev=vn0,mac=52:54:00:00:00:0{i + 1}"]
-            tb.vm(f"bench{i}", [card.functions[i]], job, env={**env, "BRAID_VM_INDEX": str(i)}, devices=nic)
+            tb.vm(f"bench{i}", [card.functions[i]], job, env={**env, "BRAID_VM_INDEX": str(i)},
+                  devices=virtio_dgram(i, local, remote))
         testbed.progress(f"benchmark at MTU {mtu}: 2 guests, {args.rounds} rounds x ({args.driver}, virtio-net), "
                          f"{args.seconds} s iperf3 each; logs in {tb.dir}")
         started = time.monotonic()
