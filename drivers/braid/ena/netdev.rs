@@ -981,8 +981,13 @@ impl<'bound> Poll for QueuePoll<'bound> {
         let this = dev.data();
         let q = self.qid;
         let stats = &this.stats[usize::from(q)];
-        if let Some(tx) = (*this.tx[usize::from(q)].lock()).as_mut() {
-            let cleaned = tx.clean(&this.regs, budget);
+        let ring = &this.tx[usize::from(q)];
+        // The ring's lock keeps interrupts off: the packets are freed after it is released
+        // (NAPI's bulk free may enable bottom halves), a batch at a time.
+        loop {
+            let Some(mut cleaned) = (*ring.lock()).as_mut().map(|tx| tx.clean(&this.regs)) else {
+                break;
+            };
             if cleaned.packets > 0 {
                 dev.tx_completed(q, cleaned.packets, cleaned.bytes);
                 stats
@@ -998,6 +1003,13 @@ impl<'bound> Poll for QueuePoll<'bound> {
                 stats.tx_bad_req_id.add(u64::from(cleaned.bogus), Relaxed);
                 this.reset_requested.store(true, Relaxed);
             }
+            cleaned.free(budget);
+            if !cleaned.more {
+                break;
+            }
+        }
+        // Under the lock, so that start_xmit cannot stop the queue after this looked.
+        if let Some(tx) = (*ring.lock()).as_ref() {
             if dev.tx_stopped(q) && tx.has_room() {
                 dev.tx_wake(q);
             }

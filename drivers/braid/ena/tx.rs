@@ -22,7 +22,7 @@ use super::ring::{host_descriptors, CompletionRing, HostDescriptors, Slots};
 use super::Regs;
 use crate::kapi::{
     pci::WcBar,
-    skb::{TxSkb, MAX_TX_BUFFERS},
+    skb::{SkBuff, TxSkb, MAX_TX_BUFFERS},
 };
 
 /// Words of a completion (`ena_eth_io_tx_cdesc`).
@@ -46,8 +46,10 @@ pub(crate) struct TxOffload {
     pub(crate) mss: Option<u16>,
 }
 
-/// What one round of completions freed.
-#[derive(Clone, Copy, Debug, Default)]
+/// Most packets one call of [`TxRing::clean`] takes off the ring.
+pub(crate) const CLEAN_BATCH: usize = 64;
+
+/// What one round of completions took off the ring.
 pub(crate) struct Cleaned {
     /// Packets completed.
     pub(crate) packets: u32,
@@ -59,6 +61,33 @@ pub(crate) struct Cleaned {
     pub(crate) bogus: u32,
     /// The CQ head doorbell was written.
     pub(crate) head_written: bool,
+    /// The batch was full: more completions may wait.
+    pub(crate) more: bool,
+    /// The completed packets, unmapped, to free ([`Cleaned::free`]) outside the ring's lock.
+    done: [Option<SkBuff>; CLEAN_BATCH],
+}
+
+impl Default for Cleaned {
+    fn default() -> Self {
+        Self {
+            packets: 0,
+            bytes: 0,
+            errors: 0,
+            bogus: 0,
+            head_written: false,
+            more: false,
+            done: [const { None }; CLEAN_BATCH],
+        }
+    }
+}
+
+impl Cleaned {
+    /// Frees the completed packets as transmitted (`budget` as for NAPI: 0 in netpoll).
+    pub(crate) fn free(&mut self, budget: u32) {
+        for skb in self.done.iter_mut().filter_map(Option::take) {
+            skb.consume(budget);
+        }
+    }
 }
 
 /// Where a transmit queue's descriptors go.
@@ -276,10 +305,15 @@ impl<'bound> TxRing<'bound> {
         false
     }
 
-    /// Takes the device's completions and frees their packets (`budget` as for NAPI).
-    pub(crate) fn clean(&mut self, regs: &Regs<'_>, budget: u32) -> Cleaned {
+    /// Takes up to [`CLEAN_BATCH`] of the device's completions and unmaps their packets, which
+    /// the caller frees after releasing the ring's lock ([`Cleaned::free`]).
+    pub(crate) fn clean(&mut self, regs: &Regs<'_>) -> Cleaned {
         let mut done = Cleaned::default();
-        loop {
+        for n in 0..=CLEAN_BATCH {
+            if n == CLEAN_BATCH {
+                done.more = true;
+                break;
+            }
             let slot = self.completions.index.slot(self.cq_head);
             let word0: u32 = io_read!(self.completions.entries, [panic: slot][build: 0]);
             if (word0 & tx_cdesc::PHASE != 0) != self.completions.index.phase(self.cq_head) {
@@ -300,7 +334,7 @@ impl<'bound> TxRing<'bound> {
             done.packets += 1;
             done.bytes += packet.skb.len();
             self.free += packet.slots;
-            packet.skb.complete(budget);
+            done.done[n] = Some(packet.skb.complete());
         }
         // Like ena.ko, tell the device about consumed completions only every quarter ring.
         if let Some(Cq {

@@ -226,11 +226,13 @@ impl<'a> TxSkb<'a> {
         }
     }
 
-    /// The device is done: unmap and free the packet as transmitted.
-    pub(crate) fn complete(self, budget: u32) {
+    /// The device is done: unmaps the packet and hands it back, to be freed as transmitted
+    /// ([`SkBuff::consume`]) once no spinlock with interrupts off is held (NAPI's bulk free may
+    /// enable bottom halves).
+    pub(crate) fn complete(self) -> SkBuff {
         let Self { head, frags, skb } = self;
         drop((head, frags));
-        skb.consume(budget);
+        skb
     }
 }
 
