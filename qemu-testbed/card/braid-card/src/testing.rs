@@ -1,6 +1,6 @@
 //! Test support: a function attached as QEMU attaches it, with guest RAM
 //! in a memfd mapped for DMA and MSI-X vector 0 on an eventfd, bus
-//! mastering and MSI-X enabled.
+//! mastering and MSI-X enabled; and the length of the bounded random tests.
 
 use std::fs::File;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -36,4 +36,14 @@ pub fn attach(f: &Function, ram_size: u64) -> (File, EventFd) {
     f.region_write(config, msix + 2, &0x8000u16.to_le_bytes())
         .unwrap();
     (ram, irq)
+}
+
+/// Rounds (or cases) of a bounded random test, named `random_*` so that
+/// `make fuzz` finds it: `BRAID_FUZZ_ROUNDS`, or `default` (what
+/// `make check` runs).
+pub fn fuzz_rounds(default: u64) -> u64 {
+    std::env::var("BRAID_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -944,13 +944,17 @@ fn any_command() -> impl Strategy<Value = (u8, u8, [u8; 60])> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: crate::testing::fuzz_rounds(128) as u32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// Whatever the driver submits, the card completes it (no panic, no
     /// hang, nothing written outside the completion ring), and the queue
     /// keeps working.
     #[test]
-    fn every_submission_gets_a_completion(cmds in prop::collection::vec(any_command(), 1..12)) {
+    fn random_admin_submissions_always_complete(cmds in prop::collection::vec(any_command(), 1..12)) {
         let mut rig = Rig::new();
         // Objects for the generated commands to name.
         rig.alloc(opcode::ALLOC_PD);
@@ -1578,34 +1582,107 @@ fn an_armed_cq_posts_one_completion_event_per_arm() {
     assert!(wait_for(|| eqe_phase(&rig, 1) == 1), "re-armed event");
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+/// A WQE for [`random_wqes_never_break_the_card`]: either any 64 bytes,
+/// or one shaped like libefa's (meta descriptor, an op of 0..8, inline or
+/// not) whose fields are random around the values that matter: L_Keys and
+/// R_Keys of the rig's MRs or not, IOVAs around theirs, lengths around the
+/// limits, QP numbers and AHs that exist or not.
+fn any_wqe(keys: [u32; 2]) -> impl Strategy<Value = [u8; 64]> {
+    let shaped = (
+        any::<[u8; 64]>(),
+        (0u8..8, any::<bool>(), any::<bool>(), any::<bool>()),
+        (
+            0u16..4,
+            0u16..4,
+            prop_oneof![0u16..4, Just(32), Just(33), any::<u16>()],
+        ),
+        prop::array::uniform2((
+            prop_oneof![
+                Just(keys[0]),
+                Just(keys[1]),
+                Just(keys[0] ^ 0x100),
+                any::<u32>()
+            ],
+            prop_oneof![0x1000_0000u64..0x1000_3000, any::<u64>()],
+            prop_oneof![
+                0u32..0x2100,
+                Just(4096),
+                Just(4097),
+                Just(1 << 20),
+                any::<u32>()
+            ],
+        )),
+    )
+        .prop_map(
+            |(mut wqe, (op, imm, inline, comp), (dest, ah, length), bufs)| {
+                wqe[2] = 0x80 | op | u8::from(imm) << 4 | u8::from(inline) << 5;
+                wqe[3] = 0x0c | u8::from(comp) << 4;
+                wqe[4..6].copy_from_slice(&dest.to_le_bytes());
+                wqe[6..8].copy_from_slice(&length.to_le_bytes());
+                wqe[12..14].copy_from_slice(&ah.to_le_bytes());
+                wqe[16..20].copy_from_slice(&0x1111_1111u32.to_le_bytes());
+                for (i, (key, addr, len)) in bufs.into_iter().enumerate() {
+                    let at = 32 + 16 * i;
+                    wqe[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                    wqe[at + 4..at + 8].copy_from_slice(&key.to_le_bytes());
+                    wqe[at + 8..at + 16].copy_from_slice(&addr.to_le_bytes());
+                }
+                wqe
+            },
+        );
+    prop_oneof![1 => any::<[u8; 64]>(), 4 => shaped]
+}
 
-    /// Whatever a process writes into its LLQ and however far it rings the
-    /// doorbell, the card neither panics nor writes outside the CQ ring and
-    /// the receive buffer it was given, and keeps serving the QP.
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: crate::testing::fuzz_rounds(48) as u32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Whatever a process writes into its LLQ (sends, RDMA writes and
+    /// reads, well-formed or not, to QPs and keys that exist or not), with
+    /// receives posted or not and however far it rings the doorbell, the
+    /// card neither panics nor touches guest memory outside the rings and
+    /// MRs it was given, and keeps serving the QPs.
     #[test]
-    fn any_send_queue_contents_are_survived(
-        wqes in prop::collection::vec(prop::array::uniform32(any::<u8>()), 1..6),
-        tails in prop::collection::vec(any::<u16>(), 1..3),
+    fn random_wqes_never_break_the_card(
+        wqes in prop::collection::vec(any_wqe([0x003, 0x104]), 1..8),
+        receives in 0u32..4,
+        tails in prop::collection::vec(prop_oneof![1u16..8, any::<u16>()], 1..3),
     ) {
         let mut rig = Rig::new();
-        loopback(&mut rig, cq_l::TYPE_UD);
+        let (lkey, _) = loopback(&mut rig, cq_l::TYPE_SRD);
+        prop_assert_eq!(lkey, 0x003, "the keys any_wqe names");
+        // A second MR that takes remote writes and reads: two pages at
+        // 0x22_0000 (IOVA 0x1000_2000).
+        let mut mr = reg_mr(0, 0x1000_2000, 0x2000, 12, 2);
+        mr.set_u64(mr_l::PBL, 0x22_0000);
+        mr.set_u64(mr_l::PBL + 8, 0x22_1000);
+        mr.set_u8(mr_l::PERMISSIONS, mr_l::ACCESS_LOCAL_WRITE | mr_l::ACCESS_REMOTE_WRITE | mr_l::ACCESS_REMOTE_READ);
+        prop_assert_eq!(rig.ok(opcode::REG_MR, mr).u32(8), 0x104);
+        for n in 0..receives {
+            post_receive(&rig, lkey, n);
+        }
+        // Guest memory no ring or MR covers.
         let guard = vec![0x5au8; 0x1000];
-        rig.ram_write(RAM_SIZE - 0x1000, &guard);
-        for (i, half) in wqes.iter().enumerate() {
-            let mut wqe = [0u8; 64];
-            wqe[..32].copy_from_slice(half);
-            wqe[32..].copy_from_slice(&half.map(|b| b.rotate_left(3)));
-            rig.f.llq_memory().unwrap().write_slice(&wqe, 64 * i).unwrap();
+        for at in [0x21_0000, 0x24_0000, RAM_SIZE - 0x1000] {
+            rig.ram_write(at, &guard);
+        }
+        for (i, wqe) in wqes.iter().enumerate() {
+            rig.f.llq_memory().unwrap().write_slice(wqe, 64 * i).unwrap();
         }
         for tail in tails {
             ring(&rig, regs::layout::sq_db(0), tail.into());
             std::thread::sleep(Duration::from_millis(2));
         }
-        // The QP (the rig's first handle) and the admin queue still answer.
-        let state = rig.ok(opcode::QUERY_QP, payload(4, 0x1_0000)).u32(8);
-        prop_assert_eq!(state, qp_state::RTS);
-        prop_assert_eq!(rig.ram_read(RAM_SIZE - 0x1000, 0x1000), guard);
+        // The QPs (the rig's handles) and the admin queue still answer.
+        for handle in [0x1_0000, 0x2_0001] {
+            let state = rig.ok(opcode::QUERY_QP, payload(4, handle)).u32(8);
+            prop_assert_eq!(state, qp_state::RTS);
+        }
+        for at in [0x21_0000, 0x24_0000, RAM_SIZE - 0x1000] {
+            prop_assert_eq!(rig.ram_read(at, 0x1000), guard.clone(), "guard at {:#x}", at);
+        }
     }
 }

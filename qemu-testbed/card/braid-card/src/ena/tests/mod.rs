@@ -706,13 +706,7 @@ fn aenq_link_up_and_keep_alive_cadence() {
     assert_eq!(rig.rd(regs::AENQ_TAIL), 0);
 }
 
-/// Rounds of a bounded random test: `BRAID_FUZZ_ROUNDS`, or `default`.
-pub(super) fn fuzz_rounds(default: u64) -> u64 {
-    std::env::var("BRAID_FUZZ_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+pub(super) use crate::testing::fuzz_rounds;
 
 /// xorshift64*: a small deterministic generator for the fuzz tests.
 pub(super) struct Rng(pub(super) u64);
