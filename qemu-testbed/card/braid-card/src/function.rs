@@ -118,37 +118,42 @@ pub fn read_dword_registers(offset: u64, data: &mut [u8], register: impl Fn(u64)
     }
 }
 
-/// Nice value of the data-path threads (see [`spawn_datapath`]).
+/// Nice value of the data-path threads that do not run real-time (see
+/// [`spawn_datapath`]).
 pub const DATAPATH_NICE: i32 = -10;
+
+/// How a data-path thread got scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatapathPriority {
+    /// `SCHED_FIFO` priority 1: it must never spin, only sleep.
+    RealTime,
+    /// Nice [`DATAPATH_NICE`].
+    Nice,
+    /// The default (neither was permitted).
+    Default,
+}
 
 /// Starts a function's data-path thread `name` running `body` and returns
 /// its handle (to unpark it), or `None` (logged) if it cannot start.
 ///
-/// The thread asks for nice [`DATAPATH_NICE`] (root or `CAP_SYS_NICE`;
-/// without either it keeps the default, logged): it polls doorbells that
-/// guests write without trapping and sleeps when idle, and under TCG every
-/// vCPU thread that spins on a completion queue competes with it for the
-/// host's cores. With a lower nice value, a poller waking from its idle
-/// sleep preempts a spinning vCPU instead of waiting out the vCPU's time
-/// slice, which is latency added to every request and response.
+/// The thread polls doorbells that guests write without trapping and
+/// sleeps when idle, and under TCG every vCPU thread that spins on a
+/// completion queue competes with it for the host's cores: each time a
+/// poller waking from its sleep waits for a spinning vCPU's time slice to
+/// end, that is latency added to a request or response. So the thread
+/// asks for `SCHED_FIFO` when `realtime` (a waking poller then preempts a
+/// vCPU at once; it must sleep, not spin, between passes, or it would
+/// starve the vCPUs), else, or if refused, for nice [`DATAPATH_NICE`]
+/// (both need root or `CAP_SYS_NICE`; without, the default, logged).
+/// `body` learns which it got.
 pub fn spawn_datapath(
     name: &str,
-    body: impl FnOnce() + Send + 'static,
+    realtime: bool,
+    body: impl FnOnce(DatapathPriority) + Send + 'static,
 ) -> Option<std::thread::Thread> {
     let spawned = std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || {
-            // SAFETY: setpriority only reads its integer arguments; on Linux,
-            // PRIO_PROCESS with `who` 0 names the calling thread.
-            let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, DATAPATH_NICE) };
-            if rc != 0 {
-                debug!(
-                    error = %std::io::Error::last_os_error(),
-                    "data-path thread keeps the default priority"
-                );
-            }
-            body();
-        });
+        .spawn(move || body(raise_priority(realtime)));
     match spawned {
         Ok(handle) => Some(handle.thread().clone()),
         Err(err) => {
@@ -156,6 +161,32 @@ pub fn spawn_datapath(
             None
         }
     }
+}
+
+/// Raises the calling thread's priority as [`spawn_datapath`] says.
+fn raise_priority(realtime: bool) -> DatapathPriority {
+    if realtime {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: `param` is a valid sched_param for the call's duration;
+        // on Linux, pid 0 names the calling thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
+            return DatapathPriority::RealTime;
+        }
+        debug!(
+            error = %std::io::Error::last_os_error(),
+            "data-path thread not real-time"
+        );
+    }
+    // SAFETY: setpriority only reads its integer arguments; on Linux,
+    // PRIO_PROCESS with `who` 0 names the calling thread.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, DATAPATH_NICE) } == 0 {
+        return DatapathPriority::Nice;
+    }
+    debug!(
+        error = %std::io::Error::last_os_error(),
+        "data-path thread keeps the default priority"
+    );
+    DatapathPriority::Default
 }
 
 /// The kinds of function the card implements.

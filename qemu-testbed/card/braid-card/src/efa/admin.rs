@@ -240,6 +240,8 @@ pub mod layout {
         pub const QKEY: usize = 20;
         /// `sq_psn`.
         pub const SQ_PSN: usize = 24;
+        /// `rnr_retry`.
+        pub const RNR_RETRY: usize = 29;
         /// `reserved2`.
         pub const RESERVED2: usize = 30;
         /// `modify_mask` bits.
@@ -250,8 +252,13 @@ pub mod layout {
         pub const MASK_QKEY: u32 = 1 << 2;
         /// SQ PSN.
         pub const MASK_SQ_PSN: u32 = 1 << 3;
-        /// What the card implements (no SQ-drained event, no RNR retry).
-        pub const MASK_SUPPORTED: u32 = MASK_STATE | MASK_CUR_STATE | MASK_QKEY | MASK_SQ_PSN;
+        /// RNR retry count.
+        pub const MASK_RNR_RETRY: u32 = 1 << 5;
+        /// What the card implements (no SQ-drained event).
+        pub const MASK_SUPPORTED: u32 =
+            MASK_STATE | MASK_CUR_STATE | MASK_QKEY | MASK_SQ_PSN | MASK_RNR_RETRY;
+        /// `rnr_retry` that means "retry for ever" (as in InfiniBand).
+        pub const RNR_RETRY_INFINITE: u8 = 7;
     }
 
     /// `efa_admin_create_ah_cmd`.

@@ -148,10 +148,14 @@ pub struct Outbound {
 /// The completion an SRD send waits for.
 #[derive(Debug)]
 pub struct PendingSend {
-    slot: u16,
+    /// The sending QP's slot.
+    pub(super) slot: u16,
     /// The QP's handle: a QP destroyed (and its slot reused) meanwhile
     /// gets no completion.
-    handle: u32,
+    pub(super) handle: u32,
+    /// RNR retries left (`RNR_RETRY_INFINITE`: for ever) and retries made.
+    pub(super) rnr_retry: u8,
+    pub(super) rnr_tries: u8,
     /// Whether the WQE asked for a completion on success.
     requested: bool,
     entry: [u8; 32],
@@ -564,6 +568,8 @@ fn send_one(
         Some(PendingSend {
             slot,
             handle: qp.handle,
+            rnr_retry: qp.rnr_retry,
+            rnr_tries: 0,
             requested,
             entry,
             read_into: request.read_into,

@@ -13,10 +13,11 @@
 //! * [`datapath`]: UD and SRD sends and receives, completions, and
 //!   completion events on the EQs, from a polling thread;
 //! * [`fabric`]: joins the EFA functions of a card, so a message reaches
-//!   the function (and VM) that has its destination GID.
+//!   the function (and VM) that has its destination GID;
+//! * [`rnr`]: SRD sends that found no receive, delivered again later.
 //!
-//! The device capabilities say what is missing: no RNR retry, no event
-//! counters.
+//! The device capabilities say what is missing: no event counters, no
+//! unsolicited write receive.
 
 pub mod admin;
 pub mod datapath;
@@ -24,6 +25,7 @@ pub mod fabric;
 pub mod pbl;
 pub mod regs;
 pub mod resources;
+pub mod rnr;
 
 #[cfg(test)]
 mod tests;
@@ -40,7 +42,8 @@ use self::admin::opcode;
 use self::fabric::{Delivery, Endpoint, Fabric, Message};
 use self::resources::Resources;
 use crate::function::{
-    FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers, spawn_datapath,
+    DatapathPriority, FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers,
+    spawn_datapath,
 };
 use crate::nitro::admin::{
     self as nitro_admin, AdminQueue, Command, CommandResult, Refused, Status,
@@ -79,10 +82,10 @@ pub mod limits {
     pub const FW_VERSION: u32 = 0x0000_0001;
     /// Physical and virtual address bits.
     pub const ADDR_WIDTH: u8 = 48;
-    /// `device_caps`: RDMA read (bit 0) and RDMA write (bit 3); no RNR
-    /// retry, 128-byte data polling, unsolicited write receive, event
+    /// `device_caps`: RDMA read (bit 0), RNR retry (bit 1) and RDMA write
+    /// (bit 3); no 128-byte data polling, unsolicited write receive, event
     /// counters or 64-bit request ids.
-    pub const DEVICE_CAPS: u32 = (1 << 0) | (1 << 3);
+    pub const DEVICE_CAPS: u32 = (1 << 0) | (1 << 1) | (1 << 3);
     /// `max_rdma_size`: bytes of one RDMA read or write.
     pub const MAX_RDMA_SIZE: u32 = 1 << 20;
     /// `max_link_speed_gbps`.
@@ -498,7 +501,9 @@ impl EfaRegisters {
             kicked: AtomicBool::new(false),
         });
         let worker = Arc::clone(&shared);
-        if let Some(thread) = spawn_datapath("efa-datapath", move || datapath_loop(&worker)) {
+        if let Some(thread) = spawn_datapath("efa-datapath", true, move |priority| {
+            datapath_loop(&worker, priority)
+        }) {
             let _ = shared.worker.set(thread);
         }
         Self { shared }
@@ -606,28 +611,41 @@ const POLL_SLEEP_MIN: Duration = Duration::from_micros(20);
 const POLL_SLEEP_WARM: Duration = Duration::from_micros(200);
 const POLL_SLEEP_COLD: Duration = Duration::from_millis(2);
 const POLL_WARM: Duration = Duration::from_secs(1);
+/// A real-time poller's sleep after a pass that found work; it doubles
+/// from there as [`POLL_SLEEP_MIN`]'s does (it never spins: it would
+/// starve the vCPUs and QEMU's threads of the cores).
+const POLL_SLEEP_REALTIME: Duration = Duration::from_micros(10);
 /// How long the thread polls without sleeping after activity.
 const POLL_BUSY: Duration = Duration::from_micros(500);
 /// Sleep while the function has no QP.
 const POLL_NO_QPS: Duration = Duration::from_millis(10);
 
 /// The data-path thread: polls the SQ and CQ doorbells in BAR0's mapped
-/// pages (guest stores there never trap). After activity it yields
-/// between passes for [`POLL_BUSY`], then sleeps, from 20 µs doubling to
-/// 200 µs while the function was active within the last second (each
-/// sleep is latency added to a request/response exchange) and to 2 ms
-/// once it has been idle longer, so an idle QP costs a few hundred short
-/// passes a second. A message arriving from the fabric wakes it into its
-/// eager phase.
+/// pages (guest stores there never trap). Running real-time (see
+/// [`spawn_datapath`]), it never spins: after a pass that found work it
+/// sleeps 10 µs, doubling per idle pass to 200 µs while the function was
+/// active within the last second and to 2 ms once idle longer; a waking
+/// real-time thread preempts the vCPUs, so the sleep is all the latency
+/// it adds. Otherwise it yields between passes for [`POLL_BUSY`] after
+/// activity, then sleeps from 20 µs with the same caps. An idle QP costs a
+/// few hundred short passes a second. A message arriving from the fabric
+/// wakes it as activity does.
 ///
 /// The messages a pass takes off the SQs are delivered through the
 /// fabric after the function's lock is released (the receiver may be this
 /// function), then the SRD senders' completions are written under the
-/// lock again, unless a reset came in between.
-fn datapath_loop(shared: &Shared) {
+/// lock again, unless a reset came in between. An SRD send that found no
+/// receive waits for its RNR retry ([`rnr`]) and is delivered again when
+/// due; the sleep never outlasts the next one.
+fn datapath_loop(shared: &Shared, priority: DatapathPriority) {
+    // Only a thread that is not real-time may yield instead of sleeping.
+    let spin = priority != DatapathPriority::RealTime;
     let mut last_active = Instant::now();
     let mut sleep = POLL_SLEEP_MIN;
+    let mut retries = rnr::Retries::default();
+    let mut retries_epoch = 0;
     while !shared.stop.load(Ordering::Acquire) {
+        let now = Instant::now();
         let (poll, qps, epoch) = {
             let mut state = shared.lock();
             let EfaState {
@@ -637,6 +655,16 @@ fn datapath_loop(shared: &Shared) {
                 epoch,
                 ..
             } = &mut *state;
+            if *epoch != retries_epoch {
+                retries.clear();
+                retries_epoch = *epoch;
+            }
+            for out in retries.prune(resources) {
+                if let Some(send) = out.pending {
+                    let flushed = Some(Err(datapath::status::FLUSHED));
+                    datapath::complete_send(&shared.bus, resources, send, flushed, stats);
+                }
+            }
             let qps = resources.qps.count();
             let poll = if qps > 0 {
                 datapath::poll(&shared.bus, resources, &settings.gid, stats)
@@ -646,10 +674,18 @@ fn datapath_loop(shared: &Shared) {
             (poll, qps, *epoch)
         };
         let mut completions = Vec::new();
-        for out in poll.outbound {
+        let mut outbound = poll.outbound;
+        outbound.extend(retries.due(now));
+        for out in outbound {
             let delivery = shared.fabric.deliver(&out.dest_gid, &out.message);
             if delivery.is_none() {
                 debug!(dest = %std::net::Ipv6Addr::from(out.dest_gid), "no function has the destination GID");
+            }
+            if matches!(delivery, Some(Err(datapath::status::RNR))) {
+                if let Some(out) = retries.hold(out, now) {
+                    completions.extend(out.pending.map(|p| (p, delivery)));
+                }
+                continue;
             }
             completions.extend(out.pending.map(|p| (p, delivery)));
         }
@@ -664,14 +700,23 @@ fn datapath_loop(shared: &Shared) {
                 }
             }
         }
-        let nap = thread::park_timeout;
+        // A send due for its RNR retry bounds the sleep.
+        let until_retry = retries
+            .next_due()
+            .map(|due| due.saturating_duration_since(Instant::now()));
+        let nap = |d: Duration| thread::park_timeout(until_retry.map_or(d, |u| u.min(d)));
         if poll.active || shared.kicked.swap(false, Ordering::AcqRel) {
             last_active = Instant::now();
-            sleep = POLL_SLEEP_MIN;
-            thread::yield_now();
+            if spin {
+                sleep = POLL_SLEEP_MIN;
+                thread::yield_now();
+            } else {
+                sleep = POLL_SLEEP_REALTIME;
+                nap(sleep);
+            }
         } else if qps == 0 {
             nap(POLL_NO_QPS);
-        } else if last_active.elapsed() < POLL_BUSY {
+        } else if spin && last_active.elapsed() < POLL_BUSY {
             thread::yield_now();
         } else {
             nap(sleep);

@@ -112,6 +112,8 @@ pub struct Qp {
     pub qkey: u32,
     /// SQ packet sequence number.
     pub sq_psn: u32,
+    /// RNR retries of an SRD send that finds no receive (7: for ever).
+    pub rnr_retry: u8,
     /// Where the data path is in the SQ and RQ.
     pub rings: super::datapath::QpRings,
 }
@@ -558,6 +560,7 @@ impl Resources {
             state: qp_state::RESET,
             qkey: 0,
             sq_psn: 0,
+            rnr_retry: 0,
             rings: Default::default(),
         };
         let slot = self.qps.insert(qp).ok_or_else(|| no_room("QP", MAX_QP))?;
@@ -591,9 +594,15 @@ impl Resources {
         let (state, cur_state) = (cmd.u32(f::STATE), cmd.u32(f::CUR_STATE));
         mbz(
             (mask & !f::MASK_SUPPORTED).into(),
-            "modify mask (SQ-drained notification and RNR retry are not supported)",
+            "modify mask (SQ-drained notification is not supported)",
         )?;
         mbz(cmd.u16(f::RESERVED2).into(), "reserved")?;
+        let rnr_retry = cmd.u8(f::RNR_RETRY);
+        if mask & f::MASK_RNR_RETRY != 0 && rnr_retry > f::RNR_RETRY_INFINITE {
+            return Err(illegal(format!(
+                "RNR retry count {rnr_retry}: 0..=7 (7: for ever)"
+            )));
+        }
         let qp = self.qp_by_handle(cmd.u32(f::HANDLE))?;
         if mask & f::MASK_CUR_STATE != 0 && cur_state != qp.state {
             return Err(illegal(format!(
@@ -613,6 +622,9 @@ impl Resources {
         if mask & f::MASK_SQ_PSN != 0 {
             qp.sq_psn = cmd.u32(f::SQ_PSN);
         }
+        if mask & f::MASK_RNR_RETRY != 0 {
+            qp.rnr_retry = rnr_retry;
+        }
         debug!(handle = qp.handle, state = qp.state, "QP modified");
         response(|_| {})
     }
@@ -624,6 +636,7 @@ impl Resources {
             r.set_u32(layout::RESP, qp.state);
             r.set_u32(layout::RESP + 4, qp.qkey);
             r.set_u32(layout::RESP + 8, qp.sq_psn);
+            r.set_u8(layout::RESP + 13, qp.rnr_retry);
         })
     }
 

@@ -294,7 +294,7 @@ fn device_attributes_are_what_the_card_honours() {
     assert_eq!(attr.u64(16), limits::PAGE_SIZE_CAP);
     assert!(attr.u32(28) >= 1, "admin API version");
     assert_eq!(attr.u16(36), 0, "doorbells in BAR0");
-    assert_eq!(attr.u32(40), 0b1001, "RDMA read and write, no RNR retry");
+    assert_eq!(attr.u32(40), 0b1011, "RDMA read, RNR retry and RDMA write");
     assert_eq!(attr.u32(44), limits::MAX_RDMA_SIZE);
     assert_eq!(attr.u64(48), EfaSettings::default().guid());
     let q = rig.get_feature(feature::QUEUE_ATTR_1);
@@ -564,7 +564,7 @@ fn qp_lifecycle_and_state_machine() {
         0
     );
     assert_eq!(
-        rig.status(opcode::MODIFY_QP, modify(handle, 1 << 5, 0, 0)),
+        rig.status(opcode::MODIFY_QP, modify(handle, 1 << 4, 0, 0)),
         ILLEGAL
     );
     assert_eq!(
@@ -1319,6 +1319,66 @@ fn functions_on_one_fabric_reach_each_other_by_gid() {
         drop(b);
         send_learns(2, datapath::status::UNREACH_REMOTE, "peer gone");
     }
+}
+
+/// Sets QP `handle`'s RNR retry count; returns the completion status.
+fn set_rnr_retry(rig: &mut Rig, handle: u32, count: u8) -> u8 {
+    let mut cmd = modify(handle, l::modify_qp::MASK_RNR_RETRY, 0, 0);
+    cmd.set_u8(l::modify_qp::RNR_RETRY, count);
+    rig.status(opcode::MODIFY_QP, cmd)
+}
+
+#[test]
+fn srd_sends_retry_while_no_receive_is_posted() {
+    let mut rig = Rig::new();
+    let (lkey, ahn) = loopback(&mut rig, cq_l::TYPE_SRD);
+    let sender = 0x1_0000;
+    assert_eq!(set_rnr_retry(&mut rig, sender, 8), ILLEGAL, "3 bits");
+    assert_eq!(set_rnr_retry(&mut rig, sender, 7), 0);
+    let q = rig.ok(opcode::QUERY_QP, payload(4, sender));
+    assert_eq!(q.u8(8 + 13), 7, "QUERY_QP reports the RNR retry count");
+    // For ever: the send waits until a receive is posted, then lands.
+    let wqe = send_wqe(lkey, ahn, 0);
+    rig.f.llq_memory().unwrap().write_slice(&wqe, 0).unwrap();
+    ring(&rig, regs::layout::sq_db(0), 1);
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        rig.ram_read(RING, 32)[3] & 1,
+        0,
+        "no completion while it waits"
+    );
+    let mut rx = [0u8; 16];
+    rx[0..8].copy_from_slice(&0x1000_0800u64.to_le_bytes());
+    rx[10..12].copy_from_slice(&200u16.to_le_bytes());
+    rx[12..16].copy_from_slice(&(lkey | 3 << 30).to_le_bytes());
+    rig.ram_write(RING + 0x9000, &rx);
+    ring(&rig, regs::layout::rq_db(1), 1);
+    assert!(wait_for(|| rig.ram_read(RING + 32, 32)[3] & 1 == 1));
+    let (rxc, txc) = (rig.ram_read(RING, 32), rig.ram_read(RING + 32, 32));
+    assert_eq!((rxc[2], rxc[3] >> 1 & 3), (0, 2), "the receive took it");
+    assert_eq!((txc[2], txc[3] >> 1 & 3), (0, 1), "then the send completed");
+    // Two retries (1 + 2 ms), then RNR.
+    assert_eq!(set_rnr_retry(&mut rig, sender, 2), 0);
+    rig.f.llq_memory().unwrap().write_slice(&wqe, 64).unwrap();
+    let started = Instant::now();
+    ring(&rig, regs::layout::sq_db(0), 2);
+    assert!(wait_for(|| rig.ram_read(RING + 64, 32)[3] & 1 == 1));
+    assert!(
+        started.elapsed() >= Duration::from_millis(3),
+        "retried first"
+    );
+    assert_eq!(rig.ram_read(RING + 64, 32)[2], datapath::status::RNR);
+    // A waiting send is flushed when its QP goes to the error state.
+    assert_eq!(set_rnr_retry(&mut rig, sender, 7), 0);
+    rig.f.llq_memory().unwrap().write_slice(&wqe, 128).unwrap();
+    ring(&rig, regs::layout::sq_db(0), 3);
+    std::thread::sleep(Duration::from_millis(20));
+    rig.ok(
+        opcode::MODIFY_QP,
+        modify(sender, l::modify_qp::MASK_STATE, qp_state::ERR, 0),
+    );
+    assert!(wait_for(|| rig.ram_read(RING + 96, 32)[3] & 1 == 1));
+    assert_eq!(rig.ram_read(RING + 96, 32)[2], datapath::status::FLUSHED);
 }
 
 /// An RDMA WQE (`op`: 1 read, 2 write) of QP 1 to QP 1 of the AH's GID:

@@ -585,7 +585,8 @@ impl EnaRegisters {
             }
         });
         let worker = Arc::clone(&shared);
-        if let Some(thread) = spawn_datapath("ena-datapath", move || datapath_loop(&worker)) {
+        if let Some(thread) = spawn_datapath("ena-datapath", false, move |_| datapath_loop(&worker))
+        {
             let _ = shared.worker.set(thread);
         }
         Self { shared }
