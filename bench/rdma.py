@@ -113,6 +113,28 @@ def table(res: dict[str, dict], tools: list[str]) -> list[str]:
     return lines
 
 
+def verdict(res: dict[str, dict]) -> list[str]:
+    """The goals of the card's EFA issue against this run: at least 50x rxe's bandwidth, at most
+    0.02x its latency; and where the time goes when the card is behind."""
+    efa, rxe = (res[d]["median"] for d in DEVICES)
+    out = []
+    for label, key, goal, better in (("ib_write_bw 64 KiB", "write_bw.mib_s", 50, "higher"),
+                                     ("ib_send_bw 4 KiB", "send_bw.mib_s", 50, "higher"),
+                                     ("ib_send_lat 2 B average", "send_lat.t_avg_us", 0.02, "lower"),
+                                     ("ibv_ud_pingpong 1 KiB", "ud_pingpong.us_per_iter", 0.02, "lower")):
+        if key in efa and key in rxe:
+            ratio = efa[key] / rxe[key]
+            met = ratio >= goal if better == "higher" else ratio <= goal
+            out.append(f"{label}: {ratio:.2f}x rxe (goal {'>=' if better == 'higher' else '<='} {goal}x): "
+                       f"{'met' if met else 'not met'}.  ")
+    out.append("Where the card's latency goes: each message crosses two host threads that poll the doorbells "
+               "guests write without trapping and sleep between passes (10 µs after work, doubling when idle), "
+               "while both guests' vCPU threads spin on their completion queues on the host's two cores; the "
+               "pollers run real-time so that waking they preempt a vCPU (docs/card.md: at nice -10 the "
+               "average ib_send_lat was 1075 µs, at the default priority 1739 µs).")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="rounds over both devices (default 3)")
@@ -153,12 +175,7 @@ def main() -> int:
         "is created for rxe's runs and removed again. Both guests poll (perftest and the pingpongs spin on "
         "their completion queues) on one vCPU each; the card polls the EFA doorbells from a host thread.",
         [*lines, "", *[f"Failed runs: {f}." for f in failures], "",
-         ('Where the card is behind (the typical latency of a small message, ibv_ud_pingpong): each message'
-          ' crosses two host threads that poll the doorbells guests write without trapping and sleep '
-          'between passes when idle (20-200 µs), and they compete with the two spinning vCPUs for the '
-          "host's two cores; rxe's path is event-driven (the guest kernel and QEMU's I/O thread). Running "
-          'the pollers at nice -10 took the EFA send latency from 1739 to 1068 µs on average '
-          '(docs/card.md); the rest is this contention.'), "",
+         *verdict(res), "",
          "Per-round values: " + "; ".join(f"{d} {m}: " + ", ".join(f"{v:g}" for v in vals)
                                           for d in DEVICES for m, vals in res[d]["rounds"].items())],
         {"rounds": args.rounds, "iters": args.iters, "bw_iters": args.bw_iters, "results": res})
