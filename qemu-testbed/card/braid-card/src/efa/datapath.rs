@@ -450,13 +450,23 @@ pub fn notify(bus: &HostBus, res: &mut Resources) -> bool {
     fired
 }
 
-/// Serves every QP's SQ doorbell and every armed CQ once; returns whether
+/// WQEs one pass takes off one QP's SQ (NAPI's budget).
+pub const PASS_BUDGET: u16 = 64;
+/// Bytes one pass moves (sent, written or read) before it leaves the
+/// remaining WQEs to the next: with RDMA of up to [`MAX_RDMA`] bytes
+/// each, a hostile process cannot keep the (real-time) thread copying for
+/// more than about a millisecond at a time.
+pub const PASS_BYTES: usize = 4 << 20;
+
+/// Serves every QP's SQ doorbell (up to [`PASS_BUDGET`] WQEs each, and
+/// [`PASS_BYTES`] over all) and every armed CQ once; returns whether
 /// anything moved and the messages that left the SQs.
 pub fn poll(bus: &HostBus, res: &mut Resources, own_gid: &[u8; 16], stats: &mut Stats) -> Poll {
     let mut poll = Poll {
         active: notify(bus, res),
         outbound: Vec::new(),
     };
+    let mut bytes = 0;
     for slot in 0..super::limits::MAX_QP as u16 {
         let Some(qp) = res.qps.get(slot.into()) else {
             continue;
@@ -476,9 +486,19 @@ pub fn poll(bus: &HostBus, res: &mut Resources, own_gid: &[u8; 16], stats: &mut 
             continue;
         }
         poll.active = true;
-        for _ in 0..pending {
-            poll.outbound
-                .extend(send_one(bus, res, slot, entries, cc, own_gid, stats));
+        // The rest waits for the next pass: the thread sleeps in between,
+        // so one QP's work never holds a core for long.
+        for _ in 0..pending.min(PASS_BUDGET) {
+            if bytes >= PASS_BYTES {
+                break;
+            }
+            if let Some(out) = send_one(bus, res, slot, entries, cc, own_gid, stats) {
+                bytes += match out.message.op {
+                    Op::Read { len, .. } => len as usize,
+                    _ => out.message.bytes.len(),
+                };
+                poll.outbound.push(out);
+            }
             cc = cc.wrapping_add(1);
             if let Some(qp) = res.qps.get_mut(slot.into()) {
                 qp.rings.sq_cc = cc;

@@ -1321,6 +1321,53 @@ fn functions_on_one_fabric_reach_each_other_by_gid() {
     }
 }
 
+#[test]
+fn sends_beyond_a_pass_budget_complete_in_later_passes() {
+    let mut rig = Rig::new();
+    let pd = rig.alloc(opcode::ALLOC_PD);
+    let uar = rig.alloc(opcode::ALLOC_UAR);
+    let cq_ring = 0x30_0000;
+    let cq = rig.cq(uar, 256, cq_ring);
+    let cqn = rig.ok(opcode::CREATE_CQ, cq).u16(8);
+    let qp = rig.qp(pd, uar, cqn);
+    let h = rig.ok(opcode::CREATE_QP, qp).u32(cq_l::RESP_HANDLE);
+    for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
+        let mask = l::modify_qp::MASK_STATE | l::modify_qp::MASK_QKEY;
+        rig.ok(opcode::MODIFY_QP, modify(h, mask, state, 0));
+    }
+    let mut ah = Entry::default();
+    ah.set_bytes(l::create_ah::DEST_ADDR, &EfaSettings::default().gid);
+    ah.set_u16(l::create_ah::PD, pd);
+    let ahn = rig.ok(opcode::CREATE_AH, ah).u16(8);
+    // 100 inline UD sends to the QP itself, one doorbell: more than a
+    // pass takes (no receive is posted; a UD sender completes anyway).
+    let n = 100u16;
+    assert!(n > datapath::PASS_BUDGET);
+    for i in 0..n {
+        let mut wqe = [0u8; 64];
+        wqe[0..2].copy_from_slice(&i.to_le_bytes());
+        wqe[2] = 0x80 | 0x20; // meta descriptor, inline SEND
+        wqe[3] = 0x04 | 0x08 | 0x10;
+        wqe[4..6].copy_from_slice(&1u16.to_le_bytes());
+        wqe[6..8].copy_from_slice(&8u16.to_le_bytes());
+        wqe[12..14].copy_from_slice(&ahn.to_le_bytes());
+        wqe[16..20].copy_from_slice(&0x1111_1111u32.to_le_bytes());
+        rig.f
+            .llq_memory()
+            .unwrap()
+            .write_slice(&wqe, 64 * usize::from(i))
+            .unwrap();
+    }
+    ring(&rig, regs::layout::sq_db(0), n.into());
+    // 32-byte entries (the rig's CQs).
+    let last = cq_ring + 32 * u64::from(n - 1);
+    assert!(wait_for(|| rig.ram_read(last, 32)[3] & 1 == 1), "all sends");
+    for i in 0..n {
+        let c = rig.ram_read(cq_ring + 32 * u64::from(i), 32);
+        assert_eq!((u16::from_le_bytes([c[0], c[1]]), c[2]), (i, 0), "in order");
+    }
+}
+
 /// Sets QP `handle`'s RNR retry count; returns the completion status.
 fn set_rnr_retry(rig: &mut Rig, handle: u32, count: u8) -> u8 {
     let mut cmd = modify(handle, l::modify_qp::MASK_RNR_RETRY, 0, 0);
