@@ -229,6 +229,10 @@ pub struct Response {
     /// The functions concerned, after the request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub functions: Vec<FunctionStatus>,
+    /// `status` only: the card process's CPU time (user and system, all
+    /// threads) since it started, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
 }
 
 impl Response {
@@ -238,6 +242,7 @@ impl Response {
             error: Some(message.into()),
             message: None,
             functions: Vec::new(),
+            cpu_ms: None,
         }
     }
 
@@ -247,6 +252,7 @@ impl Response {
             error: None,
             message,
             functions,
+            cpu_ms: None,
         }
     }
 
@@ -316,7 +322,10 @@ impl Card {
                 let all = (0..self.functions.len())
                     .map(|i| self.status_of(i))
                     .collect::<Result<_, _>>()?;
-                return Ok(Response::done(None, all));
+                return Ok(Response {
+                    cpu_ms: process_cpu_ms(),
+                    ..Response::done(None, all)
+                });
             }
             Request::Link { function, state } => (function, Action::Link(*state)),
             Request::FatalError { function } => (function, Action::FatalError),
@@ -407,6 +416,22 @@ impl Card {
             ena,
         })
     }
+}
+
+/// The process's user and system CPU time in milliseconds, if known.
+fn process_cpu_ms() -> Option<u64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `struct rusage` to the pointer, which
+    // points to one.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: zeroed above and filled in by the successful call.
+    let usage = unsafe { usage.assume_init() };
+    let ms = |t: libc::timeval| {
+        u64::try_from(t.tv_sec).unwrap_or(0) * 1000 + u64::try_from(t.tv_usec).unwrap_or(0) / 1000
+    };
+    Some(ms(usage.ru_utime) + ms(usage.ru_stime))
 }
 
 fn ena_status(s: EnaStatus) -> EnaFunctionStatus {
