@@ -16,6 +16,7 @@ Run: make bench   (or bench/rdma.py --rounds 1 --no-write for a quick look)
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import time
@@ -58,10 +59,32 @@ def parse(tool: str, text: str) -> dict[str, float]:
     raise ValueError(tool)
 
 
-def summarise(results: Path, rounds: int, tools: list[str]) -> dict[str, dict]:
+# Messages each tool's run moves between the guests, by run: the pingpongs and latency tests go both
+# ways (iterations each), the bandwidth tests one way.
+def messages(tool: str, iters: int, bw_iters: int) -> int:
+    return bw_iters if tool in ("send_bw", "write_bw") else 2 * iters
+
+
+def card_cost(results: Path, tool: str, r: int, count: int) -> dict[str, float]:
+    """The card's CPU time and guest 0's trapped accesses over an EFA run, per message."""
+    try:
+        before, after = (json.loads((results / f"efa-{tool}-{r}.card-{w}.json").read_text())
+                         for w in ("before", "after"))
+        cpu_ms = after["cpu_ms"] - before["cpu_ms"]
+        traps = sum(after["functions"][0]["traps"][k] - before["functions"][0]["traps"][k]
+                    for k in ("registers", "other_bars", "config"))
+    except (OSError, ValueError, KeyError, IndexError):
+        return {}
+    return {"card_cpu_us_per_msg": cpu_ms * 1000 / count, "traps_per_msg": traps / count}
+
+
+def summarise(results: Path, rounds: int, tools: list[str], iters: int = 1000, bw_iters: int = 200) -> dict[str, dict]:
     """Per device: the median of every metric ("tool.metric") over the rounds, the per-round values, and
     the runs that failed."""
     out: dict[str, dict] = {}
+    first_metric: dict[str, str] = {}
+    for _, tool, metric, _, _ in ROWS:
+        first_metric.setdefault(tool, metric)
     for device in DEVICES:
         per_metric: dict[str, list[float]] = {}
         failed = []
@@ -73,6 +96,9 @@ def summarise(results: Path, rounds: int, tools: list[str]) -> dict[str, dict]:
                 values = parse(tool, f.read_text(errors="replace")) if f.exists() else {}
                 if metric in values:
                     per_metric.setdefault(f"{tool}.{metric}", []).append(values[metric])
+                    if device == "efa" and metric == first_metric[tool]:
+                        for k, v in card_cost(results, tool, r, messages(tool, iters, bw_iters)).items():
+                            per_metric.setdefault(f"{tool}.{k}", []).append(v)
                 elif f"{tool}-{r}" not in failed:
                     failed.append(f"{tool}-{r}")
         out[device] = {"median": {k: statistics.median(v) for k, v in per_metric.items()},
@@ -98,7 +124,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], float]:
         if failed:
             raise testbed.TestbedError("; ".join(f"{r.name}: {'; '.join(r.reasons)} (serial log: {r.serial})"
                                                  for r in failed))
-        return summarise(results[0].scratch / "results", args.rounds, args.tools), time.monotonic() - started
+        return (summarise(results[0].scratch / "results", args.rounds, args.tools, args.iters, args.bw_iters),
+                time.monotonic() - started)
 
 
 def table(res: dict[str, dict], tools: list[str]) -> list[str]:
@@ -110,6 +137,17 @@ def table(res: dict[str, dict], tools: list[str]) -> list[str]:
         cell = [fmt.format(v) if v is not None else "failed" for v in (efa, rxe)]
         ratio = f"{efa / rxe:.2f}x ({better} is better)" if efa and rxe else "-"
         lines.append(f"| {label} | {cell[0]} | {cell[1]} | {ratio} |")
+    return lines
+
+
+def cost_table(res: dict[str, dict], tools: list[str]) -> list[str]:
+    """What each EFA run cost the card per message: CPU time (both functions' threads, the whole
+    card process) and guest 0's accesses that trapped (admin commands of the tool's setup included)."""
+    efa = res["efa"]["median"]
+    lines = ["| EFA run | card CPU per message (µs) | trapped accesses per message (guest 0) |", "|---|---|---|"]
+    for tool in dict.fromkeys(t for _, t, _, _, _ in ROWS):
+        if tool in tools and f"{tool}.card_cpu_us_per_msg" in efa:
+            lines.append(f"| {tool} | {efa[f'{tool}.card_cpu_us_per_msg']:.1f} | {efa[f'{tool}.traps_per_msg']:.3f} |")
     return lines
 
 
@@ -156,7 +194,7 @@ def main() -> int:
         testbed.setup()
 
     res, elapsed = run(args)
-    lines = table(res, args.tools)
+    lines = table(res, args.tools) + ["", *cost_table(res, args.tools)]
     failures = [f"{d}: {', '.join(res[d]['failed'])}" for d in DEVICES if res[d]["failed"]]
     print("\n".join(lines + [f"failed runs: {f}" for f in failures]))
     if args.no_write:
@@ -173,7 +211,11 @@ def main() -> int:
         "provider on the card, `verbs;ofi_rxd` on rxe's UD QPs (`verbs;ofi_rxm` fails on rxe: its probe QP "
         "is refused). libfabric's efa provider offers nothing while a non-EFA verbs device exists, so rxe0 "
         "is created for rxe's runs and removed again. Both guests poll (perftest and the pingpongs spin on "
-        "their completion queues) on one vCPU each; the card polls the EFA doorbells from a host thread.",
+        "their completion queues) on one vCPU each; the card polls the EFA doorbells from a host thread. "
+        "The second table is what each EFA run cost the card per message moved between the guests (2 x "
+        "iterations for the latency tests and pingpongs, the iterations for the bandwidth tests): the card "
+        "process's CPU time (`cpu_ms` of its control socket's status) and the accesses of guest 0's "
+        "function that trapped to the card, the tool's setup (admin commands) included.",
         [*lines, "", *[f"Failed runs: {f}." for f in failures], "",
          *verdict(res), "",
          "Per-round values: " + "; ".join(f"{d} {m}: " + ", ".join(f"{v:g}" for v in vals)

@@ -5,7 +5,8 @@
 # the host hits both alike. Before each run the two guests meet at a barrier over virtio-net, guest 1
 # with its server already listening. Guest 0 writes each client's output to
 # /braid/scratch/results/<device>-<tool>-<round>.out (device efa or rxe); a run that failed leaves
-# <...>.failed instead.
+# <...>.failed instead. Around each EFA run it also saves the card's status (its CPU time and the
+# accesses of guest 0's function that trapped) as <...>.card-before.json and .card-after.json.
 # Environment: BRAID_VM_INDEX, BENCH_ROUNDS, BENCH_ITERS (latency runs), BENCH_BW_ITERS, BENCH_TOOLS.
 set -u
 INDEX=${BRAID_VM_INDEX:?}
@@ -19,6 +20,7 @@ RUN_WAIT=180
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
 . /braid/src/selftests/lib/efa.sh
+. /braid/src/selftests/lib/card.sh
 log() { echo "bench: $*"; }
 
 [ -n "$EFA_PCI" ] || { log "no EFA function"; exit 1; }
@@ -98,8 +100,10 @@ while [ "$r" -le "$ROUNDS" ]; do
 			else
 				log "round $r: $device $tool"
 				peer_state=$(barrier "$name" ready) || peer_state=absent
+				[ "$device" = efa ] && card_control status 0 >"$OUT/$name.card-before.json"
 				# shellcheck disable=SC2086
 				if [ "$peer_state" = ready ] && timeout "$RUN_WAIT" $cmd "$peer" >"$OUT/$name.out" 2>&1; then
+					[ "$device" = efa ] && card_control status 0 >"$OUT/$name.card-after.json"
 					tail -n 3 "$OUT/$name.out"
 				else
 					log "$name failed (server $peer_state)"
