@@ -1505,33 +1505,14 @@ fn rdma_write_and_read_between_functions_obey_the_target_mr() {
     assert_eq!(got, payload);
     assert!(cqe(&b, 0).is_none(), "a plain write completes nothing on b");
     // With immediate data it takes a receive, which completes.
-    post_rdma(
-        &a,
-        1,
-        2,
-        lkey_a,
-        0x1000_0100,
-        rkey,
-        0x1000_0000,
-        16,
-        ah,
-        Some(0xfeed),
-    );
-    assert_eq!(done(&a, 1)[2], datapath::status::RNR, "no receive posted");
+    let write_imm = |n| {
+        let (local, remote) = (0x1000_0100, 0x1000_0000);
+        post_rdma(&a, n, 2, lkey_a, local, rkey, remote, 16, ah, Some(0xfeed));
+        done(&a, n.into())[2]
+    };
+    assert_eq!(write_imm(1), datapath::status::RNR, "no receive posted");
     post_receive(&b, rkey, 0);
-    post_rdma(
-        &a,
-        2,
-        2,
-        lkey_a,
-        0x1000_0100,
-        rkey,
-        0x1000_0000,
-        16,
-        ah,
-        Some(0xfeed),
-    );
-    assert_eq!(done(&a, 2)[2], 0);
+    assert_eq!(write_imm(2), 0);
     let r = done(&b, 0);
     assert_eq!(
         (r[0], r[2], r[3] & 0x7e),
