@@ -49,6 +49,16 @@ def virtio_dgram(index: int, local: int, remote: int) -> list[str]:
             "-device", f"virtio-net-pci,netdev=vn0,mac=52:54:00:00:00:0{index + 1}"]
 
 
+def wait_all(tb: testbed.Testbed) -> list:
+    """Waits for every guest of `tb`; a guest that failed fails the benchmark, naming its serial log."""
+    results = tb.wait()
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise testbed.TestbedError("; ".join(f"{r.name}: {'; '.join(r.reasons)} (serial log: {r.serial})"
+                                             for r in failed))
+    return results
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = (len(ordered) - 1) * p / 100
@@ -146,11 +156,7 @@ def run(args: argparse.Namespace, mtu: int) -> tuple[dict[str, dict], float]:
         testbed.progress(f"benchmark at MTU {mtu}: 2 guests, {args.rounds} rounds x ({args.driver}, virtio-net), "
                          f"{args.seconds} s iperf3 each; logs in {tb.dir}")
         started = time.monotonic()
-        results = tb.wait()
-        failed = [r for r in results if not r.ok]
-        if failed:
-            raise testbed.TestbedError("; ".join(f"{r.name}: {'; '.join(r.reasons)} (serial log: {r.serial})"
-                                                 for r in failed))
+        results = wait_all(tb)
         return (summarise(results[0].scratch / "results", [args.driver, "virtio"], args.rounds),
                 time.monotonic() - started)
 

@@ -119,11 +119,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], float]:
         testbed.progress(f"RDMA benchmark: 2 guests, {args.rounds} rounds x (EFA, rxe) x {len(args.tools)} tools; "
                          f"logs in {tb.dir}")
         started = time.monotonic()
-        results = tb.wait()
-        failed = [r for r in results if not r.ok]
-        if failed:
-            raise testbed.TestbedError("; ".join(f"{r.name}: {'; '.join(r.reasons)} (serial log: {r.serial})"
-                                                 for r in failed))
+        results = net.wait_all(tb)
         return (summarise(results[0].scratch / "results", args.rounds, args.tools, args.iters, args.bw_iters),
                 time.monotonic() - started)
 
