@@ -987,6 +987,17 @@ fn ring(rig: &Rig, off: u64, value: u32) {
         .unwrap();
 }
 
+/// Writes `wqe` as SQ entry `n` (0-based, first pass) of QP slot 0's LLQ
+/// and rings its doorbell with the producer counter `n + 1`.
+fn push_wqe(rig: &Rig, n: u32, wqe: &[u8; 64]) {
+    rig.f
+        .llq_memory()
+        .unwrap()
+        .write_slice(wqe, 64 * n as usize)
+        .unwrap();
+    ring(rig, regs::layout::sq_db(0), n + 1);
+}
+
 fn wait_for(mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -1065,8 +1076,7 @@ fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
     let payload: Vec<u8> = (0..100u8).collect();
     rig.ram_write(0x20_0010, &payload);
     let mut wqe = send_wqe(lkey, ahn, 0);
-    rig.f.llq_memory().unwrap().write_slice(&wqe, 0).unwrap();
-    ring(&rig, regs::layout::sq_db(0), 1);
+    push_wqe(&rig, 0, &wqe);
 
     assert!(
         wait_for(|| rig.ram_read(cq_ring + 32, 32)[3] & 1 == 1),
@@ -1095,8 +1105,7 @@ fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
     // A wrong Q_Key is dropped; the sender still completes.
     wqe[3] = 0x1c;
     wqe[16..20].copy_from_slice(&0x2222_2222u32.to_le_bytes());
-    rig.f.llq_memory().unwrap().write_slice(&wqe, 64).unwrap();
-    ring(&rig, regs::layout::sq_db(0), 2);
+    push_wqe(&rig, 1, &wqe);
     assert!(wait_for(|| rig.ram_read(cq_ring + 64, 32)[3] & 1 == 1));
     assert_eq!(
         rig.ram_read(cq_ring + 96, 32)[3] & 1,
@@ -1114,8 +1123,7 @@ fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
     // A bad L_Key completes with an error.
     wqe[16..20].copy_from_slice(&0x1111_1111u32.to_le_bytes());
     wqe[36..40].copy_from_slice(&(lkey ^ 0x100).to_le_bytes());
-    rig.f.llq_memory().unwrap().write_slice(&wqe, 128).unwrap();
-    ring(&rig, regs::layout::sq_db(0), 3);
+    push_wqe(&rig, 2, &wqe);
     assert!(wait_for(|| rig.ram_read(cq_ring + 96, 32)[3] & 1 == 1));
     assert_eq!(
         rig.ram_read(cq_ring + 96, 32)[2],
@@ -1132,12 +1140,7 @@ fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
             opcode::MODIFY_QP,
             modify(handle, l::modify_qp::MASK_STATE, state, 0),
         );
-        rig.f
-            .llq_memory()
-            .unwrap()
-            .write_slice(&wqe, 64 * (n as usize - 1))
-            .unwrap();
-        ring(&rig, regs::layout::sq_db(0), n);
+        push_wqe(&rig, n - 1, &wqe);
         let at = cq_ring + 32 * u64::from(n);
         assert!(wait_for(|| rig.ram_read(at, 32)[3] & 1 == 1));
         assert_eq!(rig.ram_read(at, 32)[2], expected, "state {state}");
@@ -1150,8 +1153,7 @@ fn srd_senders_learn_whether_a_receive_took_the_message() {
     let (lkey, ahn) = loopback(&mut rig, cq_l::TYPE_SRD);
     // No receive posted: the sender gets RNR.
     let wqe = send_wqe(lkey, ahn, 0);
-    rig.f.llq_memory().unwrap().write_slice(&wqe, 0).unwrap();
-    ring(&rig, regs::layout::sq_db(0), 1);
+    push_wqe(&rig, 0, &wqe);
     assert!(wait_for(|| rig.ram_read(RING, 32)[3] & 1 == 1));
     assert_eq!(rig.ram_read(RING, 32)[2], datapath::status::RNR);
     // With a receive posted, the receive completes first, then the send.
@@ -1161,8 +1163,7 @@ fn srd_senders_learn_whether_a_receive_took_the_message() {
     rx[12..16].copy_from_slice(&(lkey | 3 << 30).to_le_bytes());
     rig.ram_write(RING + 0x9000, &rx);
     ring(&rig, regs::layout::rq_db(1), 1);
-    rig.f.llq_memory().unwrap().write_slice(&wqe, 64).unwrap();
-    ring(&rig, regs::layout::sq_db(0), 2);
+    push_wqe(&rig, 1, &wqe);
     assert!(wait_for(|| rig.ram_read(RING + 64, 32)[3] & 1 == 1));
     let (rxc, txc) = (rig.ram_read(RING + 32, 32), rig.ram_read(RING + 64, 32));
     assert_eq!((rxc[2], rxc[3] >> 1 & 3), (0, 2), "receive");
@@ -1174,12 +1175,7 @@ fn srd_senders_learn_whether_a_receive_took_the_message() {
         &[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9],
     );
     let far = rig.ok(opcode::CREATE_AH, other).u16(8);
-    rig.f
-        .llq_memory()
-        .unwrap()
-        .write_slice(&send_wqe(lkey, far, 0), 128)
-        .unwrap();
-    ring(&rig, regs::layout::sq_db(0), 3);
+    push_wqe(&rig, 2, &send_wqe(lkey, far, 0));
     assert!(wait_for(|| rig.ram_read(RING + 96, 32)[3] & 1 == 1));
     assert_eq!(
         rig.ram_read(RING + 96, 32)[2],
@@ -1234,12 +1230,7 @@ fn post_receive(rig: &Rig, lkey: u32, n: u32) {
 fn post_send(rig: &Rig, lkey: u32, ahn: u16, n: u32) {
     let mut wqe = send_wqe(lkey, ahn, 0);
     wqe[4..6].copy_from_slice(&1u16.to_le_bytes());
-    rig.f
-        .llq_memory()
-        .unwrap()
-        .write_slice(&wqe, 64 * n as usize)
-        .unwrap();
-    ring(rig, regs::layout::sq_db(0), n + 1);
+    push_wqe(rig, n, &wqe);
 }
 
 fn cqe(rig: &Rig, n: u64) -> Option<Vec<u8>> {
@@ -1386,8 +1377,7 @@ fn srd_sends_retry_while_no_receive_is_posted() {
     assert_eq!(q.u8(8 + 13), 7, "QUERY_QP reports the RNR retry count");
     // For ever: the send waits until a receive is posted, then lands.
     let wqe = send_wqe(lkey, ahn, 0);
-    rig.f.llq_memory().unwrap().write_slice(&wqe, 0).unwrap();
-    ring(&rig, regs::layout::sq_db(0), 1);
+    push_wqe(&rig, 0, &wqe);
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(
         rig.ram_read(RING, 32)[3] & 1,
@@ -1417,8 +1407,7 @@ fn srd_sends_retry_while_no_receive_is_posted() {
     assert_eq!(rig.ram_read(RING + 64, 32)[2], datapath::status::RNR);
     // A waiting send is flushed when its QP goes to the error state.
     assert_eq!(set_rnr_retry(&mut rig, sender, 7), 0);
-    rig.f.llq_memory().unwrap().write_slice(&wqe, 128).unwrap();
-    ring(&rig, regs::layout::sq_db(0), 3);
+    push_wqe(&rig, 2, &wqe);
     std::thread::sleep(Duration::from_millis(20));
     rig.ok(
         opcode::MODIFY_QP,
@@ -1459,12 +1448,7 @@ fn post_rdma(
     wqe[48..52].copy_from_slice(&len.to_le_bytes());
     wqe[52..56].copy_from_slice(&lkey.to_le_bytes());
     wqe[56..64].copy_from_slice(&local.to_le_bytes());
-    rig.f
-        .llq_memory()
-        .unwrap()
-        .write_slice(&wqe, 64 * n as usize)
-        .unwrap();
-    ring(rig, regs::layout::sq_db(0), n + 1);
+    push_wqe(rig, n, &wqe);
 }
 
 #[test]
