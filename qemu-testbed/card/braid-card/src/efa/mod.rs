@@ -612,9 +612,14 @@ const POLL_SLEEP_WARM: Duration = Duration::from_micros(200);
 const POLL_SLEEP_COLD: Duration = Duration::from_millis(2);
 const POLL_WARM: Duration = Duration::from_secs(1);
 /// A real-time poller's sleep after a pass that found work; it doubles
-/// from there as [`POLL_SLEEP_MIN`]'s does (it never spins: it would
-/// starve the vCPUs and QEMU's threads of the cores).
-const POLL_SLEEP_REALTIME: Duration = Duration::from_micros(10);
+/// from there as [`POLL_SLEEP_MIN`]'s does. It never spins: it would
+/// starve the vCPUs and QEMU's threads of the cores. And it sleeps long:
+/// every wake preempts a vCPU, so waking often slows the guests it
+/// serves. The next message usually follows a delivery to this function,
+/// whose kick wakes the thread right then. Measured with `ib_send_lat`
+/// between two guests (docs/card.md): 10 µs gave 41-61 µs, 1 µs 112 µs,
+/// 40 µs 19-21 µs, 80 µs 20-22 µs.
+const POLL_SLEEP_REALTIME: Duration = Duration::from_micros(80);
 /// How long the thread polls without sleeping after activity.
 const POLL_BUSY: Duration = Duration::from_micros(500);
 /// Sleep while the function has no QP.
@@ -623,13 +628,14 @@ const POLL_NO_QPS: Duration = Duration::from_millis(10);
 /// The data-path thread: polls the SQ and CQ doorbells in BAR0's mapped
 /// pages (guest stores there never trap). Running real-time (see
 /// [`spawn_datapath`]), it never spins: after a pass that found work it
-/// sleeps 10 µs, doubling per idle pass to 200 µs while the function was
-/// active within the last second and to 2 ms once idle longer; a waking
-/// real-time thread preempts the vCPUs, so the sleep is all the latency
-/// it adds. Otherwise it yields between passes for [`POLL_BUSY`] after
-/// activity, then sleeps from 20 µs with the same caps. An idle QP costs a
-/// few hundred short passes a second. A message arriving from the fabric
-/// wakes it as activity does.
+/// sleeps 80 µs ([`POLL_SLEEP_REALTIME`]), doubling per idle pass to
+/// 200 µs while the function was active within the last second and to
+/// 2 ms once idle longer. A message delivered to the function wakes it at
+/// once and counts as activity: a reply is likely to follow, and the
+/// guest often posts it within the wake-up's own latency (about 15 µs on
+/// these hosts). A thread that is not real-time yields between passes
+/// for [`POLL_BUSY`] after activity, then sleeps from 20 µs with the same
+/// caps. An idle QP costs a few hundred short passes a second.
 ///
 /// The messages a pass takes off the SQs are delivered through the
 /// fabric after the function's lock is released (the receiver may be this
