@@ -47,7 +47,7 @@ for kind in $kinds; do
 	diag "$t is $dev"
 	ktap_pass "${t}_identity"
 	ktap_check "${t}_class" sh -c "[ \$(cat /sys/bus/pci/devices/$dev/class) = 0x020000 ]"
-	bars() { check_bar "$1" 0 16384 0 && check_bar "$1" 2 1048576 1 && check_bar "$1" 4 16384 0; }
+	bars() { check_bar "$1" 0 524288 0 && check_bar "$1" 2 1048576 1 && check_bar "$1" 4 16384 0; }
 	ktap_check "${t}_bars" bars "$dev"
 	lspci_vv=$(lspci -vv -s "$dev")
 	pcie() { echo "$lspci_vv" | grep -q 'Express (v2) Endpoint'; }

@@ -52,8 +52,9 @@ pub mod layout {
 
     /// Register BAR (control registers + doorbells).
     pub const REG_BAR: usize = 0;
-    /// Size of BAR0.
-    pub const BAR0_SIZE: u64 = 16 * KIB;
+    /// Size of BAR0: the register page and the doorbell pages, one per
+    /// EFA UAR (`efa::regs::layout`); ENA uses the first three.
+    pub const BAR0_SIZE: u64 = 512 * KIB;
     /// Size of the trapped control-register page at the start of BAR0.
     pub const REGISTERS_SIZE: u64 = 4 * KIB;
     /// Offset of the doorbell pages in BAR0.

@@ -150,7 +150,7 @@ fn bar_sizing() {
     let f = ena();
     // (BAR register, size mask with type bits)
     let expected = [
-        (0x10, 0xffff_c004_u32), // BAR0: 16 KiB, 64-bit, non-prefetchable
+        (0x10, 0xfff8_0004_u32), // BAR0: 512 KiB, 64-bit, non-prefetchable
         (0x18, 0xfff0_000c),     // BAR2: 1 MiB, 64-bit, prefetchable
         (0x20, 0xffff_c004),     // BAR4: 16 KiB, 64-bit, non-prefetchable
     ];
@@ -181,11 +181,11 @@ fn bar_programming_round_trips() {
     write32(&f, 0x14, 0x0000_0001);
     assert_eq!(
         read32(&f, 0x10),
-        0xfebf_0004,
+        0xfeb8_0004,
         "address bits below the size drop"
     );
     assert_eq!(read32(&f, 0x14), 1);
-    assert_eq!(f.with_config(|c| c.bar_address(0)), Some(0x1_febf_0000));
+    assert_eq!(f.with_config(|c| c.bar_address(0)), Some(0x1_feb8_0000));
 
     write32(&f, 0x18, 0x8000_0000);
     write32(&f, 0x1c, 0x0000_0040);

@@ -28,7 +28,7 @@ fn region_layout() {
     let regions = f.regions();
     assert_eq!(regions.len(), 9);
     let sizes: Vec<u64> = regions.iter().map(|r| r.region_info.size).collect();
-    assert_eq!(sizes, [0x4000, 0, 0x10_0000, 0, 0x4000, 0, 0, 0x1000, 0]);
+    assert_eq!(sizes, [0x8_0000, 0, 0x10_0000, 0, 0x4000, 0, 0, 0x1000, 0]);
     for (index, region) in regions.iter().enumerate() {
         assert_eq!(region.region_info.index as usize, index);
     }
@@ -43,7 +43,7 @@ fn region_layout() {
         .collect();
     assert_eq!(
         areas,
-        [(0x1000, 0x3000)],
+        [(0x1000, 0x7_f000)],
         "only the doorbell pages are mapped"
     );
 
@@ -103,7 +103,7 @@ fn bar0_registers_and_doorbells() {
     assert_eq!(buf, [0, 0, 0, 0, 7, 0, 0, 0]);
 
     let mut word = [0u8; 4];
-    assert!(f.region_read(0, 0x4000 - 2, &mut word).is_err());
+    assert!(f.region_read(0, 0x8_0000 - 2, &mut word).is_err());
 }
 
 #[test]
@@ -219,7 +219,7 @@ fn forwarded_accesses_are_counted_by_region() {
     // A doorbell write QEMU forwards instead of storing to the mapping.
     f.region_write(0, 0x1000, &[1, 0, 0, 0]).unwrap();
     // Refused accesses are not counted.
-    assert!(f.region_read(0, 0x4000, &mut word).is_err());
+    assert!(f.region_read(0, 0x8_0000, &mut word).is_err());
     assert_eq!(
         f.trap_counts(),
         TrapCounts {

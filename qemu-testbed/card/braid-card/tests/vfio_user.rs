@@ -69,7 +69,7 @@ fn qemu_style_session_and_reconnect() {
         .iter()
         .map(|a| (a.offset, a.size))
         .collect();
-    assert_eq!(areas, [(0x1000, 0x3000)]);
+    assert_eq!(areas, [(0x1000, 0x7_f000)]);
     let bar0_fd = bar0.file_offset.as_ref().expect("BAR0 comes with an fd");
     assert_eq!(bar0_fd.start(), layout::MEMFD_BAR0_OFFSET);
     let (bar0_file, bar0_start) = (bar0_fd.file().try_clone().unwrap(), bar0_fd.start());

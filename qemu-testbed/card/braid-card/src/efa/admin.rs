@@ -330,6 +330,14 @@ pub mod layout {
         pub const CAPS_2_ENTRY_SIZE_WORDS: u8 = 0x1f;
         /// `cq_caps_2`: `set_src_addr`.
         pub const CAPS_2_SET_SRC_ADDR: u8 = 1 << 5;
+        /// `efa_admin_create_cq_resp`: `cq_idx`.
+        pub const RESP_IDX: usize = super::RESP;
+        /// `efa_admin_create_cq_resp`: `cq_actual_depth`.
+        pub const RESP_DEPTH: usize = super::RESP + 2;
+        /// `efa_admin_create_cq_resp`: `db_offset`.
+        pub const RESP_DB: usize = super::RESP + 4;
+        /// `efa_admin_create_cq_resp`: `flags`.
+        pub const RESP_FLAGS: usize = super::RESP + 8;
         /// `efa_admin_create_cq_resp.flags`: `db_valid`.
         pub const RESP_DB_VALID: u32 = 1 << 0;
     }

@@ -407,7 +407,7 @@ pub fn notify(bus: &HostBus, res: &mut Resources) -> bool {
     let Resources { cqs, eqs, .. } = res;
     for (idx, cq) in cqs.iter_slots_mut() {
         let Some(eqn) = cq.eqn else { continue };
-        let db = bus.doorbell_word(bars::cq_db(idx), |w| w.load(Ordering::Acquire));
+        let db = bus.doorbell_word(bars::cq_db(cq.uar, idx), |w| w.load(Ordering::Acquire));
         let sn = ((db >> cq_db::CMD_SN_SHIFT) & cq_db::CMD_SN) as u8;
         let consumed = (db & cq_db::CONSUMER_INDEX) as u16;
         // The card samples the doorbell, so it can miss an ARM write that
@@ -472,7 +472,8 @@ pub fn poll(bus: &HostBus, res: &mut Resources, own_gid: &[u8; 16], stats: &mut 
             continue;
         };
         let entries = qp.sq_ring_size / WQE_SIZE as u32;
-        let tail = bus.doorbell_word(bars::sq_db(slot), |w| w.load(Ordering::Acquire)) as u16;
+        let tail =
+            bus.doorbell_word(bars::sq_db(qp.uar, slot), |w| w.load(Ordering::Acquire)) as u16;
         let mut cc = qp.rings.sq_cc;
         let pending = tail.wrapping_sub(cc);
         if pending == 0 || !entries.is_power_of_two() {
@@ -670,7 +671,7 @@ pub fn complete_send(
 fn take_receive(bus: &HostBus, res: &mut Resources, slot: u16) -> Result<[u8; RX_DESC_SIZE], u8> {
     let qp = res.qps.get_mut(slot.into()).ok_or(status::BAD_DEST_QPN)?;
     let rq_entries = qp.rq_ring_size / RX_DESC_SIZE as u32;
-    let posted = bus.doorbell_word(bars::rq_db(slot), |w| w.load(Ordering::Acquire)) as u16;
+    let posted = bus.doorbell_word(bars::rq_db(qp.uar, slot), |w| w.load(Ordering::Acquire)) as u16;
     let rq_cc = qp.rings.rq_cc;
     let available = posted.wrapping_sub(rq_cc);
     if !rq_entries.is_power_of_two() || available == 0 || u32::from(available) > rq_entries {

@@ -339,10 +339,10 @@ impl EfaState {
                 let result = res.create_qp(entry, dma);
                 if let Ok(resp) = &result {
                     // A new QP starts at index 0: forget what an earlier
-                    // QP of the slot left in its doorbells.
-                    let slot = resp.u16(admin::layout::create_qp::RESP_QP_NUM) - 1;
-                    clear_doorbell(bus, regs::layout::sq_db(slot));
-                    clear_doorbell(bus, regs::layout::rq_db(slot));
+                    // queue left in its doorbells.
+                    use admin::layout::create_qp::{RESP_RQ_DB, RESP_SQ_DB};
+                    clear_doorbell(bus, resp.u32(RESP_SQ_DB).into());
+                    clear_doorbell(bus, resp.u32(RESP_RQ_DB).into());
                 }
                 result
             }
@@ -358,8 +358,7 @@ impl EfaState {
                 if let Ok(resp) = &result {
                     // An arm request left by an earlier CQ of this index
                     // is not this CQ's.
-                    let db = regs::layout::cq_db(resp.u16(admin::layout::RESP));
-                    clear_doorbell(bus, db);
+                    clear_doorbell(bus, resp.u32(admin::layout::create_cq::RESP_DB).into());
                 }
                 result
             }

@@ -41,32 +41,43 @@ pub fn reset_reason_name(reason: u32) -> &'static str {
 /// Where the card places each queue's doorbell in the doorbell BAR (BAR0,
 /// `db_bar` 0: the mapped pages after the trapped register page) and each
 /// QP's LLQ in the memory BAR (BAR2).
+///
+/// Every UAR has a doorbell page of its own, holding the doorbells of the
+/// QPs and CQs created with it. efa.ko maps a queue's doorbell page into
+/// the process that owns the queue's user context (one UAR each), so a
+/// process reaches its own queues' doorbells and no one else's.
 pub mod layout {
+    use crate::efa::limits::{MAX_CQ, MAX_QP, MAX_UAR};
     use crate::function::layout::{BAR2_SIZE, DOORBELL_OFFSET, DOORBELL_SIZE};
 
     /// The doorbell BAR the card reports in DEVICE_ATTR (`db_bar`).
     pub const DB_BAR: u16 = 0;
-    /// QP `i`'s SQ doorbell is at `SQ_DB + 8 * i`, its RQ doorbell 4 bytes
-    /// after (first doorbell page).
-    pub const SQ_DB: u64 = DOORBELL_OFFSET;
-    /// CQ `i`'s doorbell is at `CQ_DB + 4 * i` (second doorbell page).
-    pub const CQ_DB: u64 = DOORBELL_OFFSET + 0x1000;
+    /// Bytes of one UAR's doorbell page.
+    pub const UAR_PAGE: u64 = 0x1000;
+    /// In a UAR's page, QP slot `i`'s SQ doorbell is at `8 * i`, its RQ
+    /// doorbell 4 bytes after; CQ `i`'s doorbell is at `CQ_DB + 4 * i`.
+    pub const CQ_DB: u64 = 0x800;
     /// Bytes of BAR2 each QP's LLQ slot takes.
     pub const LLQ_SLOT: u64 = 64 * 1024;
 
-    /// The SQ doorbell of QP slot `slot`.
-    pub const fn sq_db(slot: u16) -> u64 {
-        SQ_DB + 8 * slot as u64
+    /// The doorbell page of UAR `uar`.
+    pub const fn uar_page(uar: u16) -> u64 {
+        DOORBELL_OFFSET + UAR_PAGE * uar as u64
     }
 
-    /// The RQ doorbell of QP slot `slot`.
-    pub const fn rq_db(slot: u16) -> u64 {
-        sq_db(slot) + 4
+    /// The SQ doorbell of QP slot `slot`, created with UAR `uar`.
+    pub const fn sq_db(uar: u16, slot: u16) -> u64 {
+        uar_page(uar) + 8 * slot as u64
     }
 
-    /// The doorbell of CQ `idx`.
-    pub const fn cq_db(idx: u16) -> u64 {
-        CQ_DB + 4 * idx as u64
+    /// The RQ doorbell of QP slot `slot`, created with UAR `uar`.
+    pub const fn rq_db(uar: u16, slot: u16) -> u64 {
+        sq_db(uar, slot) + 4
+    }
+
+    /// The doorbell of CQ `idx`, created with UAR `uar`.
+    pub const fn cq_db(uar: u16, idx: u16) -> u64 {
+        uar_page(uar) + CQ_DB + 4 * idx as u64
     }
 
     /// The LLQ of QP slot `slot`, as an offset into BAR2.
@@ -75,9 +86,10 @@ pub mod layout {
     }
 
     const _: () = {
-        let qps = crate::efa::limits::MAX_QP as u16;
-        assert!(rq_db(qps - 1) + 4 <= CQ_DB);
-        assert!(cq_db(crate::efa::limits::MAX_CQ as u16) <= DOORBELL_OFFSET + DOORBELL_SIZE);
+        let qps = MAX_QP as u16;
+        assert!(rq_db(0, qps - 1) + 4 <= uar_page(0) + CQ_DB);
+        assert!(cq_db(0, MAX_CQ as u16) <= uar_page(1));
+        assert!(uar_page(MAX_UAR as u16) <= DOORBELL_OFFSET + DOORBELL_SIZE);
         assert!(llq(qps) <= BAR2_SIZE);
         assert!(crate::efa::limits::MAX_LLQ_SIZE as u64 <= LLQ_SLOT);
     };

@@ -455,10 +455,10 @@ impl Resources {
         let idx = self.cqs.insert(cq).ok_or_else(|| no_room("CQ", MAX_CQ))?;
         debug!(idx, depth, entry_size, ?eqn, "CQ created");
         response(|r| {
-            r.set_u16(layout::RESP, idx);
-            r.set_u16(layout::RESP + 2, depth);
-            r.set_u32(layout::RESP + 4, bars::cq_db(idx) as u32);
-            r.set_u32(layout::RESP + 8, f::RESP_DB_VALID);
+            r.set_u16(f::RESP_IDX, idx);
+            r.set_u16(f::RESP_DEPTH, depth);
+            r.set_u32(f::RESP_DB, bars::cq_db(uar, idx) as u32);
+            r.set_u32(f::RESP_FLAGS, f::RESP_DB_VALID);
         })
     }
 
@@ -574,8 +574,8 @@ impl Resources {
             r.set_u16(f::RESP_QP_NUM, slot + 1);
             r.set_u16(f::RESP_SEND_SUB_CQ, 0);
             r.set_u16(f::RESP_RECV_SUB_CQ, 0);
-            r.set_u32(f::RESP_SQ_DB, bars::sq_db(slot) as u32);
-            r.set_u32(f::RESP_RQ_DB, bars::rq_db(slot) as u32);
+            r.set_u32(f::RESP_SQ_DB, bars::sq_db(uar, slot) as u32);
+            r.set_u32(f::RESP_RQ_DB, bars::rq_db(uar, slot) as u32);
             r.set_u32(f::RESP_LLQ, bars::llq(slot) as u32);
         })
     }

@@ -463,7 +463,7 @@ fn eqs_cqs_and_their_references() {
     let resp = rig.ok(opcode::CREATE_CQ, cq);
     let idx = resp.u16(8);
     assert_eq!(resp.u16(10), 256);
-    assert_eq!(u64::from(resp.u32(12)), regs::layout::cq_db(idx));
+    assert_eq!(u64::from(resp.u32(12)), regs::layout::cq_db(uar, idx));
     assert_eq!(resp.u32(16) & 1, 1, "doorbell valid");
     for (what, mutate) in [
         (
@@ -519,11 +519,11 @@ fn qp_lifecycle_and_state_machine() {
     assert_eq!(qpn, 1);
     assert_eq!(
         u64::from(resp.u32(cq_l::RESP_SQ_DB)),
-        regs::layout::sq_db(0)
+        regs::layout::sq_db(uar, 0)
     );
     assert_eq!(
         u64::from(resp.u32(cq_l::RESP_RQ_DB)),
-        regs::layout::rq_db(0)
+        regs::layout::rq_db(uar, 0)
     );
     assert_eq!(resp.u32(cq_l::RESP_LLQ), 0);
     let second = rig.ok(opcode::CREATE_QP, qp);
@@ -995,7 +995,7 @@ fn push_wqe(rig: &Rig, n: u32, wqe: &[u8; 64]) {
         .unwrap()
         .write_slice(wqe, 64 * n as usize)
         .unwrap();
-    ring(rig, regs::layout::sq_db(0), n + 1);
+    ring(rig, regs::layout::sq_db(0, 0), n + 1);
 }
 
 fn wait_for(mut done: impl FnMut() -> bool) -> bool {
@@ -1059,6 +1059,55 @@ fn send_wqe(lkey: u32, ahn: u16, phase: u8) -> [u8; 64] {
 }
 
 #[test]
+fn each_uar_has_a_doorbell_page_of_its_own() {
+    let mut rig = Rig::new();
+    let pd = rig.alloc(opcode::ALLOC_PD);
+    let uars = [rig.alloc(opcode::ALLOC_UAR), rig.alloc(opcode::ALLOC_UAR)];
+    let page = |off: u32| u64::from(off) / regs::layout::UAR_PAGE;
+    let mut qps = Vec::new();
+    for (i, &uar) in uars.iter().enumerate() {
+        let cq = rig.cq(uar, 64, RING + 0x1000 * i as u64);
+        let cq = rig.ok(opcode::CREATE_CQ, cq);
+        let cqn = cq.u16(l::create_cq::RESP_IDX);
+        let mut qp = rig.qp(pd, uar, cqn);
+        qp.set_u8(cq_l::QP_TYPE, cq_l::TYPE_UD);
+        qp.set_u64(cq_l::RQ_BASE, RING + 0x8000 + 0x1000 * i as u64);
+        let qp = rig.ok(opcode::CREATE_QP, qp);
+        let h = qp.u32(cq_l::RESP_HANDLE);
+        for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
+            let mask = l::modify_qp::MASK_STATE | l::modify_qp::MASK_QKEY;
+            rig.ok(opcode::MODIFY_QP, modify(h, mask, state, 0));
+        }
+        let dbs = [cq_l::RESP_SQ_DB, cq_l::RESP_RQ_DB].map(|f| page(qp.u32(f)));
+        assert_eq!(dbs, [page(cq.u32(l::create_cq::RESP_DB)); 2], "UAR {uar}");
+        qps.push(dbs[0]);
+    }
+    assert_ne!(qps[0], qps[1], "two UARs, two doorbell pages");
+    let mut mr = reg_mr(pd, 0x1000_0000, 0x1000, 12, 1);
+    mr.set_u64(mr_l::PBL, 0x20_0000);
+    let lkey = rig.ok(opcode::REG_MR, mr).u32(8);
+    let mut ah = Entry::default();
+    ah.set_bytes(l::create_ah::DEST_ADDR, &EfaSettings::default().gid);
+    ah.set_u16(l::create_ah::PD, pd);
+    let ahn = rig.ok(opcode::CREATE_AH, ah).u16(8);
+
+    // QP slot 0 belongs to the first UAR: its SQ doorbell rung in the
+    // second UAR's page (where another process's mapping would reach) is
+    // not its doorbell.
+    rig.f
+        .llq_memory()
+        .unwrap()
+        .write_slice(&send_wqe(lkey, ahn, 0), 0)
+        .unwrap();
+    ring(&rig, regs::layout::sq_db(uars[1], 0), 1);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(rig.ram_read(RING, 32)[3] & 1, 0, "no completion");
+    ring(&rig, regs::layout::sq_db(uars[0], 0), 1);
+    assert!(wait_for(|| rig.ram_read(RING, 32)[3] & 1 == 1));
+    assert_eq!(rig.ram_read(RING + 0x1000, 32)[3] & 1, 0, "other CQ");
+}
+
+#[test]
 fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
     let mut rig = Rig::new();
     let cq_ring = RING;
@@ -1071,7 +1120,7 @@ fn ud_send_is_delivered_to_a_qp_of_the_same_function() {
     rx[10..12].copy_from_slice(&200u16.to_le_bytes());
     rx[12..16].copy_from_slice(&(lkey | 3 << 30).to_le_bytes());
     rig.ram_write(RING + 0x9000, &rx);
-    ring(&rig, regs::layout::rq_db(1), 1);
+    ring(&rig, regs::layout::rq_db(0, 1), 1);
     // QP 1 sends 100 bytes from IOVA + 0x10 to QP number 2.
     let payload: Vec<u8> = (0..100u8).collect();
     rig.ram_write(0x20_0010, &payload);
@@ -1162,7 +1211,7 @@ fn srd_senders_learn_whether_a_receive_took_the_message() {
     rx[10..12].copy_from_slice(&200u16.to_le_bytes());
     rx[12..16].copy_from_slice(&(lkey | 3 << 30).to_le_bytes());
     rig.ram_write(RING + 0x9000, &rx);
-    ring(&rig, regs::layout::rq_db(1), 1);
+    ring(&rig, regs::layout::rq_db(0, 1), 1);
     push_wqe(&rig, 1, &wqe);
     assert!(wait_for(|| rig.ram_read(RING + 64, 32)[3] & 1 == 1));
     let (rxc, txc) = (rig.ram_read(RING + 32, 32), rig.ram_read(RING + 64, 32));
@@ -1223,7 +1272,7 @@ fn post_receive(rig: &Rig, lkey: u32, n: u32) {
     rx[10..12].copy_from_slice(&200u16.to_le_bytes());
     rx[12..16].copy_from_slice(&(lkey | 3 << 30).to_le_bytes());
     rig.ram_write(RING + 0x8000 + 16 * u64::from(n), &rx);
-    ring(rig, regs::layout::rq_db(0), n + 1);
+    ring(rig, regs::layout::rq_db(0, 0), n + 1);
 }
 
 /// Sends WQE `n` (0-based) of QP 1 (to QP 1 of the AH's GID).
@@ -1349,7 +1398,7 @@ fn sends_beyond_a_pass_budget_complete_in_later_passes() {
             .write_slice(&wqe, 64 * usize::from(i))
             .unwrap();
     }
-    ring(&rig, regs::layout::sq_db(0), n.into());
+    ring(&rig, regs::layout::sq_db(0, 0), n.into());
     // 32-byte entries (the rig's CQs).
     let last = cq_ring + 32 * u64::from(n - 1);
     assert!(wait_for(|| rig.ram_read(last, 32)[3] & 1 == 1), "all sends");
@@ -1389,7 +1438,7 @@ fn srd_sends_retry_while_no_receive_is_posted() {
     rx[10..12].copy_from_slice(&200u16.to_le_bytes());
     rx[12..16].copy_from_slice(&(lkey | 3 << 30).to_le_bytes());
     rig.ram_write(RING + 0x9000, &rx);
-    ring(&rig, regs::layout::rq_db(1), 1);
+    ring(&rig, regs::layout::rq_db(0, 1), 1);
     assert!(wait_for(|| rig.ram_read(RING + 32, 32)[3] & 1 == 1));
     let (rxc, txc) = (rig.ram_read(RING, 32), rig.ram_read(RING + 32, 32));
     assert_eq!((rxc[2], rxc[3] >> 1 & 3), (0, 2), "the receive took it");
@@ -1398,7 +1447,7 @@ fn srd_sends_retry_while_no_receive_is_posted() {
     assert_eq!(set_rnr_retry(&mut rig, sender, 2), 0);
     rig.f.llq_memory().unwrap().write_slice(&wqe, 64).unwrap();
     let started = Instant::now();
-    ring(&rig, regs::layout::sq_db(0), 2);
+    ring(&rig, regs::layout::sq_db(0, 0), 2);
     assert!(wait_for(|| rig.ram_read(RING + 64, 32)[3] & 1 == 1));
     assert!(
         started.elapsed() >= Duration::from_millis(3),
@@ -1612,7 +1661,7 @@ fn an_armed_cq_posts_one_completion_event_per_arm() {
     ah.set_u16(l::create_ah::PD, pd);
     let ahn = rig.ok(opcode::CREATE_AH, ah).u16(8);
     rig.wr(regs::EQ_DB, u32::from(eqn) | regs::EQ_DB_ARM);
-    let cq_db = regs::layout::cq_db(cqn);
+    let cq_db = regs::layout::cq_db(uar, cqn);
     let send = |rig: &Rig, n: u16| {
         // An inline 4-byte UD send to another GID: completes, dropped.
         let mut wqe = [0u8; 64];
@@ -1625,7 +1674,7 @@ fn an_armed_cq_posts_one_completion_event_per_arm() {
             .unwrap()
             .write_slice(&wqe, 64 * usize::from(n - 1))
             .unwrap();
-        ring(rig, regs::layout::sq_db(0), n.into());
+        ring(rig, regs::layout::sq_db(0, 0), n.into());
     };
     let eqe_phase = |rig: &Rig, i: u64| rig.ram_read(eq_ring + 16 * i, 16)[0] & 1;
 
@@ -1745,7 +1794,7 @@ proptest! {
             rig.f.llq_memory().unwrap().write_slice(wqe, 64 * i).unwrap();
         }
         for tail in tails {
-            ring(&rig, regs::layout::sq_db(0), tail.into());
+            ring(&rig, regs::layout::sq_db(0, 0), tail.into());
             std::thread::sleep(Duration::from_millis(2));
         }
         // The QPs (the rig's handles) and the admin queue still answer.
