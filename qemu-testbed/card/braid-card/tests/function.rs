@@ -73,7 +73,7 @@ fn region_layout() {
 
 #[test]
 fn bar0_registers_and_doorbells() {
-    for (kind, version) in [(FunctionKind::Ena, 0x0a), (FunctionKind::Efa, 0x01)] {
+    for (kind, version) in [(FunctionKind::Ena, 0x0a), (FunctionKind::Efa, 0x03)] {
         let f = function(kind);
         let mut word = [0u8; 4];
         f.region_read(0, 0, &mut word).unwrap();

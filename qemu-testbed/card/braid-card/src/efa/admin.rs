@@ -1,7 +1,8 @@
-//! EFA admin commands (`efa_admin_cmds_defs.h`, admin API 0.1: 64-byte
-//! `efa_admin_aq_entry` with the payload at byte 4, 64-byte
-//! `efa_admin_acq_entry` with the response at byte 8): opcodes, field
-//! offsets, the device's features and statistics.
+//! EFA admin commands (`efa_admin_cmds_defs.h`): opcodes, field offsets,
+//! the device's features and statistics. Offsets are those of the 64-byte
+//! `efa_admin_aq_entry`, payload at byte 4 (the admin queue moves a
+//! 128-byte `efa_admin_aq_entry_v2`'s payload there), and of the 64-byte
+//! `efa_admin_acq_entry`, response at byte 8.
 
 use tracing::info;
 

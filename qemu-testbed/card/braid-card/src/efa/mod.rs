@@ -62,13 +62,14 @@ pub const MSIX_VECTORS: u16 = 9;
 /// Keep-alive period, as on Nitro (and the ENA function).
 pub const KEEP_ALIVE_PERIOD: Duration = Duration::from_secs(1);
 
-/// The identity registers: admin API version 0.1 (`EFA_MIN_API_VERSION`:
-/// 64-byte submissions without CRC16 checksums, which efa.ko only uses
-/// from 0.2/0.3 on), controller 0.0.1 (`EFA_CTRL_*`), 48-bit DMA, 2 s
-/// reset timeout, driver-default admin command timeout.
+/// The identity registers: admin API version 0.3 (efa.ko then submits
+/// 128-byte `efa_admin_aq_entry_v2` commands with a CRC16 and checks the
+/// CRC16 of every completion; see [`crate::nitro::admin::Checksums`]),
+/// controller 0.0.1 (`EFA_CTRL_*`), 48-bit DMA, 2 s reset timeout,
+/// driver-default admin command timeout.
 pub const REGISTERS: IdentityRegisters = IdentityRegisters {
     kind: FunctionKind::Efa,
-    version: nitro_regs::version(0, 1),
+    version: nitro_regs::version(0, 3),
     controller_version: nitro_regs::controller_version(0, 0, 0, 1),
     caps: nitro_regs::caps(48, 20),
 };
@@ -518,6 +519,10 @@ impl EfaRegisters {
             ..
         } = &mut *state;
         if nitro::write_queue_register(admin, aenq, mmio_resp, offset, value) {
+            if offset == regs::AQ_CAPS {
+                let (depth, entry_size) = (admin.sq.depth(), admin.sq.entry_bytes());
+                info!(?depth, entry_size, "EFA admin queue programmed");
+            }
             return;
         }
         match offset {

@@ -15,7 +15,7 @@ use super::admin::layout::{self as l, create_qp as cq_l, reg_mr as mr_l};
 use super::admin::{feature, opcode, qp_state};
 use super::*;
 use crate::function::Function;
-use crate::nitro::admin::{Entry, aq};
+use crate::nitro::admin::{self as admin_queue, Entry, aq, aq_v2};
 
 const RAM_SIZE: u64 = 0x40_0000;
 const AQ: u64 = 0x1000;
@@ -29,7 +29,9 @@ const AENQ_DEPTH: u16 = 16;
 
 /// A function with guest RAM, MSI-X vector 0 on an eventfd, and efa.ko's
 /// admin-queue bookkeeping (producer counter, completion consumer, phase,
-/// command ids with entropy bits above the slot).
+/// command ids with entropy bits above the slot, and the submission size
+/// of the admin API: 128-byte entries with a CRC16, as efa.ko uses them
+/// with a card of API 0.3, or 64-byte ones).
 struct Rig {
     f: Function,
     ram: File,
@@ -37,6 +39,25 @@ struct Rig {
     pc: u16,
     cc: u16,
     seq: u16,
+    aq_entry: usize,
+}
+
+/// `efa_com_calc_crc16_checksum` of `bytes` with the checksum at `at`
+/// zeroed, written out bit by bit (poly 0x8005 reflected, init and final
+/// XOR 0xffff) so that the card's table-driven one is checked against it.
+fn crc16_except(bytes: &[u8], at: usize) -> u16 {
+    let mut crc = 0xffffu16;
+    for (i, &b) in bytes.iter().enumerate() {
+        crc ^= u16::from(if (at..at + 2).contains(&i) { 0 } else { b });
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                crc >> 1 ^ 0xa001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc ^ 0xffff
 }
 
 fn caps(depth: u16, entry: u32, vector: u32) -> u32 {
@@ -75,6 +96,7 @@ impl Rig {
             pc: 0,
             cc: 0,
             seq: 0,
+            aq_entry: admin_queue::V2_ENTRY_SIZE,
         };
         rig.wr(regs::MMIO_RESP_HI, 0);
         rig.wr(regs::MMIO_RESP_LO, MMIO_RESP as u32);
@@ -87,7 +109,7 @@ impl Rig {
         self.wr(regs::INTR_MASK, 1);
         self.wr(regs::AQ_BASE_LO, AQ as u32);
         self.wr(regs::AQ_BASE_HI, 0);
-        self.wr(regs::AQ_CAPS, caps(DEPTH, 64, 0));
+        self.wr(regs::AQ_CAPS, caps(DEPTH, self.aq_entry as u32, 0));
         self.wr(regs::ACQ_BASE_LO, ACQ as u32);
         self.wr(regs::ACQ_BASE_HI, 0);
         self.wr(regs::ACQ_CAPS, caps(DEPTH, 64, 0));
@@ -147,7 +169,10 @@ impl Rig {
         cmd.set_u16(aq::COMMAND_ID, id);
         cmd.set_u8(aq::OPCODE, op);
         cmd.set_u8(aq::FLAGS, flags | phase);
-        self.ram_write(AQ + 64 * u64::from(slot), &cmd.0);
+        self.ram_write(
+            AQ + (self.aq_entry * slot as usize) as u64,
+            &self.submission(&cmd),
+        );
         self.pc = self.pc.wrapping_add(1);
         self.wr(regs::AQ_PROD_DB, self.pc.into());
         let at = ACQ + 64 * u64::from(self.cc % DEPTH);
@@ -155,8 +180,27 @@ impl Rig {
         let expected_phase = u8::from((self.cc / DEPTH) % 2 == 0);
         assert_eq!(cqe.u8(3) & 1, expected_phase, "completion for command {id}");
         assert_eq!(cqe.u16(0) & 0xfff, id, "completion echoes the command id");
+        assert_eq!(
+            cqe.u16(4),
+            crc16_except(&cqe.0, 4),
+            "efa_com_cqe_checksum_valid"
+        );
         self.cc = self.cc.wrapping_add(1);
         cqe
+    }
+
+    /// `cmd` as the ring holds it: a 64-byte entry as it is, or moved into
+    /// an `efa_admin_aq_entry_v2` (payload at byte 12) with its CRC16.
+    fn submission(&self, cmd: &Entry) -> Vec<u8> {
+        if self.aq_entry == 64 {
+            return cmd.0.to_vec();
+        }
+        let mut v2 = vec![0u8; admin_queue::V2_ENTRY_SIZE];
+        v2[..4].copy_from_slice(&cmd.0[..4]);
+        v2[aq_v2::PAYLOAD..][..60].copy_from_slice(&cmd.0[4..]);
+        let sum = crc16_except(&v2, aq_v2::CHECKSUM);
+        v2[aq_v2::CHECKSUM..][..2].copy_from_slice(&sum.to_le_bytes());
+        v2
     }
 
     fn exec(&mut self, op: u8, cmd: Entry) -> Entry {
@@ -385,6 +429,43 @@ fn wrong_phase_is_malformed_and_the_queue_goes_on() {
     assert_eq!(rig.entry_at(ACQ).u8(2), MALFORMED);
     rig.cc = 1;
     assert_eq!(rig.alloc(opcode::ALLOC_PD), 0, "nothing was allocated");
+}
+
+#[test]
+fn admin_api_v2_and_v1_submissions() {
+    assert_eq!(crc16_except(b"123456789", 9), 0xb4c8, "CRC-16/USB check");
+    let mut rig = Rig::new();
+    assert_eq!(rig.readless(regs::VERSION as u16), Some(0x03), "API 0.3");
+    // A 128-byte submission with a wrong checksum is malformed, and the
+    // queue goes on.
+    let mut cmd = Entry::default();
+    cmd.set_u8(aq::OPCODE, opcode::ALLOC_PD);
+    cmd.set_u8(aq::FLAGS, 1);
+    let mut bad = rig.submission(&cmd);
+    bad[aq_v2::PAYLOAD + 20] ^= 1;
+    rig.ram_write(AQ, &bad);
+    rig.pc = 1;
+    rig.wr(regs::AQ_PROD_DB, 1);
+    assert_eq!(rig.entry_at(ACQ).u8(2), MALFORMED);
+    rig.cc = 1;
+    assert_eq!(rig.alloc(opcode::ALLOC_PD), 0, "nothing was allocated");
+    // The payload of a v2 entry is where 64-byte commands have it.
+    let mut pd = Entry::default();
+    pd.set_u16(l::PAYLOAD, 0);
+    assert_eq!(rig.status(opcode::DEALLOC_PD, pd), 0);
+    assert_ne!(rig.status(opcode::DEALLOC_PD, pd), 0, "freed once");
+
+    // A driver of API 0.1 programs 64-byte entries; completions carry the
+    // checksum all the same (Rig::exec checks it).
+    let mut old = Rig::new();
+    old.aq_entry = 64;
+    old.init_admin();
+    assert_eq!(old.alloc(opcode::ALLOC_PD), 0);
+    // Any other size leaves the queue unusable.
+    old.wr(regs::AQ_CAPS, caps(DEPTH, 96, 0));
+    old.ram_write(AQ, &[0; 64]);
+    old.wr(regs::AQ_PROD_DB, 1);
+    assert_eq!(old.entry_at(ACQ + 64).u8(3) & 1, 0, "no completion");
 }
 
 #[test]

@@ -1,9 +1,14 @@
 //! The admin queue (AQ) and admin completion queue (ACQ): rings of 64-byte
 //! submissions and completions in guest memory, as ENA
 //! (`ena_admin_aq_entry`/`ena_admin_acq_entry`, `ena_com.c`) and EFA
-//! (`efa_admin_aq_entry`/`efa_admin_acq_entry`, `efa_com.c`, admin API
-//! 0.1) define them alike: the same common descriptors, phase bits and
-//! completion statuses. Opcodes and command bodies are each function's.
+//! (`efa_admin_aq_entry`/`efa_admin_acq_entry`, `efa_com.c`) define them
+//! alike: the same common descriptors, phase bits and completion statuses.
+//! Opcodes and command bodies are each function's.
+//!
+//! EFA's admin API 0.2 adds a CRC16 to every completion, and 0.3 128-byte
+//! submissions (`efa_admin_aq_entry_v2`) with a CRC16 and the payload 12
+//! bytes in ([`Checksums`]). The card takes whichever entry size the driver
+//! programs in `AQ_CAPS` and hands every command on in the 64-byte layout.
 //!
 //! Both rings carry a phase bit that flips on every wrap, starting at 1.
 //! The driver writes the free-running 16-bit submission tail to `AQ_DB`;
@@ -20,8 +25,11 @@ use super::regs::Field;
 use super::regs::bar0::QUEUE_CAPS_DEPTH;
 use crate::dma::{DmaError, GuestDma};
 
-/// Size of every admin submission, completion and AENQ entry.
+/// Size of every admin completion and AENQ entry, and of a submission
+/// (but see [`V2_ENTRY_SIZE`]).
 pub const ENTRY_SIZE: usize = 64;
+/// Size of an `efa_admin_aq_entry_v2` submission (EFA admin API 0.3).
+pub const V2_ENTRY_SIZE: usize = 128;
 /// Largest queue depth the card accepts (the depth must be a power of two).
 pub const MAX_DEPTH: u16 = 4096;
 
@@ -210,6 +218,15 @@ pub mod aq {
     pub const FLAG_CTRL_DATA_INDIRECT: u8 = 1 << 2;
 }
 
+/// `struct efa_admin_aq_common_desc_v2`: the common descriptor, then
+/// these, then the payload.
+pub mod aq_v2 {
+    /// `checksum` (u16).
+    pub const CHECKSUM: usize = 4;
+    /// `request_payload`.
+    pub const PAYLOAD: usize = 12;
+}
+
 /// `struct ena_admin_acq_common_desc`.
 pub mod acq {
     /// `command` (u16; bits 11:0 echo the command id).
@@ -218,8 +235,10 @@ pub mod acq {
     pub const STATUS: usize = 2;
     /// `flags` (u8; bit 0 is the phase).
     pub const FLAGS: usize = 3;
-    /// `extended_status` (u16).
+    /// `extended_status` (u16) on ENA; `checksum` on EFA (admin API 0.2).
     pub const EXTENDED_STATUS: usize = 4;
+    /// `efa_admin_acq_common_desc.checksum` (u16).
+    pub const CHECKSUM: usize = 4;
     /// `sq_head_indx` (u16).
     pub const SQ_HEAD_INDX: usize = 6;
     /// Start of `response_specific_data`.
@@ -286,6 +305,8 @@ pub struct RingConfig {
     pub caps: u32,
     /// Where CAPS holds the entry size.
     pub entry_size: Field,
+    /// Whether [`V2_ENTRY_SIZE`] entries are accepted besides 64-byte ones.
+    pub v2_entries: bool,
 }
 
 impl Default for RingConfig {
@@ -302,26 +323,59 @@ impl RingConfig {
             base: 0,
             caps: 0,
             entry_size,
+            v2_entries: false,
         }
     }
 
+    /// The entry size CAPS programs.
+    pub fn entry_bytes(&self) -> usize {
+        self.entry_size.get(self.caps) as usize
+    }
+
     /// The depth, if the ring is usable: base set, depth a power of two
-    /// no larger than [`MAX_DEPTH`], 64-byte entries.
+    /// no larger than [`MAX_DEPTH`], 64-byte entries (or
+    /// [`V2_ENTRY_SIZE`] ones where accepted).
     pub fn depth(&self) -> Option<u16> {
         let depth = QUEUE_CAPS_DEPTH.get(self.caps) as u16;
-        let entry_size = self.entry_size.get(self.caps) as usize;
+        let entry_size = self.entry_bytes();
         let valid = self.base != 0
             && depth.is_power_of_two()
             && depth <= MAX_DEPTH
-            && entry_size == ENTRY_SIZE;
+            && (entry_size == ENTRY_SIZE || self.v2_entries && entry_size == V2_ENTRY_SIZE);
         valid.then_some(depth)
     }
 
     /// Guest address of the entry with free-running index `index`.
     pub fn slot(&self, depth: u16, index: u16) -> u64 {
+        let entry = self.entry_bytes() as u64;
         self.base
-            .wrapping_add(u64::from(index & (depth - 1)) * ENTRY_SIZE as u64)
+            .wrapping_add(u64::from(index & (depth - 1)) * entry)
     }
+}
+
+/// EFA's CRC16 (`efa_com_calc_crc16_checksum`): the kernel's `crc16()`
+/// seeded with 0xffff, then XORed with 0xffff.
+const CRC16: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_USB);
+
+/// The CRC16 of `entry` with its checksum field at `at` taken as zero.
+pub fn checksum(entry: &[u8], at: usize) -> u16 {
+    let mut digest = CRC16.digest();
+    digest.update(&entry[..at]);
+    digest.update(&[0, 0]);
+    digest.update(&entry[at + 2..]);
+    digest.finalize()
+}
+
+/// EFA's admin API checksums (0.2 and 0.3): every completion carries a
+/// CRC16 at [`acq::CHECKSUM`], and a 128-byte submission must carry one at
+/// [`aq_v2::CHECKSUM`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checksums {
+    /// ENA, or EFA admin API 0.1: none.
+    #[default]
+    None,
+    /// EFA admin API 0.3.
+    Crc16,
 }
 
 /// The phase bit of the entry with free-running index `index` in a ring
@@ -400,6 +454,8 @@ pub struct AdminQueue {
     /// slot index as the id; EFA adds entropy bits above it (any 12-bit
     /// id is valid).
     pub ids_below_depth: bool,
+    /// The checksums of the admin API the function advertises.
+    pub checksums: Checksums,
 }
 
 impl Default for AdminQueue {
@@ -412,17 +468,24 @@ impl Default for AdminQueue {
             sq_head: 0,
             cq_tail: 0,
             ids_below_depth: true,
+            checksums: Checksums::None,
         }
     }
 }
 
 impl AdminQueue {
-    /// An EFA admin queue: 12-bit command ids, and ACQ caps whose entry
+    /// An EFA admin queue of admin API 0.3: 12-bit command ids, 64- or
+    /// 128-byte submissions, CRC16 checksums, and ACQ caps whose entry
     /// size field is `cq_entry_size`.
     pub fn efa(cq_entry_size: Field) -> Self {
         Self {
+            sq: RingConfig {
+                v2_entries: true,
+                ..RingConfig::default()
+            },
             cq: RingConfig::with_entry_size(cq_entry_size),
             ids_below_depth: false,
+            checksums: Checksums::Crc16,
             ..Self::default()
         }
     }
@@ -491,6 +554,10 @@ impl AdminQueue {
             let cq_index = self.cq_tail;
             let flags = completion.u8(acq::FLAGS) & !acq::FLAG_PHASE;
             completion.set_u8(acq::FLAGS, flags | phase_of(cq_index, cq_depth));
+            if self.checksums == Checksums::Crc16 {
+                let sum = checksum(&completion.0, acq::CHECKSUM);
+                completion.set_u16(acq::CHECKSUM, sum);
+            }
             publish(
                 dma,
                 self.cq.slot(cq_depth, cq_index),
@@ -515,17 +582,37 @@ impl AdminQueue {
         execute: &mut impl FnMut(&Command) -> CommandResult,
     ) -> (u16, CommandResult) {
         let index = self.sq_head;
-        let mut entry = Entry::default();
-        if let Err(err) = dma.read_slice(self.sq.slot(depth, index), &mut entry.0) {
+        let mut raw = [0u8; V2_ENTRY_SIZE];
+        let raw = &mut raw[..self.sq.entry_bytes()];
+        if let Err(err) = dma.read_slice(self.sq.slot(depth, index), raw) {
             return (0, Err(Refused::dma("reading the submission", &err)));
+        }
+        let mut entry = Entry::default();
+        let v2 = raw.len() == V2_ENTRY_SIZE;
+        if v2 {
+            // The common descriptor, then the payload as a 64-byte entry
+            // holds it; commands longer than that do not exist (yet).
+            entry.0[..aq_v2::CHECKSUM].copy_from_slice(&raw[..aq_v2::CHECKSUM]);
+            let payload = &raw[aq_v2::PAYLOAD..][..ENTRY_SIZE - aq_v2::CHECKSUM];
+            entry.0[aq_v2::CHECKSUM..].copy_from_slice(payload);
+        } else {
+            entry.0.copy_from_slice(raw);
         }
         let command = Command { entry };
         let id = command.command_id();
         let phase = command.flags() & aq::FLAG_PHASE;
+        let sums = v2.then(|| {
+            let sent = u16::from_le_bytes([raw[aq_v2::CHECKSUM], raw[aq_v2::CHECKSUM + 1]]);
+            (sent, checksum(raw, aq_v2::CHECKSUM))
+        });
         let result = if phase != phase_of(index, depth) {
             Err(Refused::malformed(format!(
                 "submission {index} has phase {phase}, expected {}",
                 phase_of(index, depth)
+            )))
+        } else if let Some((sent, sum)) = sums.filter(|(sent, sum)| sent != sum) {
+            Err(Refused::malformed(format!(
+                "submission {index} has checksum {sent:#06x}, expected {sum:#06x}"
             )))
         } else if self.ids_below_depth && id >= depth {
             Err(Refused::malformed(format!(
