@@ -78,7 +78,7 @@ def card_cost(results: Path, tool: str, r: int, count: int) -> dict[str, float]:
     return {"card_cpu_us_per_msg": cpu_ms * 1000 / count, "traps_per_msg": traps / count}
 
 
-def summarise(results: Path, rounds: int, tools: list[str], iters: int = 1000, bw_iters: int = 200) -> dict[str, dict]:
+def summarise(results: Path, rounds: int, tools: list[str], iters: int = 1000, bw_iters: int = 1000) -> dict[str, dict]:
     """Per device: the median of every metric ("tool.metric") over the rounds, the per-round values, and
     the runs that failed."""
     out: dict[str, dict] = {}
@@ -159,13 +159,14 @@ def verdict(res: dict[str, dict]) -> list[str]:
         if key in efa and key in rxe:
             ratio = efa[key] / rxe[key]
             met = ratio >= goal if better == "higher" else ratio <= goal
-            out.append(f"{label}: {ratio:.2f}x rxe (goal {'>=' if better == 'higher' else '<='} {goal}x): "
+            out.append(f"{label}: {ratio:.3g}x rxe (goal {'>=' if better == 'higher' else '<='} {goal}x): "
                        f"{'met' if met else 'not met'}.  ")
     out.append("Where the card's latency goes: each message crosses two host threads that poll the doorbells "
-               "guests write without trapping and sleep between passes (10 µs after work, doubling when idle), "
-               "while both guests' vCPU threads spin on their completion queues on the host's two cores; the "
-               "pollers run real-time so that waking they preempt a vCPU (docs/card.md: at nice -10 the "
-               "average ib_send_lat was 1075 µs, at the default priority 1739 µs).")
+               "guests write without trapping. They run real-time and sleep between passes (80 µs after work, "
+               "doubling when idle; a delivery wakes the receiving function's thread at once, in time for the "
+               "reply), while both guests' vCPU threads spin on their completion queues on the host's two "
+               "cores. Each wake preempts a vCPU, so the threads wake seldom (docs/card.md: sleeping 10 µs "
+               "after work gave 41-61 µs, 1 µs 112 µs; at nice -10 the average was 1075 µs).")
     return out
 
 
@@ -173,7 +174,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3, help="rounds over both devices (default 3)")
     ap.add_argument("--iters", type=int, default=1000, help="iterations of the latency runs (default 1000)")
-    ap.add_argument("--bw-iters", type=int, default=200, help="iterations of the bandwidth runs (default 200)")
+    ap.add_argument("--bw-iters", type=int, default=1000,
+                    help="iterations of the bandwidth runs (default 1000, perftest's own)")
     tools = list(dict.fromkeys(tool for _, tool, _, _, _ in ROWS))
     ap.add_argument("--tool", dest="tools", action="append", choices=tools,
                     help="run only this tool (repeatable; default: all); implies --no-write")
@@ -211,7 +213,9 @@ def main() -> int:
         "The second table is what each EFA run cost the card per message moved between the guests (2 x "
         "iterations for the latency tests and pingpongs, the iterations for the bandwidth tests): the card "
         "process's CPU time (`cpu_ms` of its control socket's status) and the accesses of guest 0's "
-        "function that trapped to the card, the tool's setup (admin commands) included.",
+        "function that trapped to the card, the tool's setup (admin commands) included. The bandwidth runs "
+        "take perftest's default of 1000 iterations: with 200, a 4 KiB run lasted about 3 ms and mostly "
+        "measured its first doorbell waiting for a poller that had slept up to 2 ms while the tools set up.",
         [*lines, "", *[f"Failed runs: {f}." for f in failures], "",
          *verdict(res), "",
          "Per-round values: " + "; ".join(f"{d} {m}: " + ", ".join(f"{v:g}" for v in vals)

@@ -12,7 +12,7 @@ set -u
 INDEX=${BRAID_VM_INDEX:?}
 ROUNDS=${BENCH_ROUNDS:-3}
 ITERS=${BENCH_ITERS:-1000}
-BW_ITERS=${BENCH_BW_ITERS:-200}
+BW_ITERS=${BENCH_BW_ITERS:-1000}
 OUT=/braid/scratch/results
 # Each run, and each barrier, is bounded.
 RUN_WAIT=180
