@@ -5,7 +5,8 @@ out-of-range lengths get error statuses and error completions, and the card keep
 Usage: hostile.py [--ktap-extra N] BDF
 
 Drives the card's EFA function at BDF (no kernel driver bound) through sysfs, with the machinery of
-selftests/lib/nitro.py: resets it as efa_com_dev_reset does, sets up the admin queue (polling) and
+selftests/lib/nitro.py: resets it as efa_com_dev_reset does, sets up the admin queue (polling, admin
+API 0.3 as efa.ko speaks it: 128-byte submissions with a CRC16, every completion's CRC16 checked) and
 sends bad commands, each refused with the status docs/card.md names. Then it creates what libefa
 would (PD, UAR, a CQ of 32-byte entries, an SRD QP in RTS whose SQ is its LLQ slot of BAR2 and whose
 RQ is a page of its memory, an MR with remote access, an AH for the function's own GID) and posts
@@ -236,7 +237,7 @@ class Hostile:
         self.bar = self.fn.bar(0)
         self.llq_bar = self.fn.bar(2)
         self.pages = dma_pages(6)
-        self.aq = AdminQueue(self.bar, self.pages[0], self.pages[1])
+        self.aq = AdminQueue(self.bar, self.pages[0], self.pages[1], v2=True)
         self.cq, self.rq = self.pages[2], self.pages[3]
         self.data = self.pages[4:6]
 
@@ -264,6 +265,10 @@ class Hostile:
         entry = command(Op.GET_FEATURE)
         entry[FEATURE_ID] = Feature.QUEUE_ATTR_2
         self.refused("GET_FEATURE QUEUE_ATTR_2", entry, Status.UNSUPPORTED_OPCODE)
+
+    def case_aq_bad_checksum_malformed_request(self) -> None:
+        self.refused("ALLOC_PD with a wrong CRC16", command(Op.ALLOC_PD), Status.MALFORMED_REQUEST,
+                     bad_checksum=True)
 
     def case_aq_wrong_phase_malformed_request(self) -> None:
         self.refused("ALLOC_PD with the wrong phase", command(Op.ALLOC_PD), Status.MALFORMED_REQUEST,
@@ -466,6 +471,7 @@ PLAN: list[tuple[str, str | None]] = [
         "aq_alloc_mr_unsupported_opcode",
         "aq_get_queue_attr_2_unsupported_opcode",
         "aq_wrong_phase_malformed_request",
+        "aq_bad_checksum_malformed_request",
     )],
     (VERBS, AQ),
     *[(name, VERBS) for name in (

@@ -87,6 +87,10 @@ AQ_COMMAND_ID_MASK = 0xFFF
 AQ_FLAG_PHASE = 0x1
 AQ_FLAG_CTRL_DATA_INDIRECT = 0x4
 AQ_ENTRY_SIZE = 64
+# EFA admin API 0.3 (efa_admin_aq_entry_v2): the common descriptor, a CRC16 at 4, the payload at 12.
+AQ_V2_ENTRY_SIZE, AQ_V2_CHECKSUM, AQ_V2_PAYLOAD = 128, 4, 12
+# EFA admin API 0.2 on: every completion carries a CRC16 at 4 (efa_admin_acq_common_desc.checksum).
+ACQ_CHECKSUM = 4
 # The completions' common descriptor: command (u16), status (u8), flags (u8, bit 0 phase),
 # extended_status (u16), sq_head_indx (u16); the response body follows at 8.
 ACQ_FORMAT = "<HBBHH"
@@ -259,6 +263,17 @@ class Completion(NamedTuple):
         return struct.unpack_from("<Q", self.raw, off)[0]
 
 
+def crc16(data: bytes, zero_at: int) -> int:
+    """efa_com_calc_crc16_checksum: the kernel's crc16() (poly 0x8005, reflected) seeded with 0xffff
+    and XORed with 0xffff, over `data` with the two checksum bytes at `zero_at` taken as zero."""
+    crc = 0xFFFF
+    for i, byte in enumerate(data):
+        crc ^= 0 if zero_at <= i < zero_at + 2 else byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFF
+
+
 def command(opcode: int) -> bytearray:
     """An admin entry with `opcode`; the queue fills in the command id and phase."""
     entry = bytearray(AQ_ENTRY_SIZE)
@@ -270,30 +285,44 @@ class AdminQueue:
     """The admin submission and completion rings in polling mode (ena_com_admin_init,
     efa_com_admin_init)."""
 
-    def __init__(self, bar: Bar, sq: DmaPage, cq: DmaPage, depth: int = 32):
-        self.bar, self.sq, self.cq, self.depth = bar, sq, cq, depth
+    def __init__(self, bar: Bar, sq: DmaPage, cq: DmaPage, depth: int = 32, v2: bool = False):
+        """`v2`: EFA admin API 0.3 as efa.ko speaks it: 128-byte submissions with a CRC16, and a
+        CRC16 in every completion, checked."""
+        self.bar, self.sq, self.cq, self.depth, self.v2 = bar, sq, cq, depth, v2
+        self.entry_size = AQ_V2_ENTRY_SIZE if v2 else AQ_ENTRY_SIZE
+        assert depth * self.entry_size <= PAGE
         self.tail = 0  # our free-running submission tail
         self.cq_head = 0  # the next completion we expect, free-running
 
     def setup(self) -> None:
         self.sq.clear()
         self.cq.clear()
-        caps = self.depth | (AQ_ENTRY_SIZE << QUEUE_CAPS_ENTRY_SIZE_SHIFT)
+        aq_caps = self.depth | (self.entry_size << QUEUE_CAPS_ENTRY_SIZE_SHIFT)
+        acq_caps = self.depth | (AQ_ENTRY_SIZE << QUEUE_CAPS_ENTRY_SIZE_SHIFT)
         for reg, value in ((Reg.AQ_BASE_LO, self.sq.gpa), (Reg.AQ_BASE_HI, self.sq.gpa >> 32),
                            (Reg.ACQ_BASE_LO, self.cq.gpa), (Reg.ACQ_BASE_HI, self.cq.gpa >> 32),
-                           (Reg.AQ_CAPS, caps), (Reg.ACQ_CAPS, caps), (Reg.INTR_MASK, INTR_MASK_ADMIN)):
+                           (Reg.AQ_CAPS, aq_caps), (Reg.ACQ_CAPS, acq_caps),
+                           (Reg.INTR_MASK, INTR_MASK_ADMIN)):
             self.bar.write32(reg, value)
         self.tail = self.cq_head = 0
 
-    def post(self, entry: bytearray, *, command_id: int | None = None, wrong_phase: bool = False) -> int:
-        """Writes `entry` (opcode and body filled in) at the tail with the command id and phase;
+    def post(self, entry: bytearray, *, command_id: int | None = None, wrong_phase: bool = False,
+             bad_checksum: bool = False) -> int:
+        """Writes `entry` (opcode and body filled in, 64-byte layout) at the tail with the command id
+        and phase (in a v2 queue: moved into a 128-byte entry with its CRC16, or a wrong one);
         returns the command id. The doorbell is separate (ring)."""
         cid = self.tail % self.depth if command_id is None else command_id
         phase = phase_of(self.tail, self.depth) ^ int(wrong_phase)
         struct.pack_into("<H", entry, 0, cid)
         entry[3] = (entry[3] & ~AQ_FLAG_PHASE) | phase
-        slot = (self.tail % self.depth) * AQ_ENTRY_SIZE
-        self.sq.view[slot:slot + AQ_ENTRY_SIZE] = bytes(entry)
+        raw = bytearray(entry)
+        if self.v2:
+            raw = bytearray(AQ_V2_ENTRY_SIZE)
+            raw[:4] = entry[:4]
+            raw[AQ_V2_PAYLOAD:AQ_V2_PAYLOAD + AQ_ENTRY_SIZE - 4] = entry[4:]
+            struct.pack_into("<H", raw, AQ_V2_CHECKSUM, crc16(raw, AQ_V2_CHECKSUM) ^ int(bad_checksum))
+        slot = (self.tail % self.depth) * self.entry_size
+        self.sq.view[slot:slot + self.entry_size] = bytes(raw)
         self.tail = (self.tail + 1) & 0xFFFF
         return cid
 
@@ -306,7 +335,9 @@ class AdminQueue:
         if self.cq.view[slot + 3] & ACQ_FLAG_PHASE != phase_of(self.cq_head, self.depth):
             return None
         raw = bytes(self.cq.view[slot:slot + AQ_ENTRY_SIZE])  # after the phase: the body is complete
-        command_id, status, flags, _, sq_head = struct.unpack_from(ACQ_FORMAT, raw)
+        command_id, status, flags, checksum, sq_head = struct.unpack_from(ACQ_FORMAT, raw)
+        if self.v2:  # efa_com_cqe_checksum_valid
+            expect(f"ACQ entry {self.cq_head}: CRC16", hex(checksum), hex(crc16(raw, ACQ_CHECKSUM)))
         return Completion(command_id & AQ_COMMAND_ID_MASK, status, flags & ACQ_FLAG_PHASE, sq_head, raw)
 
     def wait(self, what: str) -> Completion:
