@@ -204,6 +204,8 @@ pub mod aq {
     pub const OPCODE: usize = 2;
     /// `flags` (u8).
     pub const FLAGS: usize = 3;
+    /// Bytes of the common descriptor; a 64-byte entry's payload follows.
+    pub const COMMON: usize = 4;
     /// `control_buffer.length` (u32).
     pub const CTRL_BUF_LENGTH: usize = 4;
     /// `control_buffer.address` (`ena_common_mem_addr`).
@@ -583,7 +585,12 @@ impl AdminQueue {
     ) -> (u16, CommandResult) {
         let index = self.sq_head;
         let mut raw = [0u8; V2_ENTRY_SIZE];
-        let raw = &mut raw[..self.sq.entry_bytes()];
+        // ring() only serves a queue of either size.
+        let size = self.sq.entry_bytes();
+        if size != ENTRY_SIZE && size != V2_ENTRY_SIZE {
+            return (0, Err(Refused::malformed(format!("{size}-byte entries"))));
+        }
+        let raw = &mut raw[..size];
         if let Err(err) = dma.read_slice(self.sq.slot(depth, index), raw) {
             return (0, Err(Refused::dma("reading the submission", &err)));
         }
@@ -592,9 +599,9 @@ impl AdminQueue {
         if v2 {
             // The common descriptor, then the payload as a 64-byte entry
             // holds it; commands longer than that do not exist (yet).
-            entry.0[..aq_v2::CHECKSUM].copy_from_slice(&raw[..aq_v2::CHECKSUM]);
-            let payload = &raw[aq_v2::PAYLOAD..][..ENTRY_SIZE - aq_v2::CHECKSUM];
-            entry.0[aq_v2::CHECKSUM..].copy_from_slice(payload);
+            entry.0[..aq::COMMON].copy_from_slice(&raw[..aq::COMMON]);
+            let payload = &raw[aq_v2::PAYLOAD..][..ENTRY_SIZE - aq::COMMON];
+            entry.0[aq::COMMON..].copy_from_slice(payload);
         } else {
             entry.0.copy_from_slice(raw);
         }
