@@ -33,6 +33,7 @@ use crate::kapi::{
     irq::{self, Vectors},
     napi::{Context, Napi, Poll, Scheduler},
     netdev::{self, features, online_cpus, with_rtnl, Config, Device, Operations, Stats64, Xmit},
+    pci::DeviceExt,
     skb::{SkBuff, TxSkb},
 };
 
@@ -460,7 +461,9 @@ impl<'bound> EnaNet<'bound> {
 
     /// Frees what `up` holds (interrupts, contexts, rings, buffers) once the device no longer
     /// touches it: `stopped` says its queues are gone; if not, a reset stops them, and if even
-    /// that fails, the memory is leaked rather than reused under the device.
+    /// that fails (the device is broken or gone), bus mastering goes off so that it cannot.
+    /// (Leaking the memory instead leaked the contexts' references to the net device too, and
+    /// unregistering it then waited for ever.)
     fn release(
         &self,
         dev: &Device<Self>,
@@ -475,14 +478,9 @@ impl<'bound> EnaNet<'bound> {
         if !stopped && device.reset_and_restart(RESET_GENERIC).is_err() {
             dev_err!(
                 self.pdev,
-                "ENA device does not stop its queues: leaking their memory\n"
+                "ENA device does not stop its queues: turning bus mastering off\n"
             );
-            for slot in &self.tx {
-                let ring = slot.lock().take();
-                core::mem::forget(ring);
-            }
-            core::mem::forget(up);
-            return;
+            self.pdev.clear_master();
         }
         drop(up);
         for (q, slot) in self.tx.iter().enumerate() {

@@ -28,6 +28,11 @@ pub(crate) trait DeviceExt {
 
     /// The PCI Express type, or `None` for a conventional PCI function.
     fn pcie_type(&self) -> Option<PcieType>;
+
+    /// Turns bus mastering off (`pci_clear_master`): the function can no longer reach memory (nor
+    /// send MSI-X), so what it was given may be freed even when it never answered a reset.
+    /// Binding the driver again turns it back on.
+    fn clear_master(&self);
 }
 
 /// The `struct pci_dev` behind `dev`, typed for braid's own bindings.
@@ -48,6 +53,13 @@ impl<Ctx: device::DeviceContext> DeviceExt for pci::Device<Ctx> {
         to_result(ret)?;
         // `to_result` passed, so `ret` is not negative.
         Ok(ret.unsigned_abs())
+    }
+
+    fn clear_master(&self) {
+        // SAFETY: `raw(self)` points to a valid `struct pci_dev` (type invariant of `pci::Device`);
+        // `pci_clear_master` only clears the command register's bus-master bit and the
+        // `is_busmaster` flag, which any context holding the device may do.
+        unsafe { sys::pci_clear_master(raw(self)) };
     }
 
     fn pcie_type(&self) -> Option<PcieType> {
