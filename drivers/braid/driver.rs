@@ -132,6 +132,14 @@ impl pci::Driver for BraidDriver {
 
         let vectors_len = irqs.len();
         let version = regs.read(VERSION);
+        if version.into_raw() == u32::MAX {
+            // A function that is gone (its card exited, say) reads all ones.
+            dev_err!(
+                pdev,
+                "function does not answer: its registers read all ones\n"
+            );
+            return Err(ENODEV);
+        }
         let controller = regs.read(CONTROLLER_VERSION);
         let caps = regs.read(CAPS);
         dev_info!(

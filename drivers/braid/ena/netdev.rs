@@ -148,6 +148,9 @@ struct Control<'bound> {
     up: Option<Up<'bound>>,
     /// When the device last showed it is alive (a keep-alive event, a reset).
     alive: Instant<Monotonic>,
+    /// The device did not come back from a reset (it is gone, or broken): as ena.ko does, the
+    /// driver stops resetting it and keeps the interface down until it is bound again.
+    lost: bool,
     /// The shape of the data path (`ethtool -L/-G`), applied at the next start.
     shape: Shape,
     rss: RssConfig,
@@ -284,6 +287,7 @@ impl<'bound> EnaNet<'bound> {
                     device,
                     up: None,
                     alive: Instant::now(),
+                    lost: false,
                     shape,
                     rss,
                 }),
@@ -525,9 +529,10 @@ impl<'bound> EnaNet<'bound> {
         control.alive = Instant::now();
         if let Err(e) = restarted {
             self.counters.reset_fail.add(1, Relaxed);
+            control.lost = true;
             dev_err!(
                 self.pdev,
-                "ENA device did not come back from reset: {:?}\n",
+                "ENA device did not come back from reset: {:?}; giving up on it (bind the driver again to retry)\n",
                 e
             );
             return;
@@ -551,6 +556,9 @@ impl<'bound> Operations for EnaNet<'bound> {
         let mut control = this.control.lock();
         if control.up.is_some() {
             return Ok(());
+        }
+        if control.lost {
+            return Err(ENODEV);
         }
         this.start(dev, &mut control)
     }
@@ -739,6 +747,9 @@ impl<'bound> Operations for EnaNet<'bound> {
         with_rtnl(|| {
             let mut control = this.control.lock();
             let control = &mut *control;
+            if control.lost {
+                return;
+            }
             let (mut link, mut fatal, mut alive) = (None, false, false);
             control.device.poll_events(|event| match event {
                 Event::LinkChange { up } => link = Some(up),
