@@ -153,6 +153,8 @@ class Card:
     log: Path
     functions: list[Function] = field(default_factory=list)
     control_socket: Path | None = None
+    # Killed on a guest's request (the remove-card verb): its death is the test, not a failure.
+    removed: bool = False
 
     def control(self, *verb: str | int | Path, timeout: float = 10.0) -> dict:
         """Sends one request to the card's control socket (e.g. control("link", 0, "down")) and returns
@@ -349,7 +351,7 @@ class Testbed:
                     _stop(vm.proc)
                     vm.result = vm.verdict(timed_out=True)
             for card in self.cards:
-                if card.proc.poll() is not None and card.proc.returncode != 0:
+                if card.proc.poll() is not None and card.proc.returncode != 0 and not card.removed:
                     raise TestbedError(f"card {card.name} died with status {card.proc.returncode} (log: {card.log})")
             pending = [vm for vm in pending if vm.result is None]
             time.sleep(0.05)
@@ -371,7 +373,12 @@ class ControlChannel:
     directory every POLL seconds, sends the request to the control socket of the card that function
     belongs to, naming the function by its socket path (`status I` answers with that function only), and
     writes the response as one line of JSON to <id>.resp (atomically: a temporary file renamed), then
-    removes the request. Malformed requests get {"ok": false, "error": ...}."""
+    removes the request. Malformed requests get {"ok": false, "error": ...}.
+
+    One verb is the launcher's own: `remove-card I` kills the card process that function I belongs
+    to (SIGKILL: every function of that card goes at once, as a card pulled out of a host would),
+    for surprise-removal tests; QEMU keeps the guest running, and the card's death no longer fails
+    the boot."""
 
     POLL = 0.1
 
@@ -432,7 +439,15 @@ class ControlChannel:
             if index >= len(vm.functions):
                 raise TestbedError(f"this guest has no function {index} (it has {len(vm.functions)})")
             fn = vm.functions[index]
-            if verb == "status":
+            if verb == "remove-card":
+                if len(args) > 1:
+                    raise TestbedError("usage: remove-card [FUNCTION_INDEX]")
+                card = fn.card
+                card.removed = True
+                card.proc.kill()
+                card.proc.wait()
+                response = {"ok": True, "message": f"card {card.name} killed"}
+            elif verb == "status":
                 if len(args) > 1:
                     raise TestbedError("usage: status [FUNCTION_INDEX]")
                 response = fn.card.control("status")
