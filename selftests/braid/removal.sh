@@ -29,13 +29,7 @@ bound_and_up() {
 	load_driver braid || return 1
 	[ -e "/sys/bus/pci/drivers/braid/$PCI" ] || bind_to braid "$PCI" || return 1
 	IF=$(ls "/sys/bus/pci/devices/$PCI/net" 2>/dev/null)
-	ip link set dev "$IF" up || return 1
-	t=0
-	until [ "$(cat "/sys/class/net/$IF/carrier" 2>/dev/null)" = 1 ]; do
-		t=$((t + 1))
-		[ $t -le 50 ] || { echo "$IF: no carrier after 10 s"; return 1; }
-		sleep 0.2
-	done
+	ip link set dev "$IF" up && wait_carrier "$IF"
 }
 ktap_check_diag bound_and_up bound_and_up
 

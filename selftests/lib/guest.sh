@@ -23,6 +23,16 @@ pci_devices_of() {
 # Kernel log lines that mean a bug, whatever the test was doing.
 SPLAT_RE='BUG: |WARNING: |Oops|Kernel panic|general protection fault|kernel BUG at|UBSAN: |KFENCE: |INFO: possible|inconsistent lock state|suspicious RCU usage|Call Trace:'
 
+# wait_carrier IF: waits up to 10 s for IF's carrier; says so and fails if it does not come.
+wait_carrier() {
+	wc_t=0
+	until [ "$(cat "/sys/class/net/$1/carrier" 2>/dev/null)" = 1 ]; do
+		wc_t=$((wc_t + 1))
+		[ $wc_t -le 50 ] || { echo "$1: no carrier after 10 s"; return 1; }
+		sleep 0.2
+	done
+}
+
 # dmesg_mark / dmesg_since_mark: the kernel log written after a point in the test. The mark is the
 # timestamp of the last line, not a line count: once the log buffer is full, old lines drop off the
 # front and a count would point past the lines that came after the mark.

@@ -44,13 +44,7 @@ net_up() {
 	[ -e "/sys/bus/pci/drivers/$NET_DRIVER/$NET_PCI" ] || bind_to "$NET_DRIVER" "$NET_PCI" || return 1
 	NET_IF=$(ls "/sys/bus/pci/devices/$NET_PCI/net" 2>/dev/null)
 	[ -n "$NET_IF" ] || { echo "no netdev on $NET_PCI"; return 1; }
-	ip addr replace "$SELF_ADDR/24" dev "$NET_IF" && ip link set dev "$NET_IF" up || return 1
-	t=0
-	until [ "$(cat "/sys/class/net/$NET_IF/carrier" 2>/dev/null)" = 1 ]; do
-		t=$((t + 1))
-		[ $t -le 50 ] || { echo "$NET_IF: no carrier after 10 s"; return 1; }
-		sleep 0.2
-	done
+	ip addr replace "$SELF_ADDR/24" dev "$NET_IF" && ip link set dev "$NET_IF" up && wait_carrier "$NET_IF"
 }
 
 net_down() {
