@@ -252,6 +252,23 @@ impl Rig {
         cmd
     }
 
+    /// Takes QP `handle` through INIT and RTR to RTS, setting its Q_Key
+    /// (`modify`'s 0x1111_1111) on the way, as libefa does.
+    fn bring_to_rts(&mut self, handle: u32) {
+        for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
+            let mask = l::modify_qp::MASK_STATE | l::modify_qp::MASK_QKEY;
+            self.ok(opcode::MODIFY_QP, modify(handle, mask, state, 0));
+        }
+    }
+
+    /// An address handle in `pd` for `gid`; returns its number.
+    fn ah(&mut self, pd: u16, gid: &[u8; 16]) -> u16 {
+        let mut ah = Entry::default();
+        ah.set_bytes(l::create_ah::DEST_ADDR, gid);
+        ah.set_u16(l::create_ah::PD, pd);
+        self.ok(opcode::CREATE_AH, ah).u16(8)
+    }
+
     fn irqs(&self) -> u64 {
         self.irq.read().unwrap_or(0)
     }
@@ -1105,10 +1122,7 @@ fn loopback(rig: &mut Rig, qp_type: u8) -> (u32, u16) {
         qp.set_u8(cq_l::QP_TYPE, qp_type);
         qp.set_u64(cq_l::RQ_BASE, RING + 0x8000 + 0x1000 * handles.len() as u64);
         let h = rig.ok(opcode::CREATE_QP, qp).u32(cq_l::RESP_HANDLE);
-        for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
-            let mask = l::modify_qp::MASK_STATE | l::modify_qp::MASK_QKEY;
-            rig.ok(opcode::MODIFY_QP, modify(h, mask, state, 0));
-        }
+        rig.bring_to_rts(h);
         handles.push(h);
     }
     // One MR over 2 pages at 0x20_0000 (IOVA 0x1000_0000).
@@ -1116,10 +1130,7 @@ fn loopback(rig: &mut Rig, qp_type: u8) -> (u32, u16) {
     mr.set_u64(mr_l::PBL, 0x20_0000);
     mr.set_u64(mr_l::PBL + 8, 0x20_1000);
     let lkey = rig.ok(opcode::REG_MR, mr).u32(8);
-    let mut ah = Entry::default();
-    ah.set_bytes(l::create_ah::DEST_ADDR, &EfaSettings::default().gid);
-    ah.set_u16(l::create_ah::PD, pd);
-    let ahn = rig.ok(opcode::CREATE_AH, ah).u16(8);
+    let ahn = rig.ah(pd, &EfaSettings::default().gid);
     (lkey, ahn)
 }
 
@@ -1155,10 +1166,7 @@ fn each_uar_has_a_doorbell_page_of_its_own() {
         qp.set_u64(cq_l::RQ_BASE, RING + 0x8000 + 0x1000 * i as u64);
         let qp = rig.ok(opcode::CREATE_QP, qp);
         let h = qp.u32(cq_l::RESP_HANDLE);
-        for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
-            let mask = l::modify_qp::MASK_STATE | l::modify_qp::MASK_QKEY;
-            rig.ok(opcode::MODIFY_QP, modify(h, mask, state, 0));
-        }
+        rig.bring_to_rts(h);
         let dbs = [cq_l::RESP_SQ_DB, cq_l::RESP_RQ_DB].map(|f| page(qp.u32(f)));
         assert_eq!(dbs, [page(cq.u32(l::create_cq::RESP_DB)); 2], "UAR {uar}");
         qps.push(dbs[0]);
@@ -1167,10 +1175,7 @@ fn each_uar_has_a_doorbell_page_of_its_own() {
     let mut mr = reg_mr(pd, 0x1000_0000, 0x1000, 12, 1);
     mr.set_u64(mr_l::PBL, 0x20_0000);
     let lkey = rig.ok(opcode::REG_MR, mr).u32(8);
-    let mut ah = Entry::default();
-    ah.set_bytes(l::create_ah::DEST_ADDR, &EfaSettings::default().gid);
-    ah.set_u16(l::create_ah::PD, pd);
-    let ahn = rig.ok(opcode::CREATE_AH, ah).u16(8);
+    let ahn = rig.ah(pd, &EfaSettings::default().gid);
 
     // QP slot 0 belongs to the first UAR: its SQ doorbell rung in the
     // second UAR's page (where another process's mapping would reach) is
@@ -1330,19 +1335,13 @@ fn endpoint_with(rig: &mut Rig, qp_type: u8, peer: [u8; 16], access: u8) -> (u32
     let mut qp = rig.qp(pd, uar, cqn);
     qp.set_u8(cq_l::QP_TYPE, qp_type);
     let h = rig.ok(opcode::CREATE_QP, qp).u32(cq_l::RESP_HANDLE);
-    for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
-        let mask = l::modify_qp::MASK_STATE | l::modify_qp::MASK_QKEY;
-        rig.ok(opcode::MODIFY_QP, modify(h, mask, state, 0));
-    }
+    rig.bring_to_rts(h);
     let mut mr = reg_mr(pd, 0x1000_0000, 0x2000, 12, 2);
     mr.set_u64(mr_l::PBL, 0x20_0000);
     mr.set_u64(mr_l::PBL + 8, 0x20_1000);
     mr.set_u8(mr_l::PERMISSIONS, access);
     let lkey = rig.ok(opcode::REG_MR, mr).u32(8);
-    let mut ah = Entry::default();
-    ah.set_bytes(l::create_ah::DEST_ADDR, &peer);
-    ah.set_u16(l::create_ah::PD, pd);
-    (lkey, rig.ok(opcode::CREATE_AH, ah).u16(8))
+    (lkey, rig.ah(pd, &peer))
 }
 
 /// Posts receive `n` (0-based) of 200 bytes at IOVA 0x1000_0800 on QP 1.
@@ -1452,14 +1451,8 @@ fn sends_beyond_a_pass_budget_complete_in_later_passes() {
     let cqn = rig.ok(opcode::CREATE_CQ, cq).u16(8);
     let qp = rig.qp(pd, uar, cqn);
     let h = rig.ok(opcode::CREATE_QP, qp).u32(cq_l::RESP_HANDLE);
-    for state in [qp_state::INIT, qp_state::RTR, qp_state::RTS] {
-        let mask = l::modify_qp::MASK_STATE | l::modify_qp::MASK_QKEY;
-        rig.ok(opcode::MODIFY_QP, modify(h, mask, state, 0));
-    }
-    let mut ah = Entry::default();
-    ah.set_bytes(l::create_ah::DEST_ADDR, &EfaSettings::default().gid);
-    ah.set_u16(l::create_ah::PD, pd);
-    let ahn = rig.ok(opcode::CREATE_AH, ah).u16(8);
+    rig.bring_to_rts(h);
+    let ahn = rig.ah(pd, &EfaSettings::default().gid);
     // 100 inline UD sends to the QP itself, one doorbell: more than a
     // pass takes (no receive is posted; a UD sender completes anyway).
     let n = 100u16;
