@@ -104,6 +104,11 @@ pub mod status {
     pub const BAD_DEST_QPN: u8 = 9;
     /// No receive posted at the destination.
     pub const RNR: u8 = 10;
+    /// The remote card's answer was malformed (an RDMA read that returned
+    /// another length than asked for).
+    pub const REMOTE_BAD_STATUS: u8 = 12;
+    /// The remote card did not answer in time.
+    pub const UNRESP_REMOTE: u8 = 13;
     /// The destination cannot be reached (no function has its GID).
     pub const UNREACH_REMOTE: u8 = 15;
 }

@@ -8,13 +8,16 @@
 //! holding its own function's lock, so two functions sending to each other
 //! (or a function sending to itself) never wait on each other.
 //!
-//! [`Endpoint`] is all the fabric knows about its members, so a card-to-card
-//! transport plugs in later as one more endpoint (an uplink for the GIDs of
-//! other cards) without the functions changing.
+//! [`Endpoint`] is all the fabric knows about its members. A message for a
+//! GID no function of this card has goes to the card's [`Uplink`], if it
+//! has one (the SRD transport to other cards, [`crate::uplink`]): the
+//! sender then gets [`Route::Remote`], and the receiver's verdict comes back
+//! later through [`Fabric::complete`] to the sender's
+//! [`Endpoint::completed`].
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use tracing::{trace, warn};
 
@@ -69,19 +72,46 @@ pub struct Message {
 pub type Delivery = Result<Vec<u8>, u8>;
 
 /// Something that takes messages off the fabric: an EFA function's receive
-/// side (later also an uplink to other cards).
+/// side.
 pub trait Endpoint: Send + Sync {
     /// Carries out `message` on its destination QP: a receive took the
     /// send, the write landed, the read's bytes come back; else why not
     /// (no such QP, not ready, no receive posted, bad remote address). It
     /// must not call back into the fabric.
     fn deliver(&self, message: &Message) -> Delivery;
+
+    /// The verdict on a message this endpoint sent to another card under
+    /// `token` ([`Fabric::send`] answered [`Route::Remote`]). It must not
+    /// call back into the fabric.
+    fn completed(&self, token: u64, delivery: Delivery);
+}
+
+/// The way to the GIDs of other cards.
+pub trait Uplink: Send + Sync {
+    /// Takes `message` for `gid` if another card has that GID. A non-zero
+    /// `token` asks for the receiver's verdict, returned through
+    /// [`Fabric::complete`] under the sender's GID and that token; zero
+    /// asks for none (a UD send). False when no card is known to have the
+    /// GID.
+    fn submit(&self, gid: &[u8; 16], message: &Message, token: u64) -> bool;
+}
+
+/// Where [`Fabric::send`] took a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A function of this card had the GID: its verdict.
+    Local(Delivery),
+    /// The uplink took it to another card; the verdict comes later.
+    Remote,
+    /// Nobody has the GID.
+    Unreachable,
 }
 
 /// The fabric; share it (`Arc`) between the EFA functions of a card.
 #[derive(Default)]
 pub struct Fabric {
     endpoints: Mutex<HashMap<[u8; 16], Weak<dyn Endpoint>>>,
+    uplink: OnceLock<Arc<dyn Uplink>>,
 }
 
 impl fmt::Debug for Fabric {
@@ -122,8 +152,46 @@ impl Fabric {
         self.lock().remove(gid);
     }
 
-    /// Delivers `message` to the endpoint of `gid`: its outcome, or `None`
-    /// when no endpoint has that GID.
+    /// Connects the fabric to other cards. A fabric has one uplink: false
+    /// (and nothing changes) when it has one already.
+    pub fn set_uplink(&self, uplink: Arc<dyn Uplink>) -> bool {
+        self.uplink.set(uplink).is_ok()
+    }
+
+    /// The GIDs of this card's live endpoints.
+    pub fn local_gids(&self) -> Vec<[u8; 16]> {
+        let mut gids: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.strong_count() > 0)
+            .map(|(gid, _)| *gid)
+            .collect();
+        gids.sort_unstable();
+        gids
+    }
+
+    /// Sends `message` to `gid`: to the function of this card that has it,
+    /// else through the uplink, with `token` naming the send for its
+    /// verdict (see [`Uplink::submit`]).
+    pub fn send(&self, gid: &[u8; 16], message: &Message, token: u64) -> Route {
+        if let Some(delivery) = self.deliver(gid, message) {
+            return Route::Local(delivery);
+        }
+        match self.uplink.get() {
+            Some(uplink) if uplink.submit(gid, message, token) => Route::Remote,
+            _ => Route::Unreachable,
+        }
+    }
+
+    /// Hands the verdict on a message sent to another card back to its
+    /// sender, the endpoint of `src_gid`. False when that endpoint is gone.
+    pub fn complete(&self, src_gid: &[u8; 16], token: u64, delivery: Delivery) -> bool {
+        let endpoint = self.lock().get(src_gid).and_then(Weak::upgrade);
+        endpoint.map(|e| e.completed(token, delivery)).is_some()
+    }
+
+    /// Delivers `message` to the endpoint of `gid` on this card: its
+    /// outcome, or `None` when no endpoint here has that GID.
     pub fn deliver(&self, gid: &[u8; 16], message: &Message) -> Option<Delivery> {
         // The table lock is not held during delivery: the endpoint takes
         // its own lock, and other functions deliver at the same time.
@@ -158,6 +226,8 @@ mod tests {
                 Err(self.1)
             }
         }
+
+        fn completed(&self, _: u64, _: Delivery) {}
     }
 
     fn message(dest_qpn: u16) -> Message {

@@ -13,7 +13,9 @@
 //! * [`datapath`]: UD and SRD sends and receives, completions, and
 //!   completion events on the EQs, from a polling thread;
 //! * [`fabric`]: joins the EFA functions of a card, so a message reaches
-//!   the function (and VM) that has its destination GID;
+//!   the function (and VM) that has its destination GID, and hands
+//!   messages for other cards' GIDs to the card's uplink;
+//! * [`remote`]: SRD sends to another card, waiting for its verdict;
 //! * [`rnr`]: SRD sends that found no receive, delivered again later.
 //!
 //! The device capabilities say what is missing: no event counters, no
@@ -24,6 +26,7 @@ pub mod datapath;
 pub mod fabric;
 pub mod pbl;
 pub mod regs;
+pub mod remote;
 pub mod resources;
 pub mod rnr;
 
@@ -39,7 +42,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use self::admin::opcode;
-use self::fabric::{Delivery, Endpoint, Fabric, Message};
+use self::fabric::{Delivery, Endpoint, Fabric, Message, Route};
 use self::resources::Resources;
 use crate::function::{
     DatapathPriority, FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers,
@@ -443,11 +446,26 @@ struct Shared {
     worker: OnceLock<thread::Thread>,
     /// A message arrived since the data-path thread last looked.
     kicked: AtomicBool,
+    /// Verdicts from other cards on this function's SRD sends, by token,
+    /// for the data-path thread to complete.
+    verdicts: Mutex<Vec<(u64, Delivery)>>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, EfaState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the data-path thread into its eager phase.
+    fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+        if let Some(worker) = self.worker.get() {
+            worker.unpark();
+        }
+    }
+
+    fn take_verdicts(&self) -> Vec<(u64, Delivery)> {
+        std::mem::take(&mut *self.verdicts.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -465,11 +483,16 @@ impl Endpoint for Shared {
             datapath::notify(&self.bus, resources);
             delivery
         };
-        self.kicked.store(true, Ordering::Release);
-        if let Some(worker) = self.worker.get() {
-            worker.unpark();
-        }
+        self.kick();
         delivery
+    }
+
+    fn completed(&self, token: u64, delivery: Delivery) {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((token, delivery));
+        self.kick();
     }
 }
 
@@ -499,6 +522,7 @@ impl EfaRegisters {
             fabric,
             worker: OnceLock::new(),
             kicked: AtomicBool::new(false),
+            verdicts: Mutex::default(),
         });
         let worker = Arc::clone(&shared);
         if let Some(thread) = spawn_datapath("efa-datapath", true, move |priority| {
@@ -651,15 +675,19 @@ const POLL_NO_QPS: Duration = Duration::from_millis(10);
 /// The messages a pass takes off the SQs are delivered through the
 /// fabric after the function's lock is released (the receiver may be this
 /// function), then the SRD senders' completions are written under the
-/// lock again, unless a reset came in between. An SRD send that found no
-/// receive waits for its RNR retry ([`rnr`]) and is delivered again when
-/// due; the sleep never outlasts the next one.
+/// lock again, unless a reset came in between. A send the fabric took to
+/// another card waits for that card's verdict ([`remote`]), which wakes
+/// the thread when it comes and is completed like a local one. An SRD
+/// send that found no receive waits for its RNR retry ([`rnr`]) and is
+/// delivered again when due; the sleep never outlasts the next retry or
+/// the next verdict's deadline.
 fn datapath_loop(shared: &Shared, priority: DatapathPriority) {
     // Only a thread that is not real-time may yield instead of sleeping.
     let spin = priority != DatapathPriority::RealTime;
     let mut last_active = Instant::now();
     let mut sleep = POLL_SLEEP_MIN;
     let mut retries = rnr::Retries::default();
+    let mut remote = remote::Waiting::default();
     let mut retries_epoch = 0;
     while !shared.stop.load(Ordering::Acquire) {
         let now = Instant::now();
@@ -674,6 +702,7 @@ fn datapath_loop(shared: &Shared, priority: DatapathPriority) {
             } = &mut *state;
             if *epoch != retries_epoch {
                 retries.clear();
+                remote.clear();
                 retries_epoch = *epoch;
             }
             for out in retries.prune(resources) {
@@ -690,14 +719,37 @@ fn datapath_loop(shared: &Shared, priority: DatapathPriority) {
             };
             (poll, qps, *epoch)
         };
+        // Verdicts of other cards come in like local deliveries; sends
+        // that waited too long for theirs time out.
+        let mut verdicts: Vec<_> = shared
+            .take_verdicts()
+            .into_iter()
+            .filter_map(|(token, delivery)| remote.finish(token, delivery))
+            .map(|(out, delivery)| (out, Some(delivery)))
+            .collect();
+        verdicts.extend(remote.expired(now).into_iter().map(|out| {
+            debug!(dest = %std::net::Ipv6Addr::from(out.dest_gid), "no verdict from the remote card");
+            (out, Some(Err(datapath::status::UNRESP_REMOTE)))
+        }));
         let mut completions = Vec::new();
         let mut outbound = poll.outbound;
         outbound.extend(retries.due(now));
         for out in outbound {
-            let delivery = shared.fabric.deliver(&out.dest_gid, &out.message);
-            if delivery.is_none() {
-                debug!(dest = %std::net::Ipv6Addr::from(out.dest_gid), "no function has the destination GID");
-            }
+            let token = remote.token(&out);
+            let delivery = match shared.fabric.send(&out.dest_gid, &out.message, token) {
+                Route::Local(delivery) => Some(delivery),
+                Route::Remote => {
+                    remote.insert(token, out, now);
+                    continue;
+                }
+                Route::Unreachable => {
+                    debug!(dest = %std::net::Ipv6Addr::from(out.dest_gid), "no function has the destination GID");
+                    None
+                }
+            };
+            verdicts.push((out, delivery));
+        }
+        for (out, delivery) in verdicts {
             if matches!(delivery, Some(Err(datapath::status::RNR))) {
                 if let Some(out) = retries.hold(out, now) {
                     completions.extend(out.pending.map(|p| (p, delivery)));
@@ -717,9 +769,12 @@ fn datapath_loop(shared: &Shared, priority: DatapathPriority) {
                 }
             }
         }
-        // A send due for its RNR retry bounds the sleep.
-        let until_retry = retries
-            .next_due()
+        // A send due for its RNR retry, or overdue for its verdict, bounds
+        // the sleep.
+        let until_retry = [retries.next_due(), remote.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|due| due.saturating_duration_since(Instant::now()));
         let nap = |d: Duration| thread::park_timeout(until_retry.map_or(d, |u| u.min(d)));
         let kicked = shared.kicked.swap(false, Ordering::AcqRel);

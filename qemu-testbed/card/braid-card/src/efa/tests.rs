@@ -1574,6 +1574,66 @@ fn post_rdma(
     push_wqe(rig, n, &wqe);
 }
 
+/// An uplink that takes every message and records it with its token.
+#[derive(Default)]
+struct RecordingUplink(std::sync::Mutex<Vec<(fabric::Message, u64)>>);
+
+impl fabric::Uplink for RecordingUplink {
+    fn submit(&self, _: &[u8; 16], message: &fabric::Message, token: u64) -> bool {
+        self.0.lock().unwrap().push((message.clone(), token));
+        true
+    }
+}
+
+#[test]
+fn an_srd_send_to_another_card_completes_with_its_verdict() {
+    let fabric = Arc::new(fabric::Fabric::new());
+    let uplink = Arc::new(RecordingUplink::default());
+    assert!(fabric.set_uplink(Arc::clone(&uplink) as Arc<dyn fabric::Uplink>));
+    let gid = EfaSettings::derived_from(b"a").gid;
+    let mut a = Rig::on_fabric(&fabric, gid);
+    let far = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9];
+    let (lkey, ah) = endpoint(&mut a, cq_l::TYPE_SRD, far);
+    let token = |n: usize| {
+        assert!(
+            wait_for(|| uplink.0.lock().unwrap().len() > n),
+            "message {n} sent"
+        );
+        uplink.0.lock().unwrap()[n].1
+    };
+    // A send completes only once the other card's verdict is in.
+    post_send(&a, lkey, ah, 0);
+    let t0 = token(0);
+    assert_ne!(t0, 0, "an SRD send asks for a verdict");
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(cqe(&a, 0).is_none(), "no completion before the verdict");
+    assert!(
+        fabric.complete(&gid, t0 + 100, Ok(Vec::new())),
+        "a stray token"
+    );
+    assert!(fabric.complete(&gid, t0, Err(datapath::status::BAD_DEST_QPN)));
+    assert!(wait_for(|| cqe(&a, 0).is_some()));
+    assert_eq!(cqe(&a, 0).unwrap()[2], datapath::status::BAD_DEST_QPN);
+    // A read answered with another length than asked for.
+    post_rdma(&a, 1, 1, lkey, 0x1000_1000, 0x77, 0x5000, 300, ah, None);
+    let t1 = token(1);
+    assert!(fabric.complete(&gid, t1, Ok(vec![1; 299])));
+    assert!(wait_for(|| cqe(&a, 1).is_some()));
+    assert_eq!(cqe(&a, 1).unwrap()[2], datapath::status::REMOTE_BAD_STATUS);
+    assert_eq!(a.ram_read(0x20_1000, 4), [0; 4], "nothing was written");
+    // A send that gets no verdict times out.
+    post_send(&a, lkey, ah, 2);
+    token(2);
+    std::thread::sleep(remote::TIMEOUT / 2);
+    assert!(cqe(&a, 2).is_none());
+    assert!(wait_for(|| cqe(&a, 2).is_some()));
+    assert_eq!(cqe(&a, 2).unwrap()[2], datapath::status::UNRESP_REMOTE);
+    // The verdict that comes after is dropped; the CQ gets nothing more.
+    assert!(fabric.complete(&gid, token(2), Ok(Vec::new())));
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(cqe(&a, 3).is_none());
+}
+
 #[test]
 fn rdma_write_and_read_between_functions_obey_the_target_mr() {
     let fabric = Arc::new(fabric::Fabric::new());
