@@ -30,3 +30,4 @@ pub mod server;
 pub mod srd_node;
 #[cfg(test)]
 mod testing;
+pub mod uplink;

@@ -20,6 +20,7 @@ use braid_card::function::{Function, FunctionKind};
 use braid_card::pci::PciId;
 use braid_card::server::{FunctionServer, ServeError};
 use braid_card::srd_node::cli::{self as srd_cli, SrdCommand};
+use braid_card::{srd_node, uplink};
 use clap::{Args, Parser, Subcommand};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{error, info, warn};
@@ -150,6 +151,37 @@ struct Cli {
     /// (line-delimited JSON; see `braid-card control --help`).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+
+    #[command(flatten)]
+    uplink: UplinkArgs,
+}
+
+/// Joining the card to other cards over SRD.
+#[derive(Debug, Args)]
+struct UplinkArgs {
+    /// Join this card's ENA and EFA functions to other cards over SRD,
+    /// receiving on UDP IP:PORT (docs/srd.md). The control socket then
+    /// also answers the SRD verbs (`braid-card srd control`).
+    #[arg(long, value_name = "IP:PORT")]
+    srd_listen: Option<std::net::SocketAddr>,
+
+    /// Another card's --srd-listen address. Repeat for several.
+    #[arg(long, value_name = "IP:PORT", requires = "srd_listen")]
+    srd_peer: Vec<std::net::SocketAddr>,
+
+    /// Flowlets per transport context (K).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..), requires = "srd_listen")]
+    srd_flowlets: u8,
+
+    /// UDP source ports the flowlets may take (inclusive). Cards on one
+    /// host need ranges of their own.
+    #[arg(long, value_name = "LO-HI", default_value = "49152-65535",
+          value_parser = srd_cli::parse_port_range, requires = "srd_listen")]
+    srd_src_ports: (u16, u16),
+
+    /// The transport's smallest retransmission timeout, milliseconds.
+    #[arg(long, value_name = "MS", value_parser = srd_cli::parse_millis, requires = "srd_listen")]
+    srd_min_rto: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -420,9 +452,15 @@ fn start(
         });
     }
 
+    let node = match cli.uplink.srd_listen {
+        Some(listen) => Some(start_uplink(&cli.uplink, listen, fabric, switch)?),
+        None => None,
+    };
+
     if let Some(path) = &cli.control {
         let card = Arc::new(Card::new(controlled));
-        let server = ControlServer::bind(path, card).map_err(|e| e.to_string())?;
+        let handler = Arc::new(uplink::CardControl::new(card, node));
+        let server = ControlServer::bind(path, handler).map_err(|e| e.to_string())?;
         sockets.push(path.clone());
         let events = events.clone();
         thread::Builder::new()
@@ -443,6 +481,43 @@ fn start(
             .map_err(|e| format!("cannot start server thread: {e}"))?;
     }
     Ok(())
+}
+
+/// Starts the SRD node that joins `fabric` and `switch` to other cards;
+/// returns its state for the control socket.
+fn start_uplink(
+    args: &UplinkArgs,
+    listen: std::net::SocketAddr,
+    fabric: Arc<efa::fabric::Fabric>,
+    switch: Arc<ena::switch::Switch>,
+) -> Result<Arc<srd_node::Shared>, String> {
+    let config = srd_node::NodeConfig {
+        listen,
+        flowlets: usize::from(args.srd_flowlets),
+        src_ports: args.srd_src_ports,
+        max_window: None,
+        fixed_ports: false,
+        min_rto: args.srd_min_rto,
+        generator: None,
+        idle_exit: None,
+        max_time: None,
+        timeline: false,
+    };
+    let mut node = srd_node::Node::new(config).map_err(|e| e.to_string())?;
+    let uplink = uplink::Uplink::new(fabric, switch, args.srd_peer.clone())
+        .map_err(|e| format!("cannot create the uplink: {e}"))?;
+    node.attach_uplink(uplink);
+    let shared = node.shared();
+    info!(listen = %node.listen_addr(), peers = ?args.srd_peer, "uplink to other cards");
+    thread::Builder::new()
+        .name("uplink".into())
+        .spawn(move || {
+            // The node runs as long as the card: nothing sets its stop flag.
+            let stop = AtomicBool::new(false);
+            node.run(&stop);
+        })
+        .map_err(|e| format!("cannot start the uplink thread: {e}"))?;
+    Ok(shared)
 }
 
 fn remove_sockets(sockets: &[PathBuf]) {

@@ -18,9 +18,9 @@ pub mod traffic;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,7 @@ use tracing::{info, warn};
 
 use self::faults::{FaultStatus, Faults};
 use self::traffic::{Generator, GeneratorConfig, GeneratorReport, Sink, SinkReport, mono_ns};
+use crate::uplink::{HELLO_EVERY, Outgoing, Uplink};
 
 /// Largest datagram the node receives (UDP's limit).
 const MAX_DATAGRAM: usize = 65_535;
@@ -116,6 +117,7 @@ pub struct Core {
     faults: Faults,
     counters: NodeCounters,
     flowlets: usize,
+    uplink: Option<Arc<Uplink>>,
 }
 
 /// The node state the control socket acts on.
@@ -250,19 +252,30 @@ impl Sockets {
 }
 
 /// Waits until `fd` is readable or `timeout` passes (nanosecond timer).
-fn wait_readable(fd: i32, timeout: Duration) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+/// Waits until one of `fds` is readable or `timeout` passes.
+fn wait_readable(fds: &[RawFd], timeout: Duration) {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: one valid pollfd, a valid timespec, no signal mask. An
-    // error (EINTR) just ends the wait early.
-    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    // SAFETY: `pfds` is a live array of as many pollfds as passed, a valid
+    // timespec, no signal mask. An error (EINTR) just ends the wait early.
+    unsafe {
+        libc::ppoll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
 }
 
 /// A running SRD node.
@@ -275,6 +288,10 @@ pub struct Node {
     sink: Sink,
     epoch: u32,
     last_prune_ns: u64,
+    /// The card's uplink this node carries, if any, and when it last
+    /// greeted the peers that have not answered.
+    uplink: Option<Arc<Uplink>>,
+    last_hello_ns: Option<u64>,
 }
 
 impl Node {
@@ -343,6 +360,7 @@ impl Node {
                     faults: Faults::new(seed.rotate_left(7)),
                     counters: NodeCounters::default(),
                     flowlets: cfg.flowlets,
+                    uplink: None,
                 }),
             }),
             sink: Sink::new(cfg.timeline),
@@ -351,7 +369,16 @@ impl Node {
             generator,
             epoch,
             last_prune_ns: 0,
+            uplink: None,
+            last_hello_ns: None,
         })
+    }
+
+    /// Carries `uplink`'s messages: messages delivered to this node go to
+    /// it (not to the sink), and it is greeted to its peers.
+    pub fn attach_uplink(&mut self, uplink: Arc<Uplink>) {
+        self.shared.lock().uplink = Some(Arc::clone(&uplink));
+        self.uplink = Some(uplink);
     }
 
     /// The address the node receives on.
@@ -395,7 +422,11 @@ impl Node {
             }
             let wake = self.turn(now_ns, &mut buf, &mut last_rx_ns);
             if !wake.is_zero() {
-                wait_readable(self.sockets.listen.as_raw_fd(), wake);
+                let listen = self.sockets.listen.as_raw_fd();
+                match &self.uplink {
+                    Some(u) => wait_readable(&[listen, u.wake_fd()], wake),
+                    None => wait_readable(&[listen], wake),
+                }
             }
         };
         let core = self.shared.lock();
@@ -445,8 +476,23 @@ impl Node {
             }
         }
         let delivered_ns = mono_ns();
+        let mut outgoing = Vec::new();
         while let Some(d) = core.endpoint.poll_deliver() {
-            self.sink.deliver(d.from, &d.payload, delivered_ns);
+            match &self.uplink {
+                Some(u) => outgoing.extend(u.receive(d.from, &d.header, &d.payload)),
+                None => self.sink.deliver(d.from, &d.payload, delivered_ns),
+            }
+        }
+        if let Some(u) = &self.uplink {
+            if self
+                .last_hello_ns
+                .is_none_or(|t| now_ns - t >= HELLO_EVERY.as_nanos() as u64)
+            {
+                self.last_hello_ns = Some(now_ns);
+                outgoing.extend(u.hellos());
+            }
+            outgoing.extend(u.drain());
+            send_all(u, &mut core.endpoint, outgoing);
         }
         while let Some(c) = core.endpoint.poll_completion() {
             if let Some(g) = &mut self.generator {
@@ -486,11 +532,25 @@ impl Node {
                 .as_ref()
                 .and_then(|g| g.next_due_ns())
                 .map(Duration::from_nanos),
+            self.last_hello_ns
+                .filter(|_| self.uplink.is_some())
+                .map(|t| Duration::from_nanos(t) + HELLO_EVERY),
         ]
         .into_iter()
         .flatten()
         .min()
         .map_or(MAX_SLEEP, |t| t.saturating_sub(now).min(MAX_SLEEP))
+    }
+}
+
+/// Hands `outgoing` to the transport; what it refuses goes back to the
+/// uplink.
+fn send_all(uplink: &Uplink, endpoint: &mut Endpoint, outgoing: Vec<Outgoing>) {
+    for out in outgoing {
+        if let Err(e) = endpoint.send(out.dest, &out.header, &out.payload) {
+            warn!(dest = %out.dest, error = %e, "uplink: message refused by the transport");
+            uplink.refused(&out);
+        }
     }
 }
 

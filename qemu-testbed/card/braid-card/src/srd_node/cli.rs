@@ -36,7 +36,8 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("'{s}' is not a number of seconds (e.g. 2.5)"))
 }
 
-fn parse_millis(s: &str) -> Result<Duration, String> {
+/// Parses a positive number of milliseconds (a command-line value).
+pub fn parse_millis(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
         .ok()
         .filter(|v| *v > 0.0)
@@ -44,7 +45,8 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("'{s}' is not a positive number of milliseconds (e.g. 2)"))
 }
 
-fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+/// Parses an inclusive UDP port range `LO-HI` (a command-line value).
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s
         .split_once('-')
         .ok_or_else(|| format!("'{s}' is not a port range LO-HI (e.g. 40000-40999)"))?;

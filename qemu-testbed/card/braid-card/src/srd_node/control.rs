@@ -24,6 +24,7 @@ use srd::{ContextStats, FlowletState};
 use super::faults::FaultStatus;
 use super::{NodeCounters, Shared};
 use crate::control::{Handler, aligned_table, error_line};
+use crate::uplink::UplinkCounters;
 
 /// Which flowlet `fault-pause` silences: a slot, or none (`off`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,18 @@ pub enum SrdRequest {
     },
 }
 
+impl SrdRequest {
+    /// Every request's verb.
+    pub const VERBS: [&str; 6] = [
+        "contexts",
+        "flowlets",
+        "faults",
+        "fault-drop",
+        "fault-delay",
+        "fault-pause",
+    ];
+}
+
 mod pause_target {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -143,6 +156,9 @@ pub struct SrdResponse {
     /// The faults in force (`faults`, `fault-*`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultStatus>,
+    /// The card uplink's counters (`contexts`, on a card's node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkCounters>,
 }
 
 impl Shared {
@@ -157,6 +173,7 @@ impl Shared {
             SrdRequest::Contexts {} | SrdRequest::Flowlets {} => {
                 response.contexts = core.endpoint.stats();
                 response.node = Some(core.counters.clone());
+                response.uplink = core.uplink.as_ref().map(|u| u.counters());
                 return Ok(response);
             }
             SrdRequest::Faults {} => None,

@@ -243,3 +243,75 @@ fn requests_round_trip_and_bad_settings_are_refused() {
     assert!(bad(0, (40_000, 40_999)).contains("1..=255 flowlets"));
     assert!(bad(256, (40_000, 40_999)).contains("1..=255 flowlets"));
 }
+
+/// An ENA function's receive side that keeps what reaches it.
+#[derive(Default)]
+struct Frames(Mutex<Vec<Vec<u8>>>);
+
+impl crate::ena::switch::Port for Frames {
+    fn receive(&self, frame: &[u8]) {
+        self.0.lock().unwrap().push(frame.to_vec());
+    }
+}
+
+#[test]
+fn carries_a_cards_uplink_over_udp() {
+    use crate::efa::fabric::Fabric;
+    use crate::ena::switch::{Port, Switch};
+    use crate::uplink::Uplink;
+
+    let mut nodes = [node((46_000, 46_499), None), node((46_500, 46_999), None)];
+    let addrs = [nodes[0].listen_addr(), nodes[1].listen_addr()];
+    let mut cards = Vec::new();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let switch = Arc::new(Switch::new());
+        let frames = Arc::new(Frames::default());
+        let port = switch.attach(Arc::downgrade(&frames) as std::sync::Weak<dyn Port>);
+        let uplink = Uplink::new(
+            Arc::new(Fabric::new()),
+            Arc::clone(&switch),
+            vec![addrs[1 - i]],
+        )
+        .unwrap();
+        node.attach_uplink(uplink);
+        cards.push((switch, port, frames));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared: Vec<_> = nodes.iter().map(Node::shared).collect();
+    let runs: Vec<_> = nodes
+        .into_iter()
+        .map(|n| {
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || n.run(&stop))
+        })
+        .collect();
+    // A broadcast from card 0's function reaches card 1's, woken by the
+    // uplink's eventfd rather than the loop's longest sleep.
+    let frame = [
+        [0xff; 6].as_slice(),
+        &[2, 0, 0, 0, 0, 1],
+        &[0x08, 0x06],
+        &[7; 50],
+    ]
+    .concat();
+    cards[0].0.forward(cards[0].1, &frame);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cards[1].2.0.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for run in runs {
+        run.join().unwrap();
+    }
+    assert_eq!(*cards[1].2.0.lock().unwrap(), vec![frame]);
+    assert!(
+        cards[0].2.0.lock().unwrap().is_empty(),
+        "not back to the sender"
+    );
+    let r = ask(&shared[1], r#"{"verb":"contexts"}"#);
+    let up = r.uplink.expect("a card's node reports its uplink");
+    assert_eq!(up.frames_received, 1);
+    // Its peer's greeting, and the answer to its own.
+    assert!(up.hellos_received >= 1);
+    assert_eq!(r.contexts[0].peer, addrs[0]);
+}
