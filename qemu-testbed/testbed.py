@@ -120,20 +120,37 @@ class Function:
     socket: Path
 
 
+# Joined cards' flowlet source ports: a range of SRD_PORT_SPAN per card from SRD_PORT_BASE, above
+# Linux's default ephemeral range (32768-60999) so that no other socket takes them.
+SRD_PORT_BASE = 61000
+SRD_PORT_SPAN = 1000
+SRD_PORT_RANGES = 4
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 nobody uses now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # Control verbs and their arguments after FUNCTION (see braid-card's src/control.rs).
 CONTROL_VERBS = {"status": None, "link": "state", "fatal-error": None, "keep-alive": "action"}
+# Verbs of a card with an SRD uplink (joined_cards), about the whole card: no argument.
+SRD_VERBS = ("contexts", "flowlets")
 
 
 def control_request(words: list[str | int | Path]) -> dict:
-    """A control request from its words: ["status"], ["link", FUNCTION, "up"|"down"],
+    """A control request from its words: ["status"], ["contexts"], ["flowlets"], ["link", FUNCTION, "up"|"down"],
     ["fatal-error", FUNCTION], ["keep-alive", FUNCTION, "pause"|"resume"]. FUNCTION is the card's
     function index or socket path. Raises TestbedError on anything else (the card checks the values)."""
-    if not words or words[0] not in CONTROL_VERBS:
-        raise TestbedError(f"unknown control verb {words[0] if words else ''!r} (one of {', '.join(CONTROL_VERBS)})")
+    if not words or (words[0] not in CONTROL_VERBS and words[0] not in SRD_VERBS):
+        raise TestbedError(f"unknown control verb {words[0] if words else ''!r} "
+                           f"(one of {', '.join([*CONTROL_VERBS, *SRD_VERBS])})")
     verb, rest = str(words[0]), list(words[1:])
-    if verb == "status":
+    if verb == "status" or verb in SRD_VERBS:
         if rest:
-            raise TestbedError("status takes no argument")
+            raise TestbedError(f"{verb} takes no argument")
         return {"verb": verb}
     extra = CONTROL_VERBS[verb]
     if len(rest) != (2 if extra else 1):
@@ -279,6 +296,27 @@ class Testbed:
                 raise TestbedError(f"card {name} did not create its sockets within 10 s (log: {log})")
             time.sleep(0.02)
         return card
+
+    def joined_cards(self, names: list[str], functions: list[str], flowlets: int = 8) -> list[Card]:
+        """Starts one card per name, each with `functions`, joined to every other over SRD on the
+        loopback interface (--srd-listen / --srd-peer): ENA frames and EFA messages between their
+        functions cross the SRD transport. Each card takes a listen port the kernel picks and its own
+        range of flowlet source ports above the kernel's ephemeral range."""
+        if len(names) > SRD_PORT_RANGES:
+            raise TestbedError(f"at most {SRD_PORT_RANGES} joined cards")
+        listen = [f"127.0.0.1:{free_udp_port()}" for _ in names]
+        cards = []
+        for i, name in enumerate(names):
+            lo = SRD_PORT_BASE + i * SRD_PORT_SPAN
+            # A card shares two cores with TCG guests: a 2 ms floor on the retransmission timeout keeps
+            # its descheduled peer from looking like a dead path (docs/srd.md).
+            args = ["--srd-listen", listen[i], "--srd-flowlets", str(flowlets), "--srd-min-rto", "2",
+                    "--srd-src-ports", f"{lo}-{lo + SRD_PORT_SPAN - 1}"]
+            for j, peer in enumerate(listen):
+                if j != i:
+                    args += ["--srd-peer", peer]
+            cards.append(self.card(name, functions, args))
+        return cards
 
     def vm(self, name: str, functions: list[Function], job: str, *, memory_mb: int = 1024, smp: int = 1,
            interactive: bool = False, env: dict[str, str] | None = None, ram: str = "shared",

@@ -41,7 +41,9 @@ class Boot:
     two guests, each gets an ENA and an EFA function) and the tests see BRAID_VM_INDEX=i and
     BRAID_VM_COUNT=vms. Each guest has
     `smp` vCPUs; its tests also see `env` (e.g. BRAID_NET_DRIVER=braid runs the ENA scripts on
-    braid.ko), and guest i also `vm_env[i]` when given."""
+    braid.ko), and guest i also `vm_env[i]` when given. With `cards` > 1 there are that many
+    cards, each with all of `functions`, joined over SRD (`Testbed.joined_cards`), and guest i gets
+    card i's functions."""
 
     name: str
     functions: list[str]
@@ -51,6 +53,7 @@ class Boot:
     smp: int = 1
     env: dict[str, str] = field(default_factory=dict)
     vm_env: list[dict[str, str]] = field(default_factory=list)
+    cards: int = 1
 
 
 PLAN = [
@@ -87,6 +90,9 @@ PLAN = [
     Boot("channels", ["ena", "ena"], ["ena/channels.sh"], smp=2),
     # The same on braid.ko.
     Boot("braid-channels", ["ena", "ena"], ["ena/channels.sh"], smp=2, env={"BRAID_NET_DRIVER": "braid"}),
+    # Two VMs on two cards joined by the SRD transport: ENA frames (ping, TCP) and EFA messages
+    # (pingpongs, libfabric, perftest's sends, writes and reads) cross from card to card.
+    Boot("two-cards", ["ena", "efa"], ["ena/ping.sh", "efa/pair.sh"], vms=2, cards=2),
 ]
 
 
@@ -310,27 +316,58 @@ def srd_tests() -> list[Result]:
     return results
 
 
+def uplink_carried(boot: str, card: testbed.Card) -> Result:
+    """After a boot on joined cards: the card's SRD uplink carried both functions' traffic both ways
+    (Ethernet frames, EFA requests and verdicts), every message it sent was acknowledged, and nothing
+    it received was malformed."""
+    name = f"{boot}:{card.name}:uplink_carried_traffic"
+    answer = card.control("contexts")
+    if not answer.get("ok"):
+        return Result(name, "fail", f"contexts: {answer.get('error')}")
+    up, contexts = answer.get("uplink") or {}, answer.get("contexts") or []
+    moved = ("frames_sent", "frames_received", "efa_requests_sent", "efa_requests_received",
+             "efa_responses_received")
+    sent = sum(c["messages_sent"] for c in contexts)
+    completed = sum(c["messages_completed"] for c in contexts)
+    outstanding = sum(c["outstanding_messages"] for c in contexts)
+    detail = (", ".join(f"{k} {up.get(k)}" for k in moved + ("malformed", "efa_refused")) +
+              f"; SRD messages sent {sent}, acknowledged {completed}, outstanding {outstanding}, "
+              f"retransmits {sum(c['retransmits'] for c in contexts)}")
+    ok = (all(up.get(k, 0) > 0 for k in moved) and up.get("malformed") == 0 and up.get("efa_refused") == 0
+          and sent > 0 and completed + outstanding == sent)
+    testbed.progress(f"guest: {card.name}'s uplink: {detail}")
+    return Result(name, "pass" if ok else "fail", detail)
+
+
 def guest_tests(plan: list[Boot]) -> list[Result]:
     results: list[Result] = []
     for boot in plan:
         testbed.progress(f"guest: boot '{boot.name}' ({', '.join(boot.functions)}): {len(boot.tests)} test scripts")
         try:
             with testbed.Testbed(f"check-{boot.name}", timeout=boot.timeout) as tb:
-                card = tb.card("card0", boot.functions)
                 job = "sh /braid/src/selftests/run-guest " + " ".join(boot.tests)
-                if boot.vms == 1:
-                    tb.vm(boot.name, card.functions, job, smp=boot.smp, env=boot.env)
+                if boot.cards > 1:
+                    if boot.cards != boot.vms:
+                        raise testbed.TestbedError(f"boot {boot.name}: {boot.cards} cards need as many guests")
+                    cards = tb.joined_cards([f"card{i}" for i in range(boot.cards)], boot.functions)
+                    functions = [card.functions for card in cards]
                 else:
+                    cards = []
+                    card = tb.card("card0", boot.functions)
                     per_vm, extra = divmod(len(card.functions), boot.vms)
                     if extra or not per_vm:
                         raise testbed.TestbedError(f"boot {boot.name}: {len(card.functions)} functions do not "
                                                    f"deal out evenly to {boot.vms} guests")
-                    for i in range(boot.vms):
-                        fns = card.functions[i * per_vm:(i + 1) * per_vm]
-                        tb.vm(f"{boot.name}{i}", fns, job, smp=boot.smp,
-                              env=boot.env | (boot.vm_env[i] if i < len(boot.vm_env) else {})
-                              | {"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
+                    functions = [card.functions[i * per_vm:(i + 1) * per_vm] for i in range(boot.vms)]
+                for i, fns in enumerate(functions):
+                    if boot.vms == 1:
+                        tb.vm(boot.name, fns, job, smp=boot.smp, env=boot.env)
+                        continue
+                    tb.vm(f"{boot.name}{i}", fns, job, smp=boot.smp,
+                          env=boot.env | (boot.vm_env[i] if i < len(boot.vm_env) else {})
+                          | {"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
                 vms = tb.wait()
+                results += [uplink_carried(boot.name, card) for card in cards]
         except testbed.TestbedError as e:
             results.append(Result(f"{boot.name}:testbed", "fail", str(e)))
             continue
@@ -370,7 +407,12 @@ def main() -> int:
         ap.error(f"no guest boot or test matches {args.boot or ''} {args.test or ''}; see --list")
     if args.list:
         for b in plan:
-            guests = f", {b.vms} guests ({len(b.functions) // b.vms} functions each)" if b.vms > 1 else ""
+            if b.cards > 1:
+                guests = f", {b.cards} cards joined over SRD, a guest on each"
+            elif b.vms > 1:
+                guests = f", {b.vms} guests ({len(b.functions) // b.vms} functions each)"
+            else:
+                guests = ""
             print(f"boot {b.name}: card functions {','.join(b.functions)}{guests}")
             for t in b.tests:
                 print(f"  {t}")
