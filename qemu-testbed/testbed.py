@@ -271,13 +271,15 @@ class Testbed:
         for old in runs[:-KEEP_RUNS]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def card(self, name: str, functions: list[str], args: list[str] | None = None) -> Card:
-        """Starts a card process with the given functions (e.g. ["ena", "efa"]) and waits for its sockets."""
+    def card(self, name: str, functions: list[str], args: list[str] | None = None,
+             prefix: list[str] | None = None) -> Card:
+        """Starts a card process with the given functions (e.g. ["ena", "efa"]) and waits for its sockets.
+        `prefix` goes before the command (e.g. `ip netns exec NS`, which execs the card in place)."""
         sockdir = self.dir / name
         sockdir.mkdir()
         fns = [(kind, sockdir / f"{kind}{i}.sock") for i, kind in enumerate(functions)]
         control = sockdir / "control.sock"
-        cmd = [str(CARD_BINARY)]
+        cmd = (prefix or []) + [str(CARD_BINARY)]
         for kind, sock in fns:
             cmd += ["--function", f"{kind}:{sock}"]
         cmd += ["--control", str(control)]
@@ -297,25 +299,30 @@ class Testbed:
             time.sleep(0.02)
         return card
 
-    def joined_cards(self, names: list[str], functions: list[str], flowlets: int = 8) -> list[Card]:
-        """Starts one card per name, each with `functions`, joined to every other over SRD on the
-        loopback interface (--srd-listen / --srd-peer): ENA frames and EFA messages between their
-        functions cross the SRD transport. Each card takes a listen port the kernel picks and its own
-        range of flowlet source ports above the kernel's ephemeral range."""
+    def joined_cards(self, names: list[str], functions: list[str], flowlets: int = 8,
+                     hosts: list[tuple[list[str], str]] | None = None) -> list[Card]:
+        """Starts one card per name, each with `functions`, joined to every other over SRD: ENA frames
+        and EFA messages between their functions cross the SRD transport. Each card takes its own range
+        of flowlet source ports above the kernel's ephemeral range. Without `hosts` the cards listen on
+        127.0.0.1, on ports the kernel picks; `hosts` gives card i a command prefix and a listen
+        address (e.g. `ip netns exec` into a host of the SRD multipath fabric and that host's address)."""
         if len(names) > SRD_PORT_RANGES:
             raise TestbedError(f"at most {SRD_PORT_RANGES} joined cards")
-        listen = [f"127.0.0.1:{free_udp_port()}" for _ in names]
+        if hosts is None:
+            hosts = [([], f"127.0.0.1:{free_udp_port()}") for _ in names]
+        if len(hosts) != len(names):
+            raise TestbedError(f"{len(names)} cards on {len(hosts)} hosts")
         cards = []
         for i, name in enumerate(names):
             lo = SRD_PORT_BASE + i * SRD_PORT_SPAN
             # A card shares two cores with TCG guests: a 2 ms floor on the retransmission timeout keeps
             # its descheduled peer from looking like a dead path (docs/srd.md).
-            args = ["--srd-listen", listen[i], "--srd-flowlets", str(flowlets), "--srd-min-rto", "2",
+            args = ["--srd-listen", hosts[i][1], "--srd-flowlets", str(flowlets), "--srd-min-rto", "2",
                     "--srd-src-ports", f"{lo}-{lo + SRD_PORT_SPAN - 1}"]
-            for j, peer in enumerate(listen):
+            for j, (_, peer) in enumerate(hosts):
                 if j != i:
                     args += ["--srd-peer", peer]
-            cards.append(self.card(name, functions, args))
+            cards.append(self.card(name, functions, args, prefix=hosts[i][0]))
         return cards
 
     def vm(self, name: str, functions: list[Function], job: str, *, memory_mb: int = 1024, smp: int = 1,

@@ -16,10 +16,12 @@ List the plan:        selftests/harness.py --list
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -43,7 +45,8 @@ class Boot:
     `smp` vCPUs; its tests also see `env` (e.g. BRAID_NET_DRIVER=braid runs the ENA scripts on
     braid.ko), and guest i also `vm_env[i]` when given. With `cards` > 1 there are that many
     cards, each with all of `functions`, joined over SRD (`Testbed.joined_cards`), and guest i gets
-    card i's functions."""
+    card i's functions; with `fabric` as well, two cards sit on the two hosts of the SRD multipath
+    fabric (when it can be built here, else on loopback) and one path is cut mid-boot (`PathCut`)."""
 
     name: str
     functions: list[str]
@@ -54,6 +57,7 @@ class Boot:
     env: dict[str, str] = field(default_factory=dict)
     vm_env: list[dict[str, str]] = field(default_factory=list)
     cards: int = 1
+    fabric: bool = False
 
 
 PLAN = [
@@ -90,9 +94,10 @@ PLAN = [
     Boot("channels", ["ena", "ena"], ["ena/channels.sh"], smp=2),
     # The same on braid.ko.
     Boot("braid-channels", ["ena", "ena"], ["ena/channels.sh"], smp=2, env={"BRAID_NET_DRIVER": "braid"}),
-    # Two VMs on two cards joined by the SRD transport: ENA frames (ping, TCP) and EFA messages
-    # (pingpongs, libfabric, perftest's sends, writes and reads) cross from card to card.
-    Boot("two-cards", ["ena", "efa"], ["ena/ping.sh", "efa/pair.sh"], vms=2, cards=2),
+    # Two VMs on two cards joined by the SRD transport across the 4-path fabric: ENA frames (ping,
+    # TCP) and EFA messages (pingpongs, libfabric, perftest's sends, writes and reads) cross from card
+    # to card, and a path is cut during the TCP stream.
+    Boot("two-cards", ["ena", "efa"], ["ena/ping.sh", "efa/pair.sh"], vms=2, cards=2, fabric=True),
 ]
 
 
@@ -339,26 +344,106 @@ def uplink_carried(boot: str, card: testbed.Card) -> Result:
     return Result(name, "pass" if ok else "fail", detail)
 
 
+class PathCut(threading.Thread):
+    """Cuts one path of the SRD fabric under two joined cards once their SRD contexts have sent
+    `after` messages (the guests' first TCP stream), choosing the path most of card a's active
+    flowlets hash onto; the rest of the boot runs on the other paths. `verdict()` then checks that
+    traffic left the dead path: no card keeps an active flowlet on it, and the other paths carried
+    traffic after the cut."""
+
+    def __init__(self, fab: fabric.Fabric, cards: list[testbed.Card], after: int = 3000):
+        super().__init__(name="path-cut", daemon=True)
+        self.fab, self.cards, self.after = fab, cards, after
+        self.stop = threading.Event()
+        self.path: int | None = None
+        self.sent_at_cut = 0
+        self.counters_at_cut: dict[int, dict[str, int]] = {}
+        self.error = ""
+
+    def contexts(self, card: testbed.Card) -> list[dict]:
+        return card.control("contexts").get("contexts") or []
+
+    def run(self) -> None:
+        try:
+            while not self.stop.wait(0.2):
+                sent = sum(c["messages_sent"] for card in self.cards for c in self.contexts(card))
+                if sent >= self.after:
+                    break
+            else:
+                return
+            ports = [f["src_port"] for c in self.contexts(self.cards[0]) for f in c["flowlets"]
+                     if f["state"] == "active"]
+            paths = [self.fab.path_of(port, 7000, "a") for port in ports]
+            self.path = max(range(fabric.PATHS), key=paths.count)
+            self.sent_at_cut = sent
+            self.fab.cut(self.path)
+            self.counters_at_cut = self.fab.counters()
+            testbed.progress(f"guest: SRD fabric path {self.path} cut after {sent} messages "
+                             f"({paths.count(self.path)} of card a's {len(ports)} active flowlets on it)")
+        except (testbed.TestbedError, fabric.FabricError, KeyError, ValueError) as e:
+            self.error = str(e)
+
+    def verdict(self, boot: str) -> Result:
+        name = f"{boot}:fabric_path_cut_traffic_moved"
+        self.stop.set()
+        self.join()
+        if self.error or self.path is None:
+            return Result(name, "fail", self.error or f"SRD traffic never reached {self.after} messages")
+        stuck = []
+        for card, host in zip(self.cards, ("a", "b")):
+            for c in self.contexts(card):
+                stuck += [f"{card.name}:{f['src_port']}" for f in c["flowlets"]
+                          if f["state"] == "active" and self.fab.path_of(f["src_port"], 7000, host) == self.path]
+        after = self.fab.counters()
+        moved = {p: sum(after[p][d] - self.counters_at_cut[p][d] for d in ("a_to_b", "b_to_a"))
+                 for p in range(fabric.PATHS)}
+        others = [moved[p] for p in range(fabric.PATHS) if p != self.path]
+        detail = (f"path {self.path} cut after {self.sent_at_cut} messages; packets per path since: {moved}; "
+                  f"active flowlets left on it: {stuck or 'none'}")
+        # The cut router still sends its own few packets (neighbour discovery).
+        ok = not stuck and all(n > 0 for n in others) and moved[self.path] <= 10
+        testbed.progress(f"guest: {detail}")
+        return Result(name, "pass" if ok else "fail", detail)
+
+
+def start_cards(tb: testbed.Testbed, boot: Boot, stack: contextlib.ExitStack,
+                results: list[Result]) -> tuple[list[list[testbed.Function]], list[testbed.Card], PathCut | None]:
+    """The boot's cards: the functions of each guest, the cards joined over SRD (none for one card),
+    and the path cutter when the joined cards are on the fabric."""
+    if boot.cards == 1:
+        card = tb.card("card0", boot.functions)
+        per_vm, extra = divmod(len(card.functions), boot.vms)
+        if extra or not per_vm:
+            raise testbed.TestbedError(f"boot {boot.name}: {len(card.functions)} functions do not deal out "
+                                       f"evenly to {boot.vms} guests")
+        return [card.functions[i * per_vm:(i + 1) * per_vm] for i in range(boot.vms)], [], None
+    if boot.cards != boot.vms:
+        raise testbed.TestbedError(f"boot {boot.name}: {boot.cards} cards need as many guests")
+    names = [f"card{i}" for i in range(boot.cards)]
+    why = fabric.unavailable() if boot.fabric else None
+    if not boot.fabric or why or boot.cards != 2:
+        if boot.fabric:
+            results.append(Result(f"{boot.name}:fabric_path_cut_traffic_moved", "skip",
+                                  f"the SRD fabric cannot be built here ({why}): cards joined on loopback"))
+        cards = tb.joined_cards(names, boot.functions)
+        return [card.functions for card in cards], cards, None
+    fab = stack.enter_context(fabric.Fabric(testbed.CARD_BINARY, "braid-srd-cards", tmp=tb.dir))
+    cards = tb.joined_cards(names, boot.functions,
+                            hosts=[(fab.in_ns(h), f"{fabric.ADDR[h]}:7000") for h in ("a", "b")])
+    cut = PathCut(fab, cards)
+    cut.start()
+    return [card.functions for card in cards], cards, cut
+
+
 def guest_tests(plan: list[Boot]) -> list[Result]:
     results: list[Result] = []
     for boot in plan:
         testbed.progress(f"guest: boot '{boot.name}' ({', '.join(boot.functions)}): {len(boot.tests)} test scripts")
         try:
-            with testbed.Testbed(f"check-{boot.name}", timeout=boot.timeout) as tb:
+            with contextlib.ExitStack() as stack:
+                tb = stack.enter_context(testbed.Testbed(f"check-{boot.name}", timeout=boot.timeout))
                 job = "sh /braid/src/selftests/run-guest " + " ".join(boot.tests)
-                if boot.cards > 1:
-                    if boot.cards != boot.vms:
-                        raise testbed.TestbedError(f"boot {boot.name}: {boot.cards} cards need as many guests")
-                    cards = tb.joined_cards([f"card{i}" for i in range(boot.cards)], boot.functions)
-                    functions = [card.functions for card in cards]
-                else:
-                    cards = []
-                    card = tb.card("card0", boot.functions)
-                    per_vm, extra = divmod(len(card.functions), boot.vms)
-                    if extra or not per_vm:
-                        raise testbed.TestbedError(f"boot {boot.name}: {len(card.functions)} functions do not "
-                                                   f"deal out evenly to {boot.vms} guests")
-                    functions = [card.functions[i * per_vm:(i + 1) * per_vm] for i in range(boot.vms)]
+                functions, cards, cut = start_cards(tb, boot, stack, results)
                 for i, fns in enumerate(functions):
                     if boot.vms == 1:
                         tb.vm(boot.name, fns, job, smp=boot.smp, env=boot.env)
@@ -368,7 +453,9 @@ def guest_tests(plan: list[Boot]) -> list[Result]:
                           | {"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
                 vms = tb.wait()
                 results += [uplink_carried(boot.name, card) for card in cards]
-        except testbed.TestbedError as e:
+                if cut:
+                    results.append(cut.verdict(boot.name))
+        except (testbed.TestbedError, fabric.FabricError) as e:
             results.append(Result(f"{boot.name}:testbed", "fail", str(e)))
             continue
         for vm in vms:
