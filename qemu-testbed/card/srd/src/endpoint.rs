@@ -129,13 +129,20 @@ pub struct Delivered {
     pub payload: Vec<u8>,
 }
 
-/// A sent message the peer acknowledged completely.
+/// A sent message the peer acknowledged completely, with what it cost to
+/// get it there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Completion {
     /// The destination.
     pub dest: SocketAddr,
     /// The id `send` returned.
     pub id: MessageId,
+    /// Its packets sent again (after a timeout or a loss signal).
+    pub retransmits: u32,
+    /// The service header and payload bytes of those packets.
+    pub retransmit_bytes: u64,
+    /// Its packets that timed out.
+    pub timeouts: u32,
 }
 
 /// Why `send` refused a message.
@@ -163,10 +170,15 @@ pub enum SendError {
 struct OutMessage {
     header: Vec<u8>,
     payload: Vec<u8>,
+    /// Service header and payload bytes per packet.
+    room: usize,
     frag_count: u16,
     acked: Vec<bool>,
     queued: Vec<bool>,
     remaining: u16,
+    retransmits: u32,
+    retransmit_bytes: u64,
+    timeouts: u32,
 }
 
 impl OutMessage {
@@ -334,10 +346,14 @@ impl Endpoint {
             OutMessage {
                 header: service_header.to_vec(),
                 payload: payload.to_vec(),
+                room,
                 frag_count,
                 acked: vec![false; frags],
                 queued: vec![true; frags],
                 remaining: frag_count,
+                retransmits: 0,
+                retransmit_bytes: 0,
+                timeouts: 0,
             },
         );
         ctx.queue.extend((0..frag_count).map(|f| (id, f)));
@@ -610,6 +626,9 @@ impl Endpoint {
                     continue;
                 };
                 ctx.counters.timeouts += 1;
+                if let Some(m) = ctx.messages.get_mut(&inf.msg) {
+                    m.timeouts += 1;
+                }
                 ctx.release(&inf);
                 ctx.requeue(inf.msg, inf.frag);
                 if ctx.flowlets[inf.flowlet].generation == inf.generation
@@ -750,6 +769,10 @@ impl Context {
             let i = usize::from(frag);
             if !m.acked[i] && !m.queued[i] {
                 m.queued[i] = true;
+                let (header, payload) = m.fragment(frag, m.room);
+                let bytes = (header.len() + payload.len()) as u64;
+                m.retransmits += 1;
+                m.retransmit_bytes += bytes;
                 self.queue.push_front((msg, frag));
                 self.counters.retransmits += 1;
             }
@@ -785,12 +808,15 @@ impl Context {
                 m.acked[i] = true;
                 m.remaining -= 1;
                 if m.remaining == 0 {
-                    self.messages.remove(&inf.msg);
-                    self.counters.messages_completed += 1;
                     completed.push_back(Completion {
                         dest: self.peer,
                         id: MessageId(inf.msg),
+                        retransmits: m.retransmits,
+                        retransmit_bytes: m.retransmit_bytes,
+                        timeouts: m.timeouts,
                     });
+                    self.messages.remove(&inf.msg);
+                    self.counters.messages_completed += 1;
                 }
             }
         }

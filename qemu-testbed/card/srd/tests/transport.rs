@@ -82,6 +82,18 @@ fn exactly_once_under_loss_duplication_reordering() {
     assert_eq!(sim.completed[1].len(), b_sent.len());
     let stats = &sim.eps[0].stats()[0];
     assert!(stats.retransmits > 0, "the loss was real: {stats:?}");
+    // Every message completed: their completions account for every
+    // retransmission and timeout of the context, and a retransmitted
+    // packet carried at most a packet's worth.
+    let sum =
+        |f: fn(&srd::Completion) -> u64| sim.completed[0].iter().map(|(_, c)| f(c)).sum::<u64>();
+    assert_eq!(sum(|c| c.retransmits.into()), stats.retransmits);
+    assert_eq!(sum(|c| c.timeouts.into()), stats.timeouts);
+    let bytes = sum(|c| c.retransmit_bytes);
+    assert!(
+        bytes >= stats.retransmits && bytes <= stats.retransmits * 1472,
+        "{bytes} bytes"
+    );
     let b_stats = &sim.eps[1].stats()[0];
     assert!(
         b_stats.duplicates > 0,

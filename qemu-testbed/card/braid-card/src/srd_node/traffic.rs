@@ -612,6 +612,9 @@ mod tests {
             &Completion {
                 dest: g.cfg.peer,
                 id,
+                retransmits: 0,
+                retransmit_bytes: 0,
+                timeouts: 0,
             },
             2_000,
         );
