@@ -498,6 +498,9 @@ impl Node {
             if let Some(g) = &mut self.generator {
                 g.complete(&c, delivered_ns);
             }
+            if let Some(u) = &self.uplink {
+                u.delivered(&c);
+            }
         }
         if core.endpoint.next_timeout().is_some_and(|t| t <= now) {
             core.endpoint.handle_timeout(now);
@@ -547,9 +550,12 @@ impl Node {
 /// uplink.
 fn send_all(uplink: &Uplink, endpoint: &mut Endpoint, outgoing: Vec<Outgoing>) {
     for out in outgoing {
-        if let Err(e) = endpoint.send(out.dest, &out.header, &out.payload) {
-            warn!(dest = %out.dest, error = %e, "uplink: message refused by the transport");
-            uplink.refused(&out);
+        match endpoint.send(out.dest, &out.header, &out.payload) {
+            Ok(id) => uplink.sent(id, &out),
+            Err(e) => {
+                warn!(dest = %out.dest, error = %e, "uplink: message refused by the transport");
+                uplink.refused(&out);
+            }
         }
     }
 }

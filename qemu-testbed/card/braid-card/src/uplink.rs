@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use srd::{Completion, MessageId};
 use tracing::{debug, info, trace, warn};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -59,6 +60,9 @@ pub struct Outgoing {
     /// For an EFA request that wants a verdict: its sender's GID and
     /// token, to fail it if the transport refuses the message.
     pub on_refusal: Option<([u8; 16], u64)>,
+    /// The EFA function the message is sent for (a request's sender, a
+    /// response's responder), which the transport's cost is charged to.
+    pub charge_to: Option<[u8; 16]>,
 }
 
 /// What the uplink counted.
@@ -108,6 +112,8 @@ pub struct Uplink {
     wake: EventFd,
     directory: Mutex<Directory>,
     counters: Mutex<UplinkCounters>,
+    /// EFA messages in flight, by transport message id: whom to charge.
+    in_flight: Mutex<HashMap<MessageId, [u8; 16]>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -132,6 +138,7 @@ impl Uplink {
             wake,
             directory: Mutex::default(),
             counters: Mutex::default(),
+            in_flight: Mutex::default(),
         });
         let port = switch.attach(Arc::downgrade(&uplink) as Weak<dyn Port>);
         let _ = uplink.port.set(port);
@@ -196,6 +203,7 @@ impl Uplink {
             .encode(),
             payload: Vec::new(),
             on_refusal: None,
+            charge_to: None,
         }
     }
 
@@ -215,6 +223,30 @@ impl Uplink {
         // Nothing pending (EAGAIN) is fine.
         let _ = self.wake.read();
         lock(&self.outbox).drain(..).collect()
+    }
+
+    /// The transport took `out` as message `id`.
+    pub fn sent(&self, id: MessageId, out: &Outgoing) {
+        if let Some(gid) = out.charge_to {
+            lock(&self.in_flight).insert(id, gid);
+        }
+    }
+
+    /// The transport delivered message `c.id`: what it cost goes on the
+    /// account of the EFA function it was sent for (hw_counters'
+    /// retrans_* in the guest).
+    pub fn delivered(&self, c: &Completion) {
+        let Some(gid) = lock(&self.in_flight).remove(&c.id) else {
+            return;
+        };
+        if c.retransmits > 0 || c.timeouts > 0 {
+            let cost = fabric::TransportCost {
+                retransmits: c.retransmits.into(),
+                retransmit_bytes: c.retransmit_bytes,
+                timeouts: c.timeouts.into(),
+            };
+            self.fabric.charge(&gid, cost);
+        }
     }
 
     /// The transport refused `out` (too large): an EFA send that waits
@@ -292,6 +324,7 @@ impl Uplink {
                     .encode(),
                     payload: bytes,
                     on_refusal: None,
+                    charge_to: Some(dest_gid),
                 })
             }
             Header::EfaResponse {
@@ -329,6 +362,7 @@ impl Port for Uplink {
                 header: Header::Frame.encode(),
                 payload: frame.to_vec(),
                 on_refusal: None,
+                charge_to: None,
             });
             let mut c = lock(&self.counters);
             if queued {
@@ -355,6 +389,7 @@ impl fabric::Uplink for Uplink {
             .encode(),
             payload: message.bytes.clone(),
             on_refusal: (token != 0).then_some((message.src_gid, token)),
+            charge_to: Some(message.src_gid),
         });
         let mut c = lock(&self.counters);
         if queued {

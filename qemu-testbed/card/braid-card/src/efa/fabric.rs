@@ -84,6 +84,22 @@ pub trait Endpoint: Send + Sync {
     /// `token` ([`Fabric::send`] answered [`Route::Remote`]). It must not
     /// call back into the fabric.
     fn completed(&self, token: u64, delivery: Delivery);
+
+    /// What the transport to other cards spent on one of this endpoint's
+    /// messages (a request, or the response to one it received).
+    fn transport_cost(&self, cost: TransportCost);
+}
+
+/// What the transport between cards spent on one message beyond sending
+/// it once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportCost {
+    /// Packets sent again.
+    pub retransmits: u64,
+    /// Their bytes.
+    pub retransmit_bytes: u64,
+    /// Packets that timed out.
+    pub timeouts: u64,
 }
 
 /// The way to the GIDs of other cards.
@@ -190,6 +206,13 @@ impl Fabric {
         endpoint.map(|e| e.completed(token, delivery)).is_some()
     }
 
+    /// Charges `cost` to the endpoint of `gid`, if it is still there.
+    pub fn charge(&self, gid: &[u8; 16], cost: TransportCost) {
+        if let Some(endpoint) = self.lock().get(gid).and_then(Weak::upgrade) {
+            endpoint.transport_cost(cost);
+        }
+    }
+
     /// Delivers `message` to the endpoint of `gid` on this card: its
     /// outcome, or `None` when no endpoint here has that GID.
     pub fn deliver(&self, gid: &[u8; 16], message: &Message) -> Option<Delivery> {
@@ -228,6 +251,8 @@ mod tests {
         }
 
         fn completed(&self, _: u64, _: Delivery) {}
+
+        fn transport_cost(&self, _: TransportCost) {}
     }
 
     fn message(dest_qpn: u16) -> Message {

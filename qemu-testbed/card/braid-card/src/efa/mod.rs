@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 use self::admin::opcode;
-use self::fabric::{Delivery, Endpoint, Fabric, Message, Route};
+use self::fabric::{Delivery, Endpoint, Fabric, Message, Route, TransportCost};
 use self::resources::Resources;
 use crate::function::{
     DatapathPriority, FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers,
@@ -249,8 +249,25 @@ pub struct Stats {
     /// write_wrs, write_bytes, write_wr_err, write_recv_bytes.
     pub rdma_write: [u64; 4],
     /// retrans_bytes, retrans_pkts, retrans_timeout_events,
-    /// unresponsive_remote_events, impaired_remote_conn_events.
+    /// unresponsive_remote_events, impaired_remote_conn_events: the SRD
+    /// transport's work on this function's messages to and from other
+    /// cards ([`network`]).
     pub network: [u64; 5],
+}
+
+/// Indices into [`Stats::network`].
+pub mod network {
+    /// Bytes of the function's packets sent again.
+    pub const RETRANS_BYTES: usize = 0;
+    /// The function's packets sent again.
+    pub const RETRANS_PKTS: usize = 1;
+    /// The function's packets that timed out.
+    pub const RETRANS_TIMEOUT_EVENTS: usize = 2;
+    /// Sends that got no verdict from the remote card in time.
+    pub const UNRESPONSIVE_REMOTE_EVENTS: usize = 3;
+    /// Messages that reached the remote card only after a timeout (their
+    /// path failed under them).
+    pub const IMPAIRED_REMOTE_CONN_EVENTS: usize = 4;
 }
 
 /// The device state behind the registers, shared with the timer thread.
@@ -485,6 +502,16 @@ impl Endpoint for Shared {
         };
         self.kick();
         delivery
+    }
+
+    fn transport_cost(&self, cost: TransportCost) {
+        let net = &mut self.lock().stats.network;
+        net[network::RETRANS_BYTES] += cost.retransmit_bytes;
+        net[network::RETRANS_PKTS] += cost.retransmits;
+        net[network::RETRANS_TIMEOUT_EVENTS] += cost.timeouts;
+        if cost.timeouts > 0 {
+            net[network::IMPAIRED_REMOTE_CONN_EVENTS] += 1;
+        }
     }
 
     fn completed(&self, token: u64, delivery: Delivery) {
@@ -765,6 +792,9 @@ fn datapath_loop(shared: &Shared, priority: DatapathPriority) {
                     resources, stats, ..
                 } = &mut *state;
                 for (send, delivery) in completions {
+                    if delivery == Some(Err(datapath::status::UNRESP_REMOTE)) {
+                        stats.network[network::UNRESPONSIVE_REMOTE_EVENTS] += 1;
+                    }
                     datapath::complete_send(&shared.bus, resources, send, delivery, stats);
                 }
             }

@@ -1632,6 +1632,30 @@ fn an_srd_send_to_another_card_completes_with_its_verdict() {
     assert!(fabric.complete(&gid, token(2), Ok(Vec::new())));
     std::thread::sleep(Duration::from_millis(20));
     assert!(cqe(&a, 3).is_none());
+    // GET_STATS NETWORK: the transport's work on the function's messages
+    // and the send that got no answer.
+    let cost = fabric::TransportCost {
+        retransmits: 4,
+        retransmit_bytes: 5000,
+        timeouts: 2,
+    };
+    fabric.charge(&gid, cost);
+    fabric.charge(
+        &gid,
+        fabric::TransportCost {
+            timeouts: 0,
+            ..cost
+        },
+    );
+    let mut stats = Entry::default();
+    stats.set_u8(l::get_stats::TYPE, 4);
+    let net = a.ok(opcode::GET_STATS, stats);
+    let values: Vec<u64> = (0..5).map(|i| net.u64(8 + 8 * i)).collect();
+    assert_eq!(
+        values,
+        [10_000, 8, 2, 1, 1],
+        "retrans bytes, packets, timeouts, unresponsive, impaired"
+    );
 }
 
 #[test]

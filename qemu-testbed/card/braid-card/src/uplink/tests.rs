@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use super::*;
-use crate::efa::fabric::{Delivery, Endpoint, Op, Route};
+use crate::efa::fabric::{Delivery, Endpoint, Op, Route, TransportCost};
 
 /// A function's receive side that records what reaches it.
 #[derive(Default)]
@@ -12,6 +12,7 @@ struct Recorder {
     messages: Mutex<Vec<Message>>,
     verdicts: Mutex<Vec<(u64, Delivery)>>,
     frames: Mutex<Vec<Vec<u8>>>,
+    costs: Mutex<Vec<TransportCost>>,
 }
 
 impl Endpoint for Recorder {
@@ -26,6 +27,10 @@ impl Endpoint for Recorder {
 
     fn completed(&self, token: u64, delivery: Delivery) {
         self.verdicts.lock().unwrap().push((token, delivery));
+    }
+
+    fn transport_cost(&self, cost: TransportCost) {
+        self.costs.lock().unwrap().push(cost);
     }
 }
 
@@ -293,6 +298,50 @@ fn a_message_the_transport_refuses_fails_its_send() {
         a.function.verdicts.lock().unwrap().as_slice(),
         &[(6, Err(status::BAD_LENGTH))]
     );
+}
+
+#[test]
+fn the_transport_cost_of_efa_messages_goes_to_their_function() {
+    let (a, b) = (TestCard::new(1, &[2]), TestCard::new(2, &[1]));
+    settle(&[&a, &b]);
+    let completion = |id: u64, retransmits: u32, timeouts: u32| srd::Completion {
+        dest: b.addr,
+        id: MessageId(id),
+        retransmits,
+        retransmit_bytes: 1000 * u64::from(retransmits),
+        timeouts,
+    };
+    // A request is charged to its sender, a response to its responder,
+    // a frame to nobody; a message delivered at the first try costs
+    // nothing.
+    assert_eq!(
+        a.fabric.send(&gid(2), &message(Op::Send, 5, 1), 1),
+        Route::Remote
+    );
+    let request = a.uplink.drain().pop().unwrap();
+    a.uplink.sent(MessageId(10), &request);
+    let response = b
+        .uplink
+        .receive(a.addr, &request.header, &request.payload)
+        .unwrap();
+    b.uplink.sent(MessageId(20), &response);
+    a.switch.forward(a.port, &frame(mac(2), mac(1)));
+    a.uplink
+        .sent(MessageId(11), &a.uplink.drain().pop().unwrap());
+    a.uplink.delivered(&completion(10, 3, 1));
+    a.uplink.delivered(&completion(11, 5, 5));
+    b.uplink.delivered(&completion(20, 0, 0));
+    a.uplink.delivered(&completion(10, 3, 1));
+    let cost = TransportCost {
+        retransmits: 3,
+        retransmit_bytes: 3000,
+        timeouts: 1,
+    };
+    assert_eq!(*a.function.costs.lock().unwrap(), vec![cost], "once");
+    assert!(b.function.costs.lock().unwrap().is_empty());
+    b.uplink.sent(MessageId(21), &response);
+    b.uplink.delivered(&completion(21, 1, 0));
+    assert_eq!(b.function.costs.lock().unwrap()[0].retransmits, 1);
 }
 
 #[test]
