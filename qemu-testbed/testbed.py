@@ -136,12 +136,13 @@ def free_udp_port() -> int:
 
 # Control verbs and their arguments after FUNCTION (see braid-card's src/control.rs).
 CONTROL_VERBS = {"status": None, "link": "state", "fatal-error": None, "keep-alive": "action"}
-# Verbs of a card with an SRD uplink (joined_cards), about the whole card: no argument.
-SRD_VERBS = ("contexts", "flowlets")
+# Verbs of a card with an SRD uplink (joined_cards), about the whole card, and their one argument.
+SRD_VERBS = {"contexts": None, "flowlets": None, "fault-drop": "percent"}
 
 
 def control_request(words: list[str | int | Path]) -> dict:
-    """A control request from its words: ["status"], ["contexts"], ["flowlets"], ["link", FUNCTION, "up"|"down"],
+    """A control request from its words: ["status"], ["contexts"], ["flowlets"], ["fault-drop", PERCENT],
+    ["link", FUNCTION, "up"|"down"],
     ["fatal-error", FUNCTION], ["keep-alive", FUNCTION, "pause"|"resume"]. FUNCTION is the card's
     function index or socket path. Raises TestbedError on anything else (the card checks the values)."""
     if not words or (words[0] not in CONTROL_VERBS and words[0] not in SRD_VERBS):
@@ -149,9 +150,16 @@ def control_request(words: list[str | int | Path]) -> dict:
                            f"(one of {', '.join([*CONTROL_VERBS, *SRD_VERBS])})")
     verb, rest = str(words[0]), list(words[1:])
     if verb == "status" or verb in SRD_VERBS:
-        if rest:
-            raise TestbedError(f"{verb} takes no argument")
-        return {"verb": verb}
+        extra = SRD_VERBS.get(verb)
+        if len(rest) != (1 if extra else 0):
+            raise TestbedError(f"usage: {verb}" + (f" {extra.upper()}" if extra else "") +
+                               f" (got {' '.join(map(str, words))!r})")
+        if not extra:
+            return {"verb": verb}
+        try:
+            return {"verb": verb, extra: float(rest[0])}
+        except ValueError:
+            raise TestbedError(f"{verb}: {rest[0]!r} is not a number") from None
     extra = CONTROL_VERBS[verb]
     if len(rest) != (2 if extra else 1):
         usage = f"{verb} FUNCTION" + (f" {extra.upper()}" if extra else "")
@@ -423,7 +431,8 @@ class ControlChannel:
     One verb is the launcher's own: `remove-card I` kills the card process that function I belongs
     to (SIGKILL: every function of that card goes at once, as a card pulled out of a host would),
     for surprise-removal tests; QEMU keeps the guest running, and the card's death no longer fails
-    the boot."""
+    the boot. The SRD verbs (`contexts`, `flowlets`, `fault-drop I PERCENT`) go to function I's card
+    as a whole (its SRD uplink, joined cards only)."""
 
     POLL = 0.1
 
@@ -497,6 +506,9 @@ class ControlChannel:
                     raise TestbedError("usage: status [FUNCTION_INDEX]")
                 response = fn.card.control("status")
                 response["functions"] = [f for f in response.get("functions", []) if f["socket"] == str(fn.socket)]
+            elif verb in SRD_VERBS:
+                # About the function's card as a whole (its SRD uplink).
+                response = fn.card.control(verb, *args[1:])
             else:
                 response = fn.card.control(verb, fn.socket, *args[1:])
             response["guest_function"] = index

@@ -97,7 +97,8 @@ PLAN = [
     # Two VMs on two cards joined by the SRD transport across the 4-path fabric: ENA frames (ping,
     # TCP) and EFA messages (pingpongs, libfabric, perftest's sends, writes and reads) cross from card
     # to card, and a path is cut during the TCP stream.
-    Boot("two-cards", ["ena", "efa"], ["ena/ping.sh", "efa/pair.sh"], vms=2, cards=2, fabric=True),
+    Boot("two-cards", ["ena", "efa"], ["ena/ping.sh", "efa/pair.sh"], vms=2, cards=2, fabric=True,
+         env={"BRAID_SRD_UPLINK": "1"}),
 ]
 
 

@@ -12,11 +12,16 @@
 # by exactly the messages exchanged, and after the RDMA runs the initiator's rdma_write_wrs /
 # rdma_read_wrs and the target's rdma_write_recv_bytes / rdma_read_resp_bytes by at least what
 # perftest moved; no receive may have been dropped; unbinding and unloading leave no splat.
+# With BRAID_SRD_UPLINK=1 (boot "two-cards": each guest on its own card, the cards joined over SRD)
+# each guest's card then drops 20 % of its outgoing SRD datagrams (`fault-drop`) during one more
+# ibv_ud_pingpong: every message still arrives (exact tx/rx counts), and the port's retrans_pkts and
+# retrans_bytes count the transport's re-sends of this function's messages.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
 . /braid/src/selftests/lib/net.sh
 . /braid/src/selftests/lib/efa.sh
+. /braid/src/selftests/lib/card.sh
 
 ITERS=100
 # Guest 1 waits this long for guest 0 (the guests boot tens of seconds apart under TCG), then each
@@ -26,7 +31,8 @@ STEP_WAIT=120
 
 [ -n "$EFA_PCI" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
 net_require_pair
-ktap_plan 16
+UPLINK=${BRAID_SRD_UPLINK:-0}
+ktap_plan $((16 + UPLINK))
 dmesg_mark
 
 ktap_check_diag network_up net_up
@@ -129,6 +135,20 @@ ktap_check_diag ib_read_bw_srd rdma read read_bw ib_read_bw
 
 no_drops() { d=$(efa_counter rx_drops); echo "rx_drops $d"; [ "$d" = 0 ]; }
 ktap_check_diag no_rx_drops no_drops
+
+# lossy: ITERS UD pingpong messages each way while this guest's card drops 20 % of what it sends
+# to the other card: all arrive, and this function's re-sent packets show in its hw_counters.
+lossy() {
+	pkts0=$(efa_counter retrans_pkts) bytes0=$(efa_counter retrans_bytes)
+	card_control fault-drop 0 20 >/dev/null || return 1
+	ud_pingpong lossy
+	ok=$?
+	card_control fault-drop 0 0 >/dev/null || return 1
+	pkts=$(($(efa_counter retrans_pkts) - pkts0)) bytes=$(($(efa_counter retrans_bytes) - bytes0))
+	echo "retrans_pkts +$pkts retrans_bytes +$bytes"
+	[ $ok -eq 0 ] && [ "$pkts" -gt 0 ] && [ "$bytes" -ge "$pkts" ]
+}
+[ "$UPLINK" = 1 ] && ktap_check_diag ud_pingpong_through_srd_loss lossy
 
 # Neither guest unbinds before both are done with the other.
 ktap_check both_done net_sync efa-done "$READY_WAIT"

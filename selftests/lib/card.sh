@@ -8,7 +8,8 @@ CARD_CONTROL_TIMEOUT=30
 
 # card_control VERB [FUNCTION_INDEX] [ARGS...]: sends one request to the card and prints its response
 # (one line of JSON). FUNCTION_INDEX is this guest's function index (the line of $FUNCTIONS_FILE, from
-# 0). Verbs: status [I]; link I up|down; fatal-error I; keep-alive I pause|resume; remove-card I (the
+# 0). Verbs: status [I]; link I up|down; fatal-error I; keep-alive I pause|resume; fault-drop I PERCENT
+# (the card's SRD uplink drops that share of what it sends: joined cards only); remove-card I (the
 # launcher kills the whole card: surprise removal; nothing answers on it afterwards). Fails on an error
 # response, or when no answer comes within CARD_CONTROL_TIMEOUT seconds.
 card_control() {
