@@ -39,7 +39,7 @@ use self::wire::{HELLO_REPLY_WANTED, Header};
 use crate::control::{Card, Handler};
 use crate::efa::datapath::status;
 use crate::efa::fabric::{self, Fabric, Message};
-use crate::ena::switch::{Port, PortId, Switch};
+use crate::ena::switch::{Port, PortId, Source, Switch};
 use crate::srd_node::{self, control::SrdRequest};
 
 /// Messages queued for the node at most; beyond that frames are dropped
@@ -140,7 +140,7 @@ impl Uplink {
             counters: Mutex::default(),
             in_flight: Mutex::default(),
         });
-        let port = switch.attach(Arc::downgrade(&uplink) as Weak<dyn Port>);
+        let port = switch.attach_uplink(Arc::downgrade(&uplink) as Weak<dyn Port>);
         let _ = uplink.port.set(port);
         if !fabric.set_uplink(Arc::clone(&uplink) as Arc<dyn fabric::Uplink>) {
             warn!("the EFA fabric has an uplink already: EFA traffic does not use this one");
@@ -347,7 +347,11 @@ impl Uplink {
 }
 
 impl Port for Uplink {
-    fn receive(&self, frame: &[u8]) {
+    fn load_percent(&self) -> u8 {
+        (lock(&self.outbox).len() * 100 / MAX_OUTBOX) as u8
+    }
+
+    fn receive(&self, frame: &[u8], _: Source) {
         let dst: [u8; 6] = frame[..6].try_into().unwrap_or_default();
         let known = (dst[0] & 1 == 0)
             .then(|| lock(&self.directory).macs.get(&dst).copied())

@@ -113,11 +113,14 @@ const INTR_DELAY_RESOLUTION_US: u16 = super::datapath::INTR_DELAY_RESOLUTION.as_
 
 /// Device capabilities (`capabilities` of the device attributes): bits
 /// 0..=2 are ENA's (`enum ena_admin_aq_caps_id`: ENI stats, SRD info,
-/// customer metrics; the card offers none). Bit 31 is braid's: CQs can be
+/// customer metrics; the card offers SRD info, [`CAP_ENA_SRD_INFO`], while
+/// it has an SRD uplink). Bit 31 is braid's: CQs can be
 /// created with a combined head + unmask doorbell
 /// ([`super::datapath::BRAID_DOORBELL_UNMASK`]). Drivers ignore bits they
 /// do not know.
 pub const BRAID_CAP_CQ_DOORBELL_UNMASK: u32 = 1 << 31;
+/// `ENA_ADMIN_ENA_SRD_INFO`: GET_STATS of type ENA_SRD answers.
+pub const CAP_ENA_SRD_INFO: u32 = 1 << 1;
 
 /// `ena_admin_feature_offload_desc`: what the card's offload engines do.
 pub mod offload {
@@ -403,6 +406,8 @@ pub struct FeatureState {
 pub struct Context<'a> {
     /// Fixed attributes.
     pub attrs: &'a DeviceAttributes,
+    /// The card has an SRD uplink (ENA SRD statistics are offered).
+    pub srd: bool,
     /// Mutable settings.
     pub state: &'a mut FeatureState,
     /// The AENQ (its enabled groups).
@@ -473,7 +478,8 @@ pub fn get(command: &Command, ctx: &mut Context<'_>) -> CommandResult {
             r.set_u32(RESP, 0);
             r.set_u32(RESP + 4, ctx.attrs.device_version);
             r.set_u32(RESP + 8, supported_features());
-            r.set_u32(RESP + 12, BRAID_CAP_CQ_DOORBELL_UNMASK);
+            let srd = if ctx.srd { CAP_ENA_SRD_INFO } else { 0 };
+            r.set_u32(RESP + 12, BRAID_CAP_CQ_DOORBELL_UNMASK | srd);
             r.set_u32(RESP + 16, ADDR_WIDTH);
             r.set_u32(RESP + 20, ADDR_WIDTH);
             r.set_bytes(RESP + 24, &ctx.attrs.mac);

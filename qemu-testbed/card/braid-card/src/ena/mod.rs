@@ -47,7 +47,7 @@ use self::datapath::{DataPath, Poll};
 use self::features::{DeviceAttributes, FeatureState};
 pub use self::operator::EnaControl;
 use self::queues::IoQueues;
-use self::switch::{Port, PortId, Switch};
+use self::switch::{Port, PortId, Source, Switch};
 use crate::function::{
     FunctionConfig, FunctionKind, HostBus, RegisterFile, read_dword_registers, spawn_datapath,
 };
@@ -259,6 +259,10 @@ pub struct Counters {
     pub head_writes: u64,
     /// Combined head + unmask doorbell writes the data path saw.
     pub combined_writes: u64,
+    /// Frames sent that left the card over its SRD uplink.
+    pub srd_tx_pkts: u64,
+    /// Frames received that came from another card over the SRD uplink.
+    pub srd_rx_pkts: u64,
 }
 
 /// `ena_admin_aq_get_stats_cmd` fields and `enum ena_admin_get_stats_*`.
@@ -266,13 +270,20 @@ mod stats {
     pub const TYPE: usize = 16;
     pub const SCOPE: usize = 17;
     pub const TYPE_BASIC: u8 = 0;
+    /// `ENA_ADMIN_GET_STATS_TYPE_ENA_SRD`: `ena_admin_ena_srd_info`.
+    pub const TYPE_ENA_SRD: u8 = 3;
     pub const SCOPE_ETH_TRAFFIC: u8 = 1;
+    /// `ENA_ADMIN_ENA_SRD_ENABLED | ENA_ADMIN_ENA_SRD_UDP_ENABLED`: every
+    /// frame for another card goes over SRD, UDP included.
+    pub const ENA_SRD_MODE: u64 = 0b11;
 }
 
 /// The device state behind the registers, shared with the timer thread.
 #[derive(Debug)]
 struct EnaState {
     settings: EnaSettings,
+    /// The card's switch: whether it has an SRD uplink, and its load.
+    switch: Arc<Switch>,
     attrs: DeviceAttributes,
     /// Changes on every reset; a timer thread of an older epoch exits.
     epoch: u64,
@@ -303,7 +314,7 @@ struct EnaState {
 }
 
 impl EnaState {
-    fn new(settings: EnaSettings) -> Self {
+    fn new(settings: EnaSettings, switch: Arc<Switch>) -> Self {
         let attrs = DeviceAttributes {
             mac: settings.mac,
             device_version: REGISTERS.version,
@@ -311,6 +322,7 @@ impl EnaState {
         };
         Self {
             settings,
+            switch,
             features: FeatureState::at_reset(&attrs),
             attrs,
             epoch: 0,
@@ -407,6 +419,7 @@ impl EnaState {
                 let before = self.aenq.enabled_groups;
                 let mut ctx = features::Context {
                     attrs: &self.attrs,
+                    srd: self.switch.uplink_load().is_some(),
                     state: &mut self.features,
                     aenq: &mut self.aenq,
                     queues: &self.queues,
@@ -434,19 +447,37 @@ impl EnaState {
     fn get_stats(&self, command: &Command) -> CommandResult {
         let kind = command.entry.u8(stats::TYPE);
         let scope = command.entry.u8(stats::SCOPE);
-        if kind != stats::TYPE_BASIC {
-            return Err(Refused::unsupported(format!("statistics type {kind}")));
-        }
-        if scope != stats::SCOPE_ETH_TRAFFIC {
-            return Err(Refused::unsupported(format!(
-                "statistics scope {scope} (the device counts per device only)"
-            )));
-        }
         let c = &self.counters;
+        let values = match kind {
+            stats::TYPE_BASIC if scope != stats::SCOPE_ETH_TRAFFIC => {
+                return Err(Refused::unsupported(format!(
+                    "statistics scope {scope} (the device counts per device only)"
+                )));
+            }
+            stats::TYPE_BASIC => vec![
+                c.tx_bytes, c.tx_pkts, c.rx_bytes, c.rx_pkts, c.rx_drops, c.tx_drops,
+            ],
+            // Offered (device capability ENA_SRD_INFO) only while the card
+            // has an uplink; device-wide, whatever the scope (ena.ko
+            // leaves it zero). Every frame for another card is eligible
+            // and goes over SRD; the utilization is the uplink's queue.
+            stats::TYPE_ENA_SRD => match self.switch.uplink_load() {
+                Some(load) => vec![
+                    stats::ENA_SRD_MODE,
+                    c.srd_tx_pkts,
+                    c.srd_tx_pkts,
+                    c.srd_rx_pkts,
+                    load.into(),
+                ],
+                None => {
+                    return Err(Refused::unsupported(
+                        "ENA SRD statistics: the card has no SRD uplink",
+                    ));
+                }
+            },
+            _ => return Err(Refused::unsupported(format!("statistics type {kind}"))),
+        };
         let mut resp = Entry::default();
-        let values = [
-            c.tx_bytes, c.tx_pkts, c.rx_bytes, c.rx_pkts, c.rx_drops, c.tx_drops,
-        ];
         for (i, value) in values.into_iter().enumerate() {
             resp.set_u32(acq::BODY + 8 * i, value as u32);
             resp.set_u32(acq::BODY + 8 * i + 4, (value >> 32) as u32);
@@ -529,7 +560,7 @@ struct Shared {
 }
 
 impl Port for Shared {
-    fn receive(&self, frame: &[u8]) {
+    fn receive(&self, frame: &[u8], source: Source) {
         let mut state = self.lock();
         if !state.link_up || state.fatal {
             // The frame never reaches a port whose link is down, nor a
@@ -548,6 +579,9 @@ impl Port for Shared {
             ..
         } = &mut *state;
         let delivered = datapath.receive(&self.bus, queues, features, counters, frame);
+        if delivered && source == Source::Uplink {
+            counters.srd_rx_pkts += 1;
+        }
         drop(state);
         if delivered {
             // A received frame is usually answered soon (an unmask after
@@ -575,7 +609,7 @@ impl EnaRegisters {
             let port = switch.attach(me.clone() as Weak<dyn Port>);
             Shared {
                 bus,
-                state: Mutex::new(EnaState::new(settings)),
+                state: Mutex::new(EnaState::new(settings, Arc::clone(&switch))),
                 wake: Condvar::new(),
                 switch,
                 port,
@@ -778,8 +812,13 @@ fn datapath_loop(shared: &Shared) {
             };
             (poll, has_queues)
         };
-        for frame in &poll.frames {
-            shared.switch.forward(shared.port, frame);
+        let over_srd = poll
+            .frames
+            .iter()
+            .filter(|frame| shared.switch.forward(shared.port, frame).uplink)
+            .count() as u64;
+        if over_srd > 0 {
+            shared.lock().counters.srd_tx_pkts += over_srd;
         }
         // A moderated interrupt that comes due bounds the sleep.
         let until_interrupt = poll

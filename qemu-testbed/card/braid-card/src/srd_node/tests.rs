@@ -249,7 +249,7 @@ fn requests_round_trip_and_bad_settings_are_refused() {
 struct Frames(Mutex<Vec<Vec<u8>>>);
 
 impl crate::ena::switch::Port for Frames {
-    fn receive(&self, frame: &[u8]) {
+    fn receive(&self, frame: &[u8], _: crate::ena::switch::Source) {
         self.0.lock().unwrap().push(frame.to_vec());
     }
 }

@@ -35,7 +35,7 @@ impl Endpoint for Recorder {
 }
 
 impl Port for Recorder {
-    fn receive(&self, frame: &[u8]) {
+    fn receive(&self, frame: &[u8], _: crate::ena::switch::Source) {
         self.frames.lock().unwrap().push(frame.to_vec());
     }
 }

@@ -751,3 +751,65 @@ fn fatal_error_stops_the_data_path_until_reset() {
 
 mod fuzz;
 mod offload;
+
+/// The card's uplink as the switch sees it: keeps frames, reports a load.
+#[derive(Default)]
+struct UplinkPort(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl switch::Port for UplinkPort {
+    fn receive(&self, frame: &[u8], _: switch::Source) {
+        self.0.lock().unwrap().push(frame.to_vec());
+    }
+
+    fn load_percent(&self) -> u8 {
+        25
+    }
+}
+
+/// GET_STATS of type ENA_SRD: mode, tx, eligible tx, rx, utilization.
+fn srd_stats(nic: &mut Nic) -> Result<[u64; 5], u8> {
+    // ena.ko leaves the scope zero for this type.
+    let mut cmd = command(opcode::GET_STATS);
+    cmd.set_u8(16, 3);
+    let r = nic.rig.exec(cmd);
+    if r.u8(acq::STATUS) != OK {
+        return Err(r.u8(acq::STATUS));
+    }
+    Ok(std::array::from_fn(|i| {
+        u64::from(r.u32(acq::BODY + 8 * i)) | u64::from(r.u32(acq::BODY + 8 * i + 4)) << 32
+    }))
+}
+
+#[test]
+fn frames_over_the_srd_uplink_are_counted_as_ena_srd() {
+    let (mut plain, _) = pair(16, false, false);
+    let caps = |nic: &mut Nic| {
+        let attrs = nic.rig.exec(get_feature(id::DEVICE_ATTRIBUTES));
+        attrs.u32(acq::BODY + 12) & features::CAP_ENA_SRD_INFO
+    };
+    assert_eq!(caps(&mut plain), 0, "no uplink, no ENA SRD");
+    assert_eq!(srd_stats(&mut plain), Err(Status::UnsupportedOpcode as u8));
+
+    let switch = Arc::new(switch::Switch::new());
+    let mut a = Nic::new(&switch, 1, 16, false);
+    let uplink = Arc::new(UplinkPort::default());
+    let up = switch.attach_uplink(Arc::downgrade(&uplink) as std::sync::Weak<dyn switch::Port>);
+    assert_eq!(caps(&mut a), features::CAP_ENA_SRD_INFO);
+    a.post_rx(4);
+    // Out to another card (flooded to the uplink), and one back.
+    let out = frame(mac(9), mac(1), 200, 1);
+    a.send(&out, 1);
+    assert_eq!(a.tx_completion(), (1, 0));
+    wait_for("the frame at the uplink", || {
+        uplink.0.lock().unwrap().first().cloned()
+    });
+    let back = frame(mac(1), mac(9), 300, 2);
+    switch.forward(up, &back);
+    assert_eq!(a.receive(), back);
+    assert_eq!(srd_stats(&mut a), Ok([0b11, 1, 1, 1, 25]));
+    // A frame from a function of the card is not SRD traffic.
+    let mut b = Nic::new(&switch, 2, 16, false);
+    b.send(&frame(mac(1), mac(2), 100, 3), 1);
+    assert_eq!(a.receive().len(), 100);
+    assert_eq!(srd_stats(&mut a), Ok([0b11, 1, 1, 1, 25]));
+}
