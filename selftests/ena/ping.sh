@@ -4,7 +4,8 @@
 # peer (5 echoes at MTU 1500, then 3 of 8000 bytes at MTU 9001), and waits until the peers' echoes
 # to it have been answered, so that no guest powers off while another still pings it; guests 0 and
 # 1 also run 3 s of TCP (iperf3) between them. The driver's counters (ethtool -S) must show the
-# traffic, with the card's drop counters (keep-alive) in `ip -s link`; no reset, no splat.
+# traffic, with the card's drop counters (keep-alive) in `ip -s link`; no reset, no splat. On cards
+# joined over SRD, ena.ko's ENA SRD statistics count the frames that crossed.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -12,6 +13,8 @@
 DRIVER=${BRAID_NET_DRIVER:-ena}
 INDEX=${BRAID_VM_INDEX:-0}
 COUNT=${BRAID_VM_COUNT:-1}
+UPLINK=0
+[ "${BRAID_SRD_UPLINK:-0}" = 1 ] && [ "$DRIVER" = ena ] && UPLINK=1
 JUMBO_MTU=9001
 # Echo requests each peer sends us: 5 small and 3 jumbo.
 ECHOES_PER_PEER=8
@@ -27,7 +30,7 @@ devs=$(pci_devices_of ena)
 	exit "$KSFT_SKIP"
 }
 dev=${devs%% *}
-ktap_plan 9
+ktap_plan $((9 + UPLINK))
 dmesg_mark
 
 bind() { load_driver "$DRIVER" && bind_to "$DRIVER" "$dev"; }
@@ -114,6 +117,18 @@ counters() {
 	! dmesg_since_mark | grep -E 'Trigger reset|TX hasn.t completed|missing tx completion|bad req_id'
 }
 ktap_check counters_and_no_reset counters
+
+# With the guests on two cards joined over SRD (BRAID_SRD_UPLINK=1, boot "two-cards"), ena.ko shows
+# the card's ENA SRD statistics: mode 3 (SRD on, UDP too) and this guest's frames sent to and
+# received from the other card, at least the pings both ways.
+stat() { ethtool -S "$n" | awk -v k="$1:" '$1 == k { print $2 }'; }
+srd_counters() {
+	ethtool -S "$n" | grep ena_srd
+	mode=$(stat ena_srd_mode) tx=$(stat ena_srd_tx_pkts) eligible=$(stat ena_srd_eligible_tx_pkts)
+	rx=$(stat ena_srd_rx_pkts)
+	[ "$mode" = 3 ] && [ "${tx:-0}" -ge 8 ] && [ "$eligible" = "$tx" ] && [ "${rx:-0}" -ge 8 ]
+}
+[ "$UPLINK" = 1 ] && ktap_check_diag ena_srd_statistics srd_counters
 
 # Every peer has had its answers: down and unbind.
 ip link set dev "$n" down
