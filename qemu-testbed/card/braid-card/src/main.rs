@@ -16,7 +16,7 @@ use braid_card::control::{
 };
 use braid_card::efa;
 use braid_card::ena::{self, EnaSettings};
-use braid_card::function::{Function, FunctionKind};
+use braid_card::function::{Function, FunctionKind, spawn_datapath};
 use braid_card::pci::PciId;
 use braid_card::server::{FunctionServer, ServeError};
 use braid_card::srd_node::cli::{self as srd_cli, SrdCommand};
@@ -509,14 +509,15 @@ fn start_uplink(
     node.attach_uplink(uplink);
     let shared = node.shared();
     info!(listen = %node.listen_addr(), peers = ?args.srd_peer, "uplink to other cards");
-    thread::Builder::new()
-        .name("uplink".into())
-        .spawn(move || {
-            // The node runs as long as the card: nothing sets its stop flag.
-            let stop = AtomicBool::new(false);
-            node.run(&stop);
-        })
-        .map_err(|e| format!("cannot start the uplink thread: {e}"))?;
+    // Real-time like the functions' data-path threads (it sleeps in ppoll
+    // whenever it has nothing due): every message between cards waits
+    // for this thread to wake, twice per hop.
+    spawn_datapath("uplink", true, move |_| {
+        // The node runs as long as the card: nothing sets its stop flag.
+        let stop = AtomicBool::new(false);
+        node.run(&stop);
+    })
+    .ok_or("cannot start the uplink thread")?;
     Ok(shared)
 }
 
