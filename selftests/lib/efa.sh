@@ -1,8 +1,7 @@
 # The guest's EFA function under the upstream efa driver. Source after guest.sh and braid.sh.
 
 # This guest's first EFA function (empty without one).
-EFA_PCI=$(pci_devices_of efa)
-EFA_PCI=${EFA_PCI%% *}
+EFA_PCI=$(pci_devices_of efa | head -n 1)
 
 # efa_bind: loads efa, binds EFA_PCI (if not yet) and sets IB to its IB device.
 efa_bind() {
