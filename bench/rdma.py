@@ -2,9 +2,10 @@
 """RDMA benchmark: the card's EFA function against soft-RoCE (rxe) over virtio-net, side by side.
 
 Two guests (1 vCPU each) in one boot, each with one EFA function of the same card (the upstream efa
-driver) and one virtio-net NIC joined to the other guest's by `-netdev dgram` over loopback UDP, with
-rdma_rxe on it (the baseline DESIGN.md measured). Guest 0 runs each tool against guest 1 over both
-devices every round (bench/guest/rdma.sh): perftest ib_send_lat (2 B), ib_send_bw (4 KiB),
+driver), one EFA function of a card of its own (two cards joined over SRD on loopback: every message
+crosses the SRD transport, docs/srd.md) and one virtio-net NIC joined to the other guest's by
+`-netdev dgram` over loopback UDP, with rdma_rxe on it (the baseline DESIGN.md measured). Guest 0 runs
+each tool against guest 1 over the three devices every round (bench/guest/rdma.sh): perftest ib_send_lat (2 B), ib_send_bw (4 KiB),
 ib_write_bw (64 KiB), ibv_ud_pingpong (1 KiB) and libfabric's fi_pingpong over an RDM endpoint
 (64 B): EFA's own provider on the card (SRD), verbs;ofi_rxd on rxe (UD: verbs;ofi_rxm fails on rxe,
 creating its probe QP). perftest runs SRD on EFA and RC on rxe. Medians over the rounds.
@@ -25,7 +26,8 @@ from pathlib import Path
 import net
 from net import testbed
 
-DEVICES = ["efa", "rxe"]
+# One card's EFA functions, EFA functions of two cards joined over SRD, rxe.
+DEVICES = ["efa", "efa2", "rxe"]
 
 # (label, tool, metric, format, better): metrics parsed from each client's output.
 ROWS = [("ib_send_lat 2 B, average (µs)", "send_lat", "t_avg_us", "{:.0f}", "lower"),
@@ -36,7 +38,8 @@ ROWS = [("ib_send_lat 2 B, average (µs)", "send_lat", "t_avg_us", "{:.0f}", "lo
         ("ibv_ud_pingpong 1 KiB (µs/iteration)", "ud_pingpong", "us_per_iter", "{:.0f}", "lower"),
         ("fi_pingpong RDM 64 B (µs/transfer)", "fi_rdm", "us_per_xfer", "{:.0f}", "lower")]
 
-TRANSPORT = {"efa": "card EFA function (efa.ko), SRD", "rxe": "rxe over virtio-net (dgram), RC"}
+TRANSPORT = {"efa": "card EFA function (efa.ko), SRD, one card", "efa2": "the same across two cards (SRD over UDP)",
+             "rxe": "rxe over virtio-net (dgram), RC"}
 
 
 def parse(tool: str, text: str) -> dict[str, float]:
@@ -65,10 +68,10 @@ def messages(tool: str, iters: int, bw_iters: int) -> int:
     return bw_iters if tool in ("send_bw", "write_bw") else 2 * iters
 
 
-def card_cost(results: Path, tool: str, r: int, count: int) -> dict[str, float]:
-    """The card's CPU time and guest 0's trapped accesses over an EFA run, per message."""
+def card_cost(results: Path, device: str, tool: str, r: int, count: int) -> dict[str, float]:
+    """The CPU time of guest 0's card and guest 0's trapped accesses over an EFA run, per message."""
     try:
-        before, after = (json.loads((results / f"efa-{tool}-{r}.card-{w}.json").read_text())
+        before, after = (json.loads((results / f"{device}-{tool}-{r}.card-{w}.json").read_text())
                          for w in ("before", "after"))
         cpu_ms = after["cpu_ms"] - before["cpu_ms"]
         traps = sum(after["functions"][0]["traps"][k] - before["functions"][0]["traps"][k]
@@ -96,8 +99,8 @@ def summarise(results: Path, rounds: int, tools: list[str], iters: int = 1000, b
                 values = parse(tool, f.read_text(errors="replace")) if f.exists() else {}
                 if metric in values:
                     per_metric.setdefault(f"{tool}.{metric}", []).append(values[metric])
-                    if device == "efa" and metric == first_metric[tool]:
-                        for k, v in card_cost(results, tool, r, messages(tool, iters, bw_iters)).items():
+                    if device != "rxe" and metric == first_metric[tool]:
+                        for k, v in card_cost(results, device, tool, r, messages(tool, iters, bw_iters)).items():
                             per_metric.setdefault(f"{tool}.{k}", []).append(v)
                 elif f"{tool}-{r}" not in failed:
                     failed.append(f"{tool}-{r}")
@@ -110,14 +113,16 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], float]:
     p0, p1 = net.free_udp_ports(2)
     env = {"BENCH_ROUNDS": str(args.rounds), "BENCH_ITERS": str(args.iters), "BENCH_BW_ITERS": str(args.bw_iters),
            "BENCH_TOOLS": " ".join(args.tools)}
-    timeout = 300 + args.rounds * 600
+    timeout = 300 + args.rounds * 900
     with testbed.Testbed("bench-rdma", timeout=timeout) as tb:
         card = tb.card("card0", ["efa", "efa"])
+        # Guest i's second EFA function is on card i + 1; those two cards are joined over SRD.
+        joined = tb.joined_cards(["card1", "card2"], ["efa"])
         for i, (local, remote) in enumerate([(p0, p1), (p1, p0)]):
-            tb.vm(f"rdma{i}", [card.functions[i]], "sh /braid/src/bench/guest/rdma.sh",
+            tb.vm(f"rdma{i}", [card.functions[i], joined[i].functions[0]], "sh /braid/src/bench/guest/rdma.sh",
                   env={**env, "BRAID_VM_INDEX": str(i)}, devices=net.virtio_dgram(i, local, remote))
-        testbed.progress(f"RDMA benchmark: 2 guests, {args.rounds} rounds x (EFA, rxe) x {len(args.tools)} tools; "
-                         f"logs in {tb.dir}")
+        testbed.progress(f"RDMA benchmark: 2 guests, {args.rounds} rounds x (EFA on one card, EFA across two "
+                         f"cards, rxe) x {len(args.tools)} tools; logs in {tb.dir}")
         started = time.monotonic()
         results = net.wait_all(tb)
         return (summarise(results[0].scratch / "results", args.rounds, args.tools, args.iters, args.bw_iters),
@@ -125,32 +130,44 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], float]:
 
 
 def table(res: dict[str, dict], tools: list[str]) -> list[str]:
-    lines = [f"| | {TRANSPORT['efa']} | {TRANSPORT['rxe']} | EFA/rxe |", "|---|---|---|---|"]
+    lines = [f"| | {TRANSPORT['efa']} | {TRANSPORT['efa2']} | {TRANSPORT['rxe']} | EFA/rxe | two cards/one |",
+             "|---|---|---|---|---|---|"]
     for label, tool, metric, fmt, better in ROWS:
         if tool not in tools:
             continue
-        efa, rxe = (res[d]["median"].get(f"{tool}.{metric}") for d in DEVICES)
-        cell = [fmt.format(v) if v is not None else "failed" for v in (efa, rxe)]
+        efa, efa2, rxe = (res[d]["median"].get(f"{tool}.{metric}") for d in DEVICES)
+        cell = [fmt.format(v) if v is not None else "failed" for v in (efa, efa2, rxe)]
         ratio = f"{efa / rxe:.2f}x ({better} is better)" if efa and rxe else "-"
-        lines.append(f"| {label} | {cell[0]} | {cell[1]} | {ratio} |")
+        cards = f"{efa2 / efa:.2f}x" if efa and efa2 else "-"
+        lines.append(f"| {label} | {cell[0]} | {cell[1]} | {cell[2]} | {ratio} | {cards} |")
     return lines
 
 
 def cost_table(res: dict[str, dict], tools: list[str]) -> list[str]:
-    """What each EFA run cost the card per message: CPU time (both functions' threads, the whole
-    card process) and guest 0's accesses that trapped (admin commands of the tool's setup included)."""
-    efa = res["efa"]["median"]
-    lines = ["| EFA run | card CPU per message (µs) | trapped accesses per message (guest 0) |", "|---|---|---|"]
+    """What each EFA run cost guest 0's card per message: CPU time (the whole card process: on one card
+    both functions' threads, across two cards guest 0's card with its SRD node, the other card not
+    counted) and guest 0's accesses that trapped (admin commands of the tool's setup included)."""
+    lines = ["| EFA run | card CPU per message, one card (µs) | two cards: guest 0's card (µs) | "
+             "trapped accesses per message (guest 0, one card) |", "|---|---|---|---|"]
+    one, two = res["efa"]["median"], res["efa2"]["median"]
     for tool in dict.fromkeys(t for _, t, _, _, _ in ROWS):
-        if tool in tools and f"{tool}.card_cpu_us_per_msg" in efa:
-            lines.append(f"| {tool} | {efa[f'{tool}.card_cpu_us_per_msg']:.1f} | {efa[f'{tool}.traps_per_msg']:.3f} |")
+        if tool in tools and f"{tool}.card_cpu_us_per_msg" in one:
+            other = two.get(f"{tool}.card_cpu_us_per_msg")
+            lines.append(f"| {tool} | {one[f'{tool}.card_cpu_us_per_msg']:.1f} | "
+                         f"{'-' if other is None else f'{other:.1f}'} | {one[f'{tool}.traps_per_msg']:.3f} |")
     return lines
+
+
+TWO_CARDS = ("Across two cards each message also crosses both cards' SRD nodes (`docs/srd.md`: an eventfd "
+             "wakes the sending card's real-time node thread, UDP over loopback wakes the receiving one's), "
+             "and an SRD send, write or read completes only when the remote card's verdict has come back "
+             "the same way; 64 KiB writes go as 45 SRD packets each through one node thread per card.")
 
 
 def verdict(res: dict[str, dict]) -> list[str]:
     """The goals of the card's EFA issue against this run: at least 50x rxe's bandwidth, at most
     0.02x its latency; and where the time goes when the card is behind."""
-    efa, rxe = (res[d]["median"] for d in DEVICES)
+    efa, rxe = res["efa"]["median"], res["rxe"]["median"]
     out = []
     for label, key, goal, better in (("ib_write_bw 64 KiB", "write_bw.mib_s", 50, "higher"),
                                      ("ib_send_bw 4 KiB", "send_bw.mib_s", 50, "higher"),
@@ -167,6 +184,8 @@ def verdict(res: dict[str, dict]) -> list[str]:
                "reply), while both guests' vCPU threads spin on their completion queues on the host's two "
                "cores. Each wake preempts a vCPU, so the threads wake seldom (docs/card.md: sleeping 10 µs "
                "after work gave 41-61 µs, 1 µs 112 µs; at nice -10 the average was 1075 µs).")
+    out.append("")
+    out.append(TWO_CARDS)
     return out
 
 
@@ -201,19 +220,22 @@ def main() -> int:
         "rdma", "RDMA benchmark: the card's EFA function vs rxe over virtio-net",
         f"Produced by `make bench` (`bench/rdma.py --rounds {args.rounds} --iters {args.iters} --bw-iters "
         f"{args.bw_iters}`) in {elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host (TCG), each with "
-        "one EFA function of the same card (the upstream efa driver, stock rdma-core, libfabric and perftest) "
-        "and one virtio-net NIC joined to the other guest's by QEMU's `-netdev dgram` over loopback, carrying "
-        "soft-RoCE (`rdma_rxe`). Guest 1 serves, guest 0 runs each tool over both devices every round, "
+        "one EFA function of the same card (the upstream efa driver, stock rdma-core, libfabric and perftest), "
+        "one EFA function of a card of its own, the two cards joined over SRD on loopback (every message "
+        "crosses the SRD transport: docs/srd.md), and one virtio-net NIC joined to the other guest's by "
+        "QEMU's `-netdev dgram` over loopback, carrying soft-RoCE (`rdma_rxe`). Guest 1 serves, guest 0 "
+        "runs each tool over the three devices every round, "
         f"alternating; medians over {args.rounds} rounds. perftest uses SRD on EFA (`-c SRD -x 0`) and RC on "
         "rxe (the IPv4 GID); ibv_ud_pingpong is UD on both; fi_pingpong uses an RDM endpoint: the efa "
         "provider on the card, `verbs;ofi_rxd` on rxe's UD QPs (`verbs;ofi_rxm` fails on rxe: its probe QP "
         "is refused). libfabric's efa provider offers nothing while a non-EFA verbs device exists, so rxe0 "
         "is created for rxe's runs and removed again. Both guests poll (perftest and the pingpongs spin on "
         "their completion queues) on one vCPU each; the card polls the EFA doorbells from a host thread. "
-        "The second table is what each EFA run cost the card per message moved between the guests (2 x "
+        "The second table is what each EFA run cost guest 0's card per message moved between the guests (2 x "
         "iterations for the latency tests and pingpongs, the iterations for the bandwidth tests): the card "
-        "process's CPU time (`cpu_ms` of its control socket's status) and the accesses of guest 0's "
-        "function that trapped to the card, the tool's setup (admin commands) included. The bandwidth runs "
+        "process's CPU time (`cpu_ms` of its control socket's status; across two cards only guest 0's card, "
+        "its SRD node included) and the accesses of guest 0's function that trapped to the card, the tool's "
+        "setup (admin commands) included. The bandwidth runs "
         "take perftest's default of 1000 iterations: with 200, a 4 KiB run lasted about 3 ms and mostly "
         "measured its first doorbell waiting for a poller that had slept up to 2 ms while the tools set up.",
         [*lines, "", *[f"Failed runs: {f}." for f in failures], "",

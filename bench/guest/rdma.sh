@@ -1,10 +1,11 @@
 #!/bin/sh
-# Guest side of bench/rdma.py: two guests, each with one EFA function of the same card (efa.ko) and
-# one virtio-net NIC (QEMU's -netdev dgram between them) carrying soft-RoCE (rdma_rxe). Guest 1
-# serves, guest 0 measures; each round runs every tool over both devices, alternating, so drift on
-# the host hits both alike. Before each run the two guests meet at a barrier over virtio-net, guest 1
+# Guest side of bench/rdma.py: two guests, each with one EFA function of the same card (efa.ko), one
+# EFA function of a card of its own (the two cards joined over SRD) and one virtio-net NIC (QEMU's
+# -netdev dgram between them) carrying soft-RoCE (rdma_rxe). Guest 1 serves, guest 0 measures; each
+# round runs every tool over the three devices (efa, efa2, rxe), in turn, so drift on the host hits
+# them alike. Before each run the two guests meet at a barrier over virtio-net, guest 1
 # with its server already listening. Guest 0 writes each client's output to
-# /braid/scratch/results/<device>-<tool>-<round>.out (device efa or rxe); a run that failed leaves
+# /braid/scratch/results/<device>-<tool>-<round>.out (device efa, efa2 or rxe); a run that failed leaves
 # <...>.failed instead. Around each EFA run it also saves the card's status (its CPU time and the
 # accesses of guest 0's function that trapped) as <...>.card-before.json and .card-after.json.
 # Environment: BRAID_VM_INDEX, BENCH_ROUNDS, BENCH_ITERS (latency runs), BENCH_BW_ITERS, BENCH_TOOLS.
@@ -26,6 +27,13 @@ log() { echo "bench: $*"; }
 [ -n "$EFA_PCI" ] || { log "no EFA function"; exit 1; }
 efa_bind || { log "cannot bind efa"; exit 1; }
 efa=$IB
+# The second EFA function (attached second: the later PCI address), on the joined card.
+# shellcheck disable=SC2046 # one word per device
+set -- $(pci_devices_of efa)
+[ $# -eq 2 ] || { log "expected two EFA functions, found $#"; exit 1; }
+EFA_PCI=$2
+efa_bind || { log "cannot bind the second efa"; exit 1; }
+efa2=$IB
 modprobe virtio_net
 modprobe rdma_rxe
 # shellcheck disable=SC2010 # the one interface under the virtio device's net/
@@ -52,7 +60,7 @@ rxe_up() {
 	done
 }
 rxe_down() { rdma link delete rxe0; }
-log "efa: $efa; rxe on $vif"
+log "efa: $efa (one card), $efa2 (two cards); rxe on $vif"
 
 role=connect
 [ "$INDEX" -eq 1 ] && role=listen
@@ -61,7 +69,8 @@ barrier() { python3 /braid/src/selftests/lib/sync.py "$role" "$peer" "$1" "$RUN_
 # tool_cmd DEVICE TOOL: the tool's command line on that device (guest 0 appends the server address).
 tool_cmd() {
 	case $1 in
-	efa) dev="-d $efa" perf="-d $efa -c SRD -x 0" gid=0 fi="efa" ;;
+	efa) dev="-d $efa" perf="-d $efa -c SRD -x 0" gid=0 fi="efa -d $efa-rdm" ;;
+	efa2) dev="-d $efa2" perf="-d $efa2 -c SRD -x 0" gid=0 fi="efa -d $efa2-rdm" ;;
 	rxe) dev="-d rxe0" perf="-d rxe0 -x $rxe_gid" gid=$rxe_gid fi="verbs;ofi_rxd -d rxe0-dgram" ;;
 	esac
 	case $2 in
@@ -77,7 +86,7 @@ TOOLS=${BENCH_TOOLS:-send_lat send_bw write_bw ud_pingpong fi_rdm}
 mkdir -p "$OUT"
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
-	for device in efa rxe; do
+	for device in efa efa2 rxe; do
 		if [ "$device" = rxe ]; then
 			rxe_up || { log "cannot add rxe0"; exit 1; }
 		fi
@@ -100,10 +109,13 @@ while [ "$r" -le "$ROUNDS" ]; do
 			else
 				log "round $r: $device $tool"
 				peer_state=$(barrier "$name" ready) || peer_state=absent
-				[ "$device" = efa ] && card_control status 0 >"$OUT/$name.card-before.json"
+				# Function 0 is on the shared card, function 1 on guest 0's joined card.
+				fn=0
+				[ "$device" = efa2 ] && fn=1
+				[ "$device" = rxe ] || card_control status "$fn" >"$OUT/$name.card-before.json"
 				# shellcheck disable=SC2086
 				if [ "$peer_state" = ready ] && timeout "$RUN_WAIT" $cmd "$peer" >"$OUT/$name.out" 2>&1; then
-					[ "$device" = efa ] && card_control status 0 >"$OUT/$name.card-after.json"
+					[ "$device" = rxe ] || card_control status "$fn" >"$OUT/$name.card-after.json"
 					tail -n 3 "$OUT/$name.out"
 				else
 					log "$name failed (server $peer_state)"
@@ -111,7 +123,7 @@ while [ "$r" -le "$ROUNDS" ]; do
 				fi
 			fi
 		done
-		[ "$device" = efa ] || rxe_down
+		[ "$device" = rxe ] && rxe_down
 	done
 	r=$((r + 1))
 done
