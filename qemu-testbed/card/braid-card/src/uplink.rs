@@ -385,12 +385,7 @@ impl fabric::Uplink for Uplink {
         };
         let queued = self.queue(Outgoing {
             dest,
-            header: Header::EfaRequest {
-                token,
-                dest_gid: *gid,
-                message: message.clone(),
-            }
-            .encode(),
+            header: wire::encode_request(token, gid, message),
             payload: message.bytes.clone(),
             on_refusal: (token != 0).then_some((message.src_gid, token)),
             charge_to: Some(message.src_gid),

@@ -141,6 +141,31 @@ mod op {
     pub const READ: u8 = 2;
 }
 
+/// The header of an EFA request for `message` (whose bytes are the SRD
+/// payload, not part of the header): [`Header::EfaRequest`]'s encoding,
+/// without copying the message.
+pub fn encode_request(token: u64, dest_gid: &[u8; 16], m: &Message) -> Vec<u8> {
+    let mut h = common(Kind::EfaRequest, EFA_REQUEST_LEN);
+    let (op, rkey, addr, len) = match m.op {
+        Op::Send => (op::SEND, 0, 0, 0),
+        Op::Write { rkey, addr } => (op::WRITE, rkey, addr, 0),
+        Op::Read { rkey, addr, len } => (op::READ, rkey, addr, len),
+    };
+    h[4] = op;
+    h[5] = if m.imm.is_some() { REQUEST_HAS_IMM } else { 0 };
+    h[6..8].copy_from_slice(&m.src_qpn.to_be_bytes());
+    h[8..10].copy_from_slice(&m.dest_qpn.to_be_bytes());
+    h[12..16].copy_from_slice(&m.qkey.to_be_bytes());
+    h[16..24].copy_from_slice(&token.to_be_bytes());
+    h[24..28].copy_from_slice(&m.imm.unwrap_or(0).to_be_bytes());
+    h[28..32].copy_from_slice(&rkey.to_be_bytes());
+    h[32..40].copy_from_slice(&addr.to_be_bytes());
+    h[40..44].copy_from_slice(&len.to_be_bytes());
+    h[48..64].copy_from_slice(&m.src_gid);
+    h[64..80].copy_from_slice(dest_gid);
+    h
+}
+
 impl Header {
     /// The header's bytes.
     pub fn encode(&self) -> Vec<u8> {
@@ -159,28 +184,8 @@ impl Header {
             Header::EfaRequest {
                 token,
                 dest_gid,
-                message: m,
-            } => {
-                let mut h = common(Kind::EfaRequest, EFA_REQUEST_LEN);
-                let (op, rkey, addr, len) = match m.op {
-                    Op::Send => (op::SEND, 0, 0, 0),
-                    Op::Write { rkey, addr } => (op::WRITE, rkey, addr, 0),
-                    Op::Read { rkey, addr, len } => (op::READ, rkey, addr, len),
-                };
-                h[4] = op;
-                h[5] = if m.imm.is_some() { REQUEST_HAS_IMM } else { 0 };
-                h[6..8].copy_from_slice(&m.src_qpn.to_be_bytes());
-                h[8..10].copy_from_slice(&m.dest_qpn.to_be_bytes());
-                h[12..16].copy_from_slice(&m.qkey.to_be_bytes());
-                h[16..24].copy_from_slice(&token.to_be_bytes());
-                h[24..28].copy_from_slice(&m.imm.unwrap_or(0).to_be_bytes());
-                h[28..32].copy_from_slice(&rkey.to_be_bytes());
-                h[32..40].copy_from_slice(&addr.to_be_bytes());
-                h[40..44].copy_from_slice(&len.to_be_bytes());
-                h[48..64].copy_from_slice(&m.src_gid);
-                h[64..80].copy_from_slice(dest_gid);
-                h
-            }
+                message,
+            } => encode_request(*token, dest_gid, message),
             Header::EfaResponse {
                 token,
                 requester,
