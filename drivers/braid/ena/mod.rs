@@ -68,6 +68,23 @@ const WANTED_GROUPS: u32 = group::LINK_CHANGE | group::FATAL_ERROR | group::KEEP
 const LINK_EVENT_WAIT: Delta = Delta::from_millis(1000);
 /// Byte 17 of a GET_FEATURE command (`feature_id`), as a bit position in word 4.
 const FEATURE_ID_SHIFT: u32 = 8;
+/// `ENA_ADMIN_GET_STATS`.
+const GET_STATS: u8 = 11;
+/// `ENA_ADMIN_GET_STATS_TYPE_ENA_SRD`, in byte 16 of a GET_STATS command (word 4's low byte; the
+/// scope, byte 17, stays 0 as ena.ko leaves it).
+const STATS_TYPE_ENA_SRD: u32 = 3;
+/// `ENA_ADMIN_ENA_SRD_INFO`: the device answers GET_STATS of type ENA_SRD.
+const CAP_ENA_SRD_INFO: u32 = 1 << 1;
+
+/// The fields of `ena_admin_ena_srd_info` (its flags, then `ena_admin_ena_srd_stats`), with their
+/// `ethtool -S` names, as ena.ko shows them.
+pub(crate) const SRD_INFO_NAMES: [&str; 5] = [
+    "ena_srd_mode",
+    "ena_srd_tx_pkts",
+    "ena_srd_eligible_tx_pkts",
+    "ena_srd_rx_pkts",
+    "ena_srd_resource_utilization",
+];
 
 /// What the device tells about itself (`ena_admin_device_attr_feature_desc`).
 #[derive(Clone, Copy, Debug)]
@@ -308,6 +325,25 @@ impl<'bound> EnaDevice<'bound> {
     /// The LLQ BAR and the agreed mode, if transmit descriptors go to the device.
     pub(crate) fn llq(&self) -> Option<(&Arc<WcBar<'bound>>, LlqLayout)> {
         Some((self.llq_bar.as_ref()?, self.llq?))
+    }
+
+    /// Whether the device reports its ENA SRD statistics (its traffic over SRD to other hosts).
+    pub(crate) fn has_srd_info(&self) -> bool {
+        self.attributes.capabilities & CAP_ENA_SRD_INFO != 0
+    }
+
+    /// The device's ENA SRD statistics, in [`SRD_INFO_NAMES`] order.
+    pub(crate) fn srd_info(&mut self) -> Result<[u64; SRD_INFO_NAMES.len()]> {
+        if !self.has_srd_info() {
+            return Err(EOPNOTSUPP);
+        }
+        let mut command: Entry = [0; 16];
+        command[4] = STATS_TYPE_ENA_SRD;
+        let c = self.execute(GET_STATS, command)?;
+        // After the 8-byte completion header, five little-endian u64s.
+        Ok(core::array::from_fn(|i| {
+            u64::from(c[2 + 2 * i]) | (u64::from(c[3 + 2 * i]) << 32)
+        }))
     }
 
     /// Runs an admin command (see [`AdminQueue::execute`]).

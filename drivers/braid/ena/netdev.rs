@@ -26,7 +26,7 @@ use super::{
     regs::{RESET_GENERIC, RESET_KEEP_ALIVE_TO},
     rx::{Received, RxRing},
     tx::{TxOffload, TxRing},
-    EnaDevice, Offloads, Regs, RSS_KEY_LEN, RSS_TABLE_MAX,
+    EnaDevice, Offloads, Regs, RSS_KEY_LEN, RSS_TABLE_MAX, SRD_INFO_NAMES,
 };
 use crate::kapi::{
     ethtool::{Channels, Coalesce, Rings, RssSizes, Stats},
@@ -594,6 +594,25 @@ impl<'bound> Operations for EnaNet<'bound> {
         stats.stat(format_args!("ena_admin_q_no_completion"), || {
             admin.no_completion
         });
+        // The device's traffic over SRD, when it offers the statistics: asked at every pass (the
+        // count and the names follow the capability alone), zeros when the command fails, as in
+        // ena.ko, or when the device is gone.
+        let srd = {
+            let mut control = this.control.lock();
+            let lost = control.lost;
+            control.device.has_srd_info().then(|| {
+                if lost {
+                    Default::default()
+                } else {
+                    control.device.srd_info().unwrap_or_default()
+                }
+            })
+        };
+        if let Some(values) = srd {
+            for (name, value) in SRD_INFO_NAMES.iter().zip(values) {
+                stats.stat(format_args!("{}", name), || value);
+            }
+        }
         let channels = this.channels.load(Relaxed) as usize;
         for (q, s) in this.stats.iter().enumerate().take(channels) {
             s.report(stats, format_args!("queue_{}_", q));
