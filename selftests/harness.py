@@ -95,10 +95,10 @@ PLAN = [
     # The same on braid.ko.
     Boot("braid-channels", ["ena", "ena"], ["ena/channels.sh"], smp=2, env={"BRAID_NET_DRIVER": "braid"}),
     # Two VMs on two cards joined by the SRD transport across the 4-path fabric: ENA frames (ping,
-    # TCP) and EFA messages (pingpongs, libfabric, perftest's sends, writes and reads) cross from card
-    # to card, and a path is cut during the TCP stream.
+    # TCP; braid.ko in guest 0, ena.ko in guest 1) and EFA messages (pingpongs, libfabric, perftest's
+    # sends, writes and reads) cross from card to card, and a path is cut during the TCP stream.
     Boot("two-cards", ["ena", "efa"], ["ena/ping.sh", "efa/pair.sh"], vms=2, cards=2, fabric=True,
-         env={"BRAID_SRD_UPLINK": "1"}),
+         env={"BRAID_SRD_UPLINK": "1"}, vm_env=[{"BRAID_NET_DRIVER": "braid"}, {}]),
 ]
 
 

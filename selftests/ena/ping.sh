@@ -5,7 +5,7 @@
 # to it have been answered, so that no guest powers off while another still pings it; guests 0 and
 # 1 also run 3 s of TCP (iperf3) between them. The driver's counters (ethtool -S) must show the
 # traffic, with the card's drop counters (keep-alive) in `ip -s link`; no reset, no splat. On cards
-# joined over SRD, ena.ko's ENA SRD statistics count the frames that crossed.
+# joined over SRD, the driver's ENA SRD statistics count the frames that crossed.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -14,7 +14,7 @@ DRIVER=${BRAID_NET_DRIVER:-ena}
 INDEX=${BRAID_VM_INDEX:-0}
 COUNT=${BRAID_VM_COUNT:-1}
 UPLINK=0
-[ "${BRAID_SRD_UPLINK:-0}" = 1 ] && [ "$DRIVER" = ena ] && UPLINK=1
+[ "${BRAID_SRD_UPLINK:-0}" = 1 ] && UPLINK=1
 JUMBO_MTU=9001
 # Echo requests each peer sends us: 5 small and 3 jumbo.
 ECHOES_PER_PEER=8
@@ -118,8 +118,8 @@ counters() {
 }
 ktap_check counters_and_no_reset counters
 
-# With the guests on two cards joined over SRD (BRAID_SRD_UPLINK=1, boot "two-cards"), ena.ko shows
-# the card's ENA SRD statistics: mode 3 (SRD on, UDP too) and this guest's frames sent to and
+# With the guests on two cards joined over SRD (BRAID_SRD_UPLINK=1, boot "two-cards"), the driver
+# (ena.ko or braid.ko) shows the card's ENA SRD statistics: mode 3 (SRD on, UDP too) and this guest's frames sent to and
 # received from the other card, at least the pings both ways.
 stat() { ethtool -S "$n" | awk -v k="$1:" '$1 == k { print $2 }'; }
 srd_counters() {
