@@ -119,13 +119,14 @@ counters() {
 ktap_check counters_and_no_reset counters
 
 # With the guests on two cards joined over SRD (BRAID_SRD_UPLINK=1, boot "two-cards"), the driver
-# (ena.ko or braid.ko) shows the card's ENA SRD statistics: mode 3 (SRD on, UDP too) and this guest's frames sent to and
-# received from the other card, at least the pings both ways.
-stat() { ethtool -S "$n" | awk -v k="$1:" '$1 == k { print $2 }'; }
+# (ena.ko or braid.ko) shows the card's ENA SRD statistics: mode 3 (SRD on, UDP too) and this
+# guest's frames sent to and received from the other card, at least the pings both ways. Read from
+# one snapshot: the counters move between two reads while the peer still talks to us.
 srd_counters() {
-	ethtool -S "$n" | grep ena_srd
-	mode=$(stat ena_srd_mode) tx=$(stat ena_srd_tx_pkts) eligible=$(stat ena_srd_eligible_tx_pkts)
-	rx=$(stat ena_srd_rx_pkts)
+	ethtool -S "$n" | grep ena_srd | tee /tmp/srd.stats
+	srd_stat() { awk -v k="$1:" '$1 == k { print $2 }' /tmp/srd.stats; }
+	mode=$(srd_stat ena_srd_mode) tx=$(srd_stat ena_srd_tx_pkts)
+	eligible=$(srd_stat ena_srd_eligible_tx_pkts) rx=$(srd_stat ena_srd_rx_pkts)
 	[ "$mode" = 3 ] && [ "${tx:-0}" -ge 8 ] && [ "$eligible" = "$tx" ] && [ "${rx:-0}" -ge 8 ]
 }
 [ "$UPLINK" = 1 ] && ktap_check_diag ena_srd_statistics srd_counters
