@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,15 @@ class FabricError(Exception):
 
 def _terminate(signum, frame):
     raise SystemExit(128 + signum)
+
+
+def _run_dir(name: str) -> Path:
+    """A directory for one fabric's node logs and reports beside the testbed's runs, which the
+    testbed prunes to the newest few (a temporary directory would outlive every run)."""
+    runs = Path(os.environ.get("BRAID_CACHE", "/var/cache/braid")) / "runs"
+    path = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{os.getpid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def unavailable() -> str | None:
@@ -105,7 +113,7 @@ class Fabric:
         # a killed earlier run of the same name left behind.
         self.card, self.name = card, name
         self.env = {**os.environ, "BRAID_FABRIC": name}
-        self.tmp = tmp or Path(tempfile.mkdtemp(prefix="braid-fabric-"))
+        self.tmp = tmp or _run_dir(name)
         self.nodes: list[Node] = []
         self._sigterm = None
         self._nft: dict[int, subprocess.Popen] = {}
