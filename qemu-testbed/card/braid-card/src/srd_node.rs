@@ -256,8 +256,8 @@ impl Sockets {
     }
 }
 
-/// Waits until `fd` is readable or `timeout` passes (nanosecond timer).
-/// Waits until one of `fds` is readable or `timeout` passes.
+/// Waits until one of `fds` is readable or `timeout` passes (nanosecond
+/// timer).
 fn wait_readable(fds: &[RawFd], timeout: Duration) {
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
