@@ -8,7 +8,7 @@ SETUP := qemu-testbed/env/setup
 ## run: two VMs on one card, braid.ko in both: what it bound, a ping and iperf3 between the netdevs
 run:
 	@$(SETUP) host
-	@qemu-testbed/vm --vms 2 --shared-card -- sh /braid/src/qemu-testbed/guest/demo.sh
+	@qemu-testbed/vm --vms 2 --joined-cards -- sh /braid/src/qemu-testbed/guest/demo.sh
 
 ## check: every test (host cargo tests, guest selftests); ends with "N passed, N failed"
 check:

@@ -1,8 +1,9 @@
 #!/bin/sh
-# What `make run` shows inside each of two guests on one card (an ENA and an EFA function each):
-# the card's functions on the guest's PCI bus, braid.ko binding them and what it found, then the ENA
-# netdevs at work: guest 0 pings guest 1 and runs 3 s of iperf3 TCP against it, and each shows the
-# counters that moved.
+# What `make run` shows inside each of two guests, each on a card of its own (an ENA and an EFA
+# function), the two cards joined over SRD: the card's functions on the guest's PCI bus, braid.ko
+# binding them and what it found, then the ENA netdevs at work: guest 0 pings guest 1 and runs 3 s of
+# iperf3 TCP against it, and each shows the counters that moved (ena_srd_*: the frames that crossed
+# between the cards). Also runs on guests sharing one card (vm --shared-card).
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -34,7 +35,7 @@ ena=$(pci_devices_of ena | head -n 1)
 netdev=$(ls "/sys/bus/pci/devices/$ena/net" 2>/dev/null)
 if [ -n "$netdev" ] && [ "$COUNT" -ge 2 ] && [ "$INDEX" -le 1 ]; then
 	echo
-	echo "== $netdev ($me) up, talking to guest $((1 - INDEX)) ($peer) through the card's switch"
+	echo "== $netdev ($me) up, talking to guest $((1 - INDEX)) ($peer) through the cards"
 	ip addr add "$me/24" dev "$netdev" && ip link set "$netdev" up
 	ethtool -i "$netdev" | sed -n '1p;/bus-info/p'
 	ethtool -k "$netdev" | grep -E '^(scatter-gather|tx-checksumming|tcp-segmentation-offload|rx-checksumming):'
