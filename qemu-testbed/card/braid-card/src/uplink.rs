@@ -172,11 +172,6 @@ impl Uplink {
         true
     }
 
-    /// The peers configured.
-    pub fn peers(&self) -> &[SocketAddr] {
-        &self.peers
-    }
-
     /// What the uplink counted.
     pub fn counters(&self) -> UplinkCounters {
         lock(&self.counters).clone()
