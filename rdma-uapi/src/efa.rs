@@ -66,68 +66,93 @@ macro_rules! abi_struct {
     };
 }
 
-/// `efa_ibv_alloc_ucontext_cmd.supported_caps`: what libefa understands.
-pub mod ucontext_cmd_caps {
-    /// It batches TX doorbells up to `max_tx_batch`.
-    pub const TX_BATCH: u32 = 1 << 0;
-    /// It honours `min_sq_wr`.
-    pub const MIN_SQ_WR: u32 = 1 << 1;
+/// Defines modules of ABI constants and [`CONSTANTS`], the list of all of them with their C
+/// names, from one table.
+macro_rules! abi_constants {
+    (
+        $(
+            $(#[$mod_meta:meta])*
+            $module:ident: $ty:ty {
+                $($(#[$meta:meta])* $name:ident = $c_name:literal = $value:expr,)*
+            }
+        )*
+    ) => {
+        $(
+            $(#[$mod_meta])*
+            pub mod $module {
+                $($(#[$meta])* pub const $name: $ty = $value;)*
+            }
+        )*
+
+        /// Every constant (but [`UVERBS_ABI_VERSION`]), with its C name, in header order.
+        pub const CONSTANTS: &[(&str, u32)] = &[$($(($c_name, $module::$name as u32),)*)*];
+    };
 }
 
-/// `efa_ibv_alloc_ucontext_resp.cmds_supp_udata_mask`: verbs whose udata the driver reads.
-pub mod cmds_supp_udata {
-    /// Query device returns [`ExQueryDeviceResp`](super::ExQueryDeviceResp).
-    pub const QUERY_DEVICE: u32 = 1 << 0;
-    /// Create AH returns [`CreateAhResp`](super::CreateAhResp).
-    pub const CREATE_AH: u32 = 1 << 1;
-}
-
-/// `efa_ibv_create_cq.flags`.
-pub mod create_cq_flags {
-    /// The CQ has a completion channel (completion events).
-    pub const WITH_COMPLETION_CHANNEL: u8 = 1 << 0;
-    /// Its entries carry the source GID.
-    pub const WITH_SGID: u8 = 1 << 1;
-    /// Its send completions carry 64-bit request ids.
-    pub const WITH_SQ_COMP_64_BIT_REQ_ID: u8 = 1 << 2;
-}
-
-/// `efa_ibv_create_cq_resp.comp_mask`: `db_off` and `db_mmap_key` are valid.
-pub const CREATE_CQ_RESP_DB_OFF: u32 = 1 << 0;
-
-/// `efa_ibv_create_qp.driver_qp_type`: an SRD QP.
-pub const QP_DRIVER_TYPE_SRD: u32 = 0;
-
-/// `efa_ibv_create_qp.flags`.
-pub mod create_qp_flags {
-    /// RDMA writes with immediate data take no receive.
-    pub const WITH_UNSOLICITED_WRITE_RECV: u16 = 1 << 0;
-    /// Send completions carry 64-bit request ids.
-    pub const WITH_SQ_64_BIT_REQ_ID: u16 = 1 << 1;
-}
-
-/// `efa_ibv_ex_query_device_resp.device_caps`.
-pub mod device_caps {
-    /// RDMA read.
-    pub const RDMA_READ: u32 = 1 << 0;
-    /// RNR retry.
-    pub const RNR_RETRY: u32 = 1 << 1;
-    /// CQ notifications (completion events).
-    pub const CQ_NOTIFICATIONS: u32 = 1 << 2;
-    /// CQ entries with the source GID.
-    pub const CQ_WITH_SGID: u32 = 1 << 3;
-    /// 128-byte data polling.
-    pub const DATA_POLLING_128: u32 = 1 << 4;
-    /// RDMA write.
-    pub const RDMA_WRITE: u32 = 1 << 5;
-    /// Unsolicited write receive.
-    pub const UNSOLICITED_WRITE_RECV: u32 = 1 << 6;
-    /// CQs in external memory.
-    pub const CQ_WITH_EXT_MEM: u32 = 1 << 7;
-    /// Completion counters.
-    pub const COMP_CNTR: u32 = 1 << 8;
-    /// 64-bit request ids in send completions.
-    pub const SQ_64_BIT_REQ_ID: u32 = 1 << 9;
+abi_constants! {
+    /// `efa_ibv_alloc_ucontext_cmd.supported_caps`: what libefa understands.
+    ucontext_cmd_caps: u32 {
+        /// It batches TX doorbells up to `max_tx_batch`.
+        TX_BATCH = "EFA_ALLOC_UCONTEXT_CMD_SUPP_CAPS_TX_BATCH" = 1 << 0,
+        /// It honours `min_sq_wr`.
+        MIN_SQ_WR = "EFA_ALLOC_UCONTEXT_CMD_SUPP_CAPS_MIN_SQ_WR" = 1 << 1,
+    }
+    /// `efa_ibv_alloc_ucontext_resp.cmds_supp_udata_mask`: verbs whose udata the driver reads.
+    cmds_supp_udata: u32 {
+        /// Query device returns [`ExQueryDeviceResp`](super::ExQueryDeviceResp).
+        QUERY_DEVICE = "EFA_USER_CMDS_SUPP_UDATA_QUERY_DEVICE" = 1 << 0,
+        /// Create AH returns [`CreateAhResp`](super::CreateAhResp).
+        CREATE_AH = "EFA_USER_CMDS_SUPP_UDATA_CREATE_AH" = 1 << 1,
+    }
+    /// `efa_ibv_create_cq.flags`.
+    create_cq_flags: u8 {
+        /// The CQ has a completion channel (completion events).
+        WITH_COMPLETION_CHANNEL = "EFA_CREATE_CQ_WITH_COMPLETION_CHANNEL" = 1 << 0,
+        /// Its entries carry the source GID.
+        WITH_SGID = "EFA_CREATE_CQ_WITH_SGID" = 1 << 1,
+        /// Its send completions carry 64-bit request ids.
+        WITH_SQ_COMP_64_BIT_REQ_ID = "EFA_CREATE_CQ_WITH_SQ_COMP_64_BIT_REQ_ID" = 1 << 2,
+    }
+    /// `efa_ibv_create_cq_resp.comp_mask`.
+    create_cq_resp: u32 {
+        /// `db_off` and `db_mmap_key` are valid.
+        DB_OFF = "EFA_CREATE_CQ_RESP_DB_OFF" = 1 << 0,
+    }
+    /// `efa_ibv_create_qp.driver_qp_type`.
+    qp_driver_type: u32 {
+        /// An SRD QP.
+        SRD = "EFA_QP_DRIVER_TYPE_SRD" = 0,
+    }
+    /// `efa_ibv_create_qp.flags`.
+    create_qp_flags: u16 {
+        /// RDMA writes with immediate data take no receive.
+        WITH_UNSOLICITED_WRITE_RECV = "EFA_CREATE_QP_WITH_UNSOLICITED_WRITE_RECV" = 1 << 0,
+        /// Send completions carry 64-bit request ids.
+        WITH_SQ_64_BIT_REQ_ID = "EFA_CREATE_QP_WITH_SQ_64_BIT_REQ_ID" = 1 << 1,
+    }
+    /// `efa_ibv_ex_query_device_resp.device_caps`.
+    device_caps: u32 {
+        /// RDMA read.
+        RDMA_READ = "EFA_QUERY_DEVICE_CAPS_RDMA_READ" = 1 << 0,
+        /// RNR retry.
+        RNR_RETRY = "EFA_QUERY_DEVICE_CAPS_RNR_RETRY" = 1 << 1,
+        /// CQ notifications (completion events).
+        CQ_NOTIFICATIONS = "EFA_QUERY_DEVICE_CAPS_CQ_NOTIFICATIONS" = 1 << 2,
+        /// CQ entries with the source GID.
+        CQ_WITH_SGID = "EFA_QUERY_DEVICE_CAPS_CQ_WITH_SGID" = 1 << 3,
+        /// 128-byte data polling.
+        DATA_POLLING_128 = "EFA_QUERY_DEVICE_CAPS_DATA_POLLING_128" = 1 << 4,
+        /// RDMA write.
+        RDMA_WRITE = "EFA_QUERY_DEVICE_CAPS_RDMA_WRITE" = 1 << 5,
+        /// Unsolicited write receive.
+        UNSOLICITED_WRITE_RECV = "EFA_QUERY_DEVICE_CAPS_UNSOLICITED_WRITE_RECV" = 1 << 6,
+        /// CQs in external memory.
+        CQ_WITH_EXT_MEM = "EFA_QUERY_DEVICE_CAPS_CQ_WITH_EXT_MEM" = 1 << 7,
+        /// Completion counters.
+        COMP_CNTR = "EFA_QUERY_DEVICE_CAPS_COMP_CNTR" = 1 << 8,
+        /// 64-bit request ids in send completions.
+        SQ_64_BIT_REQ_ID = "EFA_QUERY_DEVICE_CAPS_SQ_64_BIT_REQ_ID" = 1 << 9,
+    }
 }
 
 abi_struct! {
@@ -195,7 +220,7 @@ abi_struct! {
 abi_struct! {
     /// Create CQ, out: where to map the ring and the doorbell.
     CreateCqResp = "efa_ibv_create_cq_resp" {
-        /// [`CREATE_CQ_RESP_DB_OFF`] when the doorbell fields are valid.
+        /// [`create_cq_resp::DB_OFF`] when the doorbell fields are valid.
         comp_mask: u32 = "__u32 {}",
         /// Zero.
         reserved_20: [u8; 4] = "__u8 {}[4]",
@@ -223,7 +248,7 @@ abi_struct! {
         rq_ring_size: u32 = "__u32 {}",
         /// SQ ring, bytes.
         sq_ring_size: u32 = "__u32 {}",
-        /// [`QP_DRIVER_TYPE_SRD`] for a driver QP.
+        /// [`qp_driver_type::SRD`] for a driver QP.
         driver_qp_type: u32 = "__u32 {}",
         /// [`create_qp_flags`] bits.
         flags: u16 = "__u16 {}",
@@ -307,72 +332,4 @@ pub const STRUCTS: [Layout; 9] = [
     CreateQpResp::LAYOUT,
     CreateAhResp::LAYOUT,
     ExQueryDeviceResp::LAYOUT,
-];
-
-/// Every constant, with its C name, in header order.
-pub const CONSTANTS: &[(&str, u32)] = &[
-    ("EFA_UVERBS_ABI_VERSION", UVERBS_ABI_VERSION),
-    (
-        "EFA_ALLOC_UCONTEXT_CMD_SUPP_CAPS_TX_BATCH",
-        ucontext_cmd_caps::TX_BATCH,
-    ),
-    (
-        "EFA_ALLOC_UCONTEXT_CMD_SUPP_CAPS_MIN_SQ_WR",
-        ucontext_cmd_caps::MIN_SQ_WR,
-    ),
-    (
-        "EFA_USER_CMDS_SUPP_UDATA_QUERY_DEVICE",
-        cmds_supp_udata::QUERY_DEVICE,
-    ),
-    (
-        "EFA_USER_CMDS_SUPP_UDATA_CREATE_AH",
-        cmds_supp_udata::CREATE_AH,
-    ),
-    (
-        "EFA_CREATE_CQ_WITH_COMPLETION_CHANNEL",
-        create_cq_flags::WITH_COMPLETION_CHANNEL as u32,
-    ),
-    ("EFA_CREATE_CQ_WITH_SGID", create_cq_flags::WITH_SGID as u32),
-    (
-        "EFA_CREATE_CQ_WITH_SQ_COMP_64_BIT_REQ_ID",
-        create_cq_flags::WITH_SQ_COMP_64_BIT_REQ_ID as u32,
-    ),
-    ("EFA_CREATE_CQ_RESP_DB_OFF", CREATE_CQ_RESP_DB_OFF),
-    ("EFA_QP_DRIVER_TYPE_SRD", QP_DRIVER_TYPE_SRD),
-    (
-        "EFA_CREATE_QP_WITH_UNSOLICITED_WRITE_RECV",
-        create_qp_flags::WITH_UNSOLICITED_WRITE_RECV as u32,
-    ),
-    (
-        "EFA_CREATE_QP_WITH_SQ_64_BIT_REQ_ID",
-        create_qp_flags::WITH_SQ_64_BIT_REQ_ID as u32,
-    ),
-    ("EFA_QUERY_DEVICE_CAPS_RDMA_READ", device_caps::RDMA_READ),
-    ("EFA_QUERY_DEVICE_CAPS_RNR_RETRY", device_caps::RNR_RETRY),
-    (
-        "EFA_QUERY_DEVICE_CAPS_CQ_NOTIFICATIONS",
-        device_caps::CQ_NOTIFICATIONS,
-    ),
-    (
-        "EFA_QUERY_DEVICE_CAPS_CQ_WITH_SGID",
-        device_caps::CQ_WITH_SGID,
-    ),
-    (
-        "EFA_QUERY_DEVICE_CAPS_DATA_POLLING_128",
-        device_caps::DATA_POLLING_128,
-    ),
-    ("EFA_QUERY_DEVICE_CAPS_RDMA_WRITE", device_caps::RDMA_WRITE),
-    (
-        "EFA_QUERY_DEVICE_CAPS_UNSOLICITED_WRITE_RECV",
-        device_caps::UNSOLICITED_WRITE_RECV,
-    ),
-    (
-        "EFA_QUERY_DEVICE_CAPS_CQ_WITH_EXT_MEM",
-        device_caps::CQ_WITH_EXT_MEM,
-    ),
-    ("EFA_QUERY_DEVICE_CAPS_COMP_CNTR", device_caps::COMP_CNTR),
-    (
-        "EFA_QUERY_DEVICE_CAPS_SQ_64_BIT_REQ_ID",
-        device_caps::SQ_64_BIT_REQ_ID,
-    ),
 ];

@@ -37,10 +37,7 @@ pub fn write_efa(out: &mut impl Write) -> fmt::Result {
     writeln!(out, "#define EFA_UVERBS_ABI_VERSION {UVERBS_ABI_VERSION}")?;
     writeln!(out)?;
     writeln!(out, "enum {{")?;
-    for (name, value) in CONSTANTS
-        .iter()
-        .filter(|(n, _)| *n != "EFA_UVERBS_ABI_VERSION")
-    {
+    for (name, value) in CONSTANTS {
         writeln!(out, "\t{name} = {value:#x},")?;
     }
     writeln!(out, "}};")?;

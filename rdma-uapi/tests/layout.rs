@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::{env, fs, io::Write};
 
-use rdma_uapi::efa::{CONSTANTS, STRUCTS};
+use rdma_uapi::efa::{CONSTANTS, STRUCTS, UVERBS_ABI_VERSION};
 use rdma_uapi::header::{write_efa, EFA_HEADER_PATH};
 
 fn crate_dir() -> PathBuf {
@@ -43,7 +43,8 @@ fn assertions() -> String {
             );
         }
     }
-    for (name, value) in CONSTANTS {
+    let version = ("EFA_UVERBS_ABI_VERSION", UVERBS_ABI_VERSION);
+    for (name, value) in CONSTANTS.iter().chain([&version]) {
         c += &format!("_Static_assert({name} == {value}, \"{name}\");\n");
     }
     c
