@@ -8,7 +8,8 @@
 
 use kernel::{dma::DmaAddress, prelude::*};
 
-use super::{admin::Entry, llq::LlqLayout, ring::CompletionRing, EnaDevice};
+use super::{llq::LlqLayout, ring::CompletionRing, EnaDevice};
+use crate::com::admin::Entry;
 
 /// `ENA_ADMIN_CREATE_SQ`.
 const CREATE_SQ: u8 = 1;

@@ -13,10 +13,10 @@
 
 use kernel::{prelude::*, sync::Arc};
 
-use super::admin::AdminQueue;
 use super::io::tx_desc;
 use super::ring::RingIndex;
 use super::{feature_command, Regs, GET_FEATURE, SET_FEATURE};
+use crate::com::admin::AdminQueue;
 use crate::kapi::pci::WcBar;
 
 /// `ENA_ADMIN_LLQ`.

@@ -5,8 +5,6 @@
 
 #![forbid(unsafe_code)]
 
-pub(crate) mod admin;
-pub(crate) mod aenq;
 pub(crate) mod io;
 pub(crate) mod llq;
 pub(crate) mod netdev;
@@ -27,12 +25,14 @@ use kernel::{
     time::{delay::fsleep, Delta, Instant, Monotonic},
 };
 
-use self::admin::{AdminQueue, Entry};
-use self::aenq::{group, Aenq, Event};
 use self::llq::{LlqLayout, LLQ};
-use self::regs::{DEV_CTL, DEV_STS, INTR_MASK};
+use crate::com::{
+    admin::{self, AdminQueue, Entry},
+    aenq::{group, Aenq, Event, HeadDoorbell},
+    feature_command, reset,
+};
 use crate::kapi::pci::WcBar;
-use crate::regs::{CAPS, REG_PAGE_SIZE};
+use crate::regs::{DEV_STS, INTR_MASK, REG_PAGE_SIZE};
 
 /// `ENA_ADMIN_GET_FEATURE`.
 const GET_FEATURE: u8 = 8;
@@ -66,8 +66,6 @@ const AENQ_CONFIG: u32 = 26;
 const WANTED_GROUPS: u32 = group::LINK_CHANGE | group::FATAL_ERROR | group::KEEP_ALIVE;
 /// How long probe waits for the device's first link event.
 const LINK_EVENT_WAIT: Delta = Delta::from_millis(1000);
-/// Byte 17 of a GET_FEATURE command (`feature_id`), as a bit position in word 4.
-const FEATURE_ID_SHIFT: u32 = 8;
 /// `ENA_ADMIN_GET_STATS`.
 const GET_STATS: u8 = 11;
 /// `ENA_ADMIN_GET_STATS_TYPE_ENA_SRD`, in byte 16 of a GET_STATS command (word 4's low byte; the
@@ -177,46 +175,6 @@ struct BroughtUp {
     llq: Option<LlqLayout>,
 }
 
-/// A GET_FEATURE or SET_FEATURE command for `feature` (`feature_id`, byte 17).
-fn feature_command(feature: u32) -> Entry {
-    let mut command: Entry = [0; 16];
-    command[4] = feature << FEATURE_ID_SHIFT;
-    command
-}
-
-/// Polls `done` every millisecond until it holds or `timeout` passes.
-fn wait_for(timeout: Delta, mut done: impl FnMut() -> bool) -> Result {
-    let start = Instant::<Monotonic>::now();
-    while !done() {
-        if start.elapsed() > timeout {
-            return Err(ETIMEDOUT);
-        }
-        fsleep(Delta::from_millis(1));
-    }
-    Ok(())
-}
-
-/// Resets the device as `ena_com_dev_reset` does: set the reset bit with `reason`, wait for the
-/// reset to start, clear the bit, wait for it to finish.
-fn reset(regs: &pci::Bar<'_, REG_PAGE_SIZE>, reason: u32) -> Result {
-    if !regs.read(DEV_STS).ready() {
-        return Err(ENODEV);
-    }
-    // CAPS.reset_timeout counts 100 ms; the card reports 2 s.
-    let timeout = Delta::from_millis(100 * i64::from(regs.read(CAPS).reset_timeout().get()).max(1));
-    regs.write_reg(
-        DEV_CTL::zeroed()
-            .with_dev_reset(true)
-            .try_with_reset_reason(reason)?,
-    );
-    wait_for(timeout, || regs.read(DEV_STS).reset_in_progress())?;
-    regs.write_reg(DEV_CTL::zeroed());
-    wait_for(timeout, || {
-        let sts = regs.read(DEV_STS);
-        !sts.reset_in_progress() && sts.ready()
-    })
-}
-
 impl<'bound> EnaDevice<'bound> {
     /// Resets the device, sets up the admin queue in polling mode, reads the device's
     /// attributes and, given the LLQ BAR, agrees on an LLQ mode.
@@ -228,7 +186,7 @@ impl<'bound> EnaDevice<'bound> {
     ) -> Result<Self> {
         reset(&regs, regs::RESET_NORMAL)?;
         let mut admin = AdminQueue::new(pdev.as_ref())?;
-        let mut aenq = Aenq::new(pdev.as_ref())?;
+        let mut aenq = Aenq::new(pdev.as_ref(), HeadDoorbell::Limit)?;
         let control = Coherent::zeroed_slice(pdev.as_ref(), CONTROL_BUFFER_LEN, GFP_KERNEL)?;
         let llq_len = llq_bar.as_ref().map(|bar| bar.len());
         match Self::bring_up(&regs, &mut admin, &mut aenq, llq_len) {

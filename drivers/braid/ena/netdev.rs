@@ -20,7 +20,6 @@ use kernel::{
 };
 
 use super::{
-    aenq::{group, Event},
     io::{combined, intr, l4, rx_cdesc, tx_desc, Cq, Direction, Placement, Sq},
     offload,
     regs::{RESET_GENERIC, RESET_KEEP_ALIVE_TO},
@@ -28,6 +27,7 @@ use super::{
     tx::{TxOffload, TxRing},
     EnaDevice, Offloads, Regs, RSS_KEY_LEN, RSS_TABLE_MAX, SRD_INFO_NAMES,
 };
+use crate::com::aenq::{group, Event};
 use crate::kapi::{
     ethtool::{Channels, Coalesce, Rings, RssSizes, Stats},
     irq::{self, Vectors},

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The ENA admin queue, in polling mode: a submission and a completion ring of 64-byte entries
-//! in coherent DMA memory, with phase bits that flip on every wrap (`ena_admin_defs.h`,
-//! `ena_com.c`).
+//! The admin queue of both functions, in polling mode: a submission and a completion ring of
+//! 64-byte entries in coherent DMA memory, with phase bits that flip on every wrap (`ena_com.c` and
+//! `efa_com.c`, whose descriptors and status codes are the same: `ena_admin_defs.h`,
+//! `efa_admin_defs.h`).
 //!
 //! Commands run one at a time: [`AdminQueue::execute`] writes the entry at the tail, rings the
 //! doorbell and polls the completion ring until the entry with the command's id and the expected
@@ -20,12 +21,13 @@ use kernel::{
     time::{delay::fsleep, Delta, Instant, Monotonic},
 };
 
-use super::regs::{ACQ_BASE_HI, ACQ_BASE_LO, ACQ_CAPS, AQ_BASE_HI, AQ_BASE_LO, AQ_CAPS, AQ_DB};
-use crate::regs::REG_PAGE_SIZE;
+use crate::regs::{
+    ACQ_BASE_HI, ACQ_BASE_LO, ACQ_CAPS, AQ_BASE_HI, AQ_BASE_LO, AQ_CAPS, AQ_DB, REG_PAGE_SIZE,
+};
 
 /// Bytes in a submission or completion entry.
 pub(crate) const ENTRY_SIZE: u16 = 64;
-/// Entries per ring (ena.ko uses 32 as well).
+/// Entries per ring (ena.ko uses 32 as well, efa.ko 64).
 pub(crate) const DEPTH: u16 = 32;
 /// How long a command may take (the card's hint is 3 s).
 pub(crate) const TIMEOUT: Delta = Delta::from_millis(3000);
@@ -53,7 +55,7 @@ mod acq {
     pub(super) const PHASE: u32 = 1 << 24;
 }
 
-/// `enum ena_admin_aq_completion_status`, as errors.
+/// `enum ena_admin_aq_completion_status` (and EFA's, the same), as errors.
 fn status_error(status: u32) -> Error {
     match status {
         // RESOURCE_ALLOCATION_FAILURE.
@@ -81,7 +83,8 @@ pub(super) fn clear(ring: &Coherent<[Entry]>) {
     }
 }
 
-/// What the admin queue did since probe (`ena_admin_q_*` in `ethtool -S`, as ena.ko's).
+/// What the admin queue did since probe (`ena_admin_q_*` in `ethtool -S`, as ena.ko's; the
+/// `*_cmds` device counters, as efa.ko's).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct AdminStats {
     /// Commands handed to the device.
@@ -90,6 +93,8 @@ pub(crate) struct AdminStats {
     pub(crate) completed: u64,
     /// Commands that got no completion in time.
     pub(crate) no_completion: u64,
+    /// Completions with an error status.
+    pub(crate) failed: u64,
 }
 
 /// The admin queue's rings and the driver's positions in them.
@@ -189,7 +194,10 @@ impl AdminQueue {
         }
         match (word0 >> acq::STATUS_SHIFT) & acq::STATUS_MASK {
             0 => Ok(completion),
-            status => Err(status_error(status)),
+            status => {
+                self.stats.failed += 1;
+                Err(status_error(status))
+            }
         }
     }
 }

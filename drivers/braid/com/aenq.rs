@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The ENA asynchronous event notification queue (AENQ): a ring of 64-byte events
-//! (`ena_admin_aenq_entry`) the device writes, with a phase bit that flips on every wrap. The
-//! driver hands the device free slots through the head doorbell (`ena_com_admin_init_aenq`,
-//! `ena_com_aenq_intr_handler`).
+//! The asynchronous event notification queue (AENQ) of both functions: a ring of 64-byte events
+//! (`ena_admin_aenq_entry`, `efa_admin_aenq_entry`) the device writes, with a phase bit that flips
+//! on every wrap. The driver hands the device free slots through the head doorbell
+//! (`ena_com_admin_init_aenq`, `efa_com_aenq_intr_handler`).
 
 #![forbid(unsafe_code)]
 
@@ -17,19 +17,19 @@ use kernel::{
 };
 
 use super::admin::{phase, Entry, ENTRY_SIZE};
-use super::regs::{AENQ_BASE_HI, AENQ_BASE_LO, AENQ_CAPS, AENQ_HEAD_DB};
-use crate::regs::REG_PAGE_SIZE;
+use crate::regs::{AENQ_BASE_HI, AENQ_BASE_LO, AENQ_CAPS, AENQ_HEAD_DB, REG_PAGE_SIZE};
 
 /// Events in the ring.
 const DEPTH: u16 = 16;
 
-/// `enum ena_admin_aenq_group`, as bits for AENQ_CONFIG.
+/// `enum ena_admin_aenq_group` (EFA's numbers the same groups alike and has no link change), as
+/// bits for AENQ_CONFIG.
 pub(crate) mod group {
     /// `ENA_ADMIN_LINK_CHANGE`.
     pub(crate) const LINK_CHANGE: u32 = 1 << 0;
-    /// `ENA_ADMIN_FATAL_ERROR`.
+    /// `ENA_ADMIN_FATAL_ERROR`, `EFA_ADMIN_FATAL_ERROR`.
     pub(crate) const FATAL_ERROR: u32 = 1 << 1;
-    /// `ENA_ADMIN_KEEP_ALIVE`.
+    /// `ENA_ADMIN_KEEP_ALIVE`, `EFA_ADMIN_KEEP_ALIVE`.
     pub(crate) const KEEP_ALIVE: u32 = 1 << 4;
 }
 
@@ -70,19 +70,40 @@ impl Event {
     }
 }
 
+/// What the driver writes to the head doorbell (register 0x40), which the two interfaces read
+/// differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HeadDoorbell {
+    /// ENA's `AENQ_HEAD_DB`: how far the device may write, i.e. the events taken plus the depth.
+    Limit,
+    /// EFA's `AENQ_CONS_DB`: the events taken (the consumer counter).
+    Consumed,
+}
+
 /// The event ring and the driver's head in it.
 pub(crate) struct Aenq {
     ring: Coherent<[Entry]>,
     head: u16,
+    doorbell: HeadDoorbell,
 }
 
 impl Aenq {
-    /// Allocates the ring.
-    pub(crate) fn new(dev: &Device<Bound>) -> Result<Self> {
+    /// Allocates the ring, for a device that reads its head doorbell as `doorbell` says.
+    pub(crate) fn new(dev: &Device<Bound>, doorbell: HeadDoorbell) -> Result<Self> {
         Ok(Self {
             ring: Coherent::zeroed_slice(dev, usize::from(DEPTH), GFP_KERNEL)?,
             head: 0,
+            doorbell,
         })
+    }
+
+    /// Hands the device every slot up to the head.
+    fn ring_doorbell(&self, regs: &pci::Bar<'_, REG_PAGE_SIZE>) {
+        let value = match self.doorbell {
+            HeadDoorbell::Limit => self.head.wrapping_add(DEPTH),
+            HeadDoorbell::Consumed => self.head,
+        };
+        regs.write_reg(AENQ_HEAD_DB::zeroed().with_head(u32::from(value)));
     }
 
     /// Tells the device where the ring is and hands it every slot. The ring is cleared first:
@@ -99,7 +120,7 @@ impl Aenq {
                 .with_entry_size(ENTRY_SIZE),
         );
         self.head = 0;
-        regs.write_reg(AENQ_HEAD_DB::zeroed().with_head(u32::from(DEPTH)));
+        self.ring_doorbell(regs);
     }
 
     /// Takes every event the device has written since the last call, in order, and hands their
@@ -126,8 +147,7 @@ impl Aenq {
             handle(Event::parse(&entry));
         }
         if taken > 0 {
-            let free_until = u32::from(self.head.wrapping_add(DEPTH));
-            regs.write_reg(AENQ_HEAD_DB::zeroed().with_head(free_until));
+            self.ring_doorbell(regs);
         }
         taken
     }
