@@ -17,6 +17,9 @@
 #include <linux/rtnetlink.h>
 #include <linux/skbuff.h>
 #include <linux/workqueue.h>
+#include <net/net_namespace.h>
+#include <rdma/ib_verbs.h>
+#include <rdma/uverbs_ioctl.h>
 
 /* PCI */
 
@@ -119,5 +122,10 @@ unsigned int braid_num_online_cpus(void);
 
 void braid_dev_hold(struct net_device *dev);
 void braid_dev_put(struct net_device *dev);
+
+/* RDMA devices */
+
+/* The device's parent, as efa.ko sets ibdev.dev.parent. */
+void braid_ib_device_set_parent(struct ib_device *ibdev, struct device *parent);
 
 #endif /* BRAID_SYS_H */

@@ -282,3 +282,8 @@ bool braid_mod_delayed_work_now(struct delayed_work *dwork)
 {
 	return mod_delayed_work(system_wq, dwork, 0);
 }
+
+void braid_ib_device_set_parent(struct ib_device *ibdev, struct device *parent)
+{
+	ibdev->dev.parent = parent;
+}
