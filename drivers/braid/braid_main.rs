@@ -10,6 +10,9 @@
 
 mod com;
 mod driver;
+#[path = "../../rdma-uapi/src/efa.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod efa_abi;
 mod ena;
 mod kapi;
 mod regs;

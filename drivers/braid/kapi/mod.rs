@@ -7,6 +7,7 @@
 
 pub(crate) mod dma;
 pub(crate) mod ethtool;
+pub(crate) mod ib;
 pub(crate) mod irq;
 pub(crate) mod napi;
 pub(crate) mod netdev;
