@@ -6,10 +6,11 @@
 //! Three layers, kept apart:
 //! - [`sys`]: bindings generated at build time and C helpers for static inline kernel functions;
 //! - [`kapi`]: safe abstractions over kernel APIs, the only other place with `unsafe`;
-//! - device logic ([`driver`], [`regs`], [`com`], [`ena`]): no `unsafe` at all.
+//! - device logic ([`driver`], [`regs`], [`com`], [`ena`], [`efa`]): no `unsafe` at all.
 
 mod com;
 mod driver;
+mod efa;
 #[path = "../../rdma-uapi/src/efa.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod efa_abi;

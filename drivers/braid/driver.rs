@@ -8,9 +8,12 @@
 use kernel::{device::Core, io::Io, pci, prelude::*, sync::Arc};
 
 use crate::{
+    efa::{verbs::EfaIb, EfaDevice, EventInterrupt},
+    efa_abi,
     ena::{netdev::EnaNet, EnaDevice},
     kapi::{
         dma::set_dma_width,
+        ib,
         irq::{self, Vectors},
         netdev::{self, ServiceInterrupt},
         pci::{DeviceExt, PcieType, WcBar},
@@ -96,9 +99,14 @@ pub(crate) struct Function<'bound> {
     kind: FunctionKind,
     /// The handler on an ENA function's management vector (events), freed first.
     _admin_irq: Option<Pin<KBox<irq::Registration<'bound, ServiceInterrupt<EnaNet<'bound>>>>>>,
+    /// The handler on an EFA function's management vector (events).
+    _efa_irq: Option<Pin<KBox<irq::Registration<'bound, EventInterrupt<'bound>>>>>,
     /// The network device of an ENA function, which owns the device protocol; unregistered
     /// next, which stops and resets the device.
     _net: Option<netdev::Registration<EnaNet<'bound>>>,
+    /// The RDMA device of an EFA function, which owns the device protocol; unregistering it
+    /// ends every user context, then resets the device.
+    _ib: Option<ib::Registration<EfaIb<'bound>>>,
     _regs: Arc<pci::Bar<'bound, { regs::REG_PAGE_SIZE }>>,
     _vectors: Arc<Vectors<'bound>>,
 }
@@ -170,6 +178,7 @@ impl pci::Driver for BraidDriver {
 
         set_dma_width(pdev, u32::from(caps.dma_addr_width()))?;
         let vectors = Vectors::new(irqs)?;
+        let (mut efa_irq, mut ib) = (None, None);
         let (admin_irq, net) = match kind {
             FunctionKind::Ena => {
                 let bar_len = usize::try_from(pdev.resource_len(REG_BAR)?)?;
@@ -231,14 +240,62 @@ impl pci::Driver for BraidDriver {
                 );
                 (admin_irq, Some(net))
             }
-            FunctionKind::Efa => (None, None),
+            FunctionKind::Efa => {
+                let (events, a, device) = EfaDevice::probe(pdev, regs.clone())?;
+                let registration = ib::Registration::new_efa(
+                    pdev.as_ref(),
+                    c"braid_%d",
+                    efa_abi::UVERBS_ABI_VERSION,
+                    ib::Config {
+                        node_guid: a.guid,
+                        comp_vectors: 1,
+                    },
+                    EfaIb::new(device),
+                )?;
+                efa_irq = Some(irq::Registration::new(
+                    &vectors,
+                    0,
+                    c"braid-efa-mgmnt",
+                    EventInterrupt::new(&events),
+                )?);
+                registration.device().data().dev.enable_interrupt();
+                ib = Some(registration);
+                let g = &a.gid;
+                dev_info!(
+                    pdev,
+                    "EFA RDMA device registered: GID {:02x}{:02x}:{:02x}{:02x}:..:{:02x}{:02x}, \
+                     MTU {}, {} QPs, {} CQs, {} MRs, {} PDs, {} AHs, capabilities {:#x}, \
+                     device version {:#x}, doorbells in BAR{}, {}/{}-bit physical/virtual \
+                     addresses\n",
+                    g[0],
+                    g[1],
+                    g[2],
+                    g[3],
+                    g[14],
+                    g[15],
+                    a.mtu,
+                    a.max_qp,
+                    a.max_cq,
+                    a.max_mr,
+                    a.max_pd,
+                    a.max_ah,
+                    a.device_caps,
+                    a.device_version,
+                    a.db_bar,
+                    a.phys_addr_width,
+                    a.virt_addr_width,
+                );
+                (None, None)
+            }
         };
 
         Ok(Function {
             pdev,
             kind,
             _admin_irq: admin_irq,
+            _efa_irq: efa_irq,
             _net: net,
+            _ib: ib,
             _regs: regs,
             _vectors: vectors,
         })

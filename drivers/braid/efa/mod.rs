@@ -1,0 +1,496 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The EFA function's device protocol (`efa_com.c`, `efa_com_cmd.c` and `efa_admin_cmds_defs.h` in
+//! the upstream driver are the specification): reset, admin queue and events through the shared
+//! [`crate::com`] layer, the device's attributes, and the admin commands the verbs need.
+//! [`verbs`] makes an RDMA device of it.
+
+#![forbid(unsafe_code)]
+
+pub(crate) mod regs;
+pub(crate) mod verbs;
+
+use kernel::{
+    device::Core,
+    io::Io,
+    irq::{Handler, IrqReturn},
+    new_mutex, new_spinlock_irq, pci,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, Mutex, SpinLockIrq,
+    },
+};
+
+use crate::com::{
+    admin::{AdminQueue, AdminStats, Entry},
+    aenq::{group, Aenq, Event, HeadDoorbell},
+    feature_command, reset,
+};
+use crate::regs::{INTR_MASK, REG_PAGE_SIZE};
+
+/// `EFA_ADMIN_CREATE_AH`.
+const CREATE_AH: u8 = 5;
+/// `EFA_ADMIN_DESTROY_AH`.
+const DESTROY_AH: u8 = 6;
+/// `EFA_ADMIN_GET_FEATURE`.
+const GET_FEATURE: u8 = 11;
+/// `EFA_ADMIN_SET_FEATURE`.
+const SET_FEATURE: u8 = 12;
+/// `EFA_ADMIN_GET_STATS`.
+const GET_STATS: u8 = 13;
+/// `EFA_ADMIN_ALLOC_PD`.
+const ALLOC_PD: u8 = 14;
+/// `EFA_ADMIN_DEALLOC_PD`.
+const DEALLOC_PD: u8 = 15;
+/// `EFA_ADMIN_ALLOC_UAR`.
+const ALLOC_UAR: u8 = 16;
+/// `EFA_ADMIN_DEALLOC_UAR`.
+const DEALLOC_UAR: u8 = 17;
+
+/// `enum efa_admin_aq_feature_id`.
+mod feature {
+    /// `EFA_ADMIN_DEVICE_ATTR`.
+    pub(super) const DEVICE_ATTR: u32 = 1;
+    /// `EFA_ADMIN_AENQ_CONFIG`.
+    pub(super) const AENQ_CONFIG: u32 = 2;
+    /// `EFA_ADMIN_NETWORK_ATTR`.
+    pub(super) const NETWORK_ATTR: u32 = 3;
+    /// `EFA_ADMIN_QUEUE_ATTR_1`.
+    pub(super) const QUEUE_ATTR_1: u32 = 4;
+    /// `EFA_ADMIN_QUEUE_ATTR_2`.
+    pub(super) const QUEUE_ATTR_2: u32 = 9;
+}
+
+/// `device_caps` bits of `efa_admin_feature_device_attr_desc`.
+pub(crate) mod device_cap {
+    /// RDMA read.
+    pub(crate) const RDMA_READ: u32 = 1 << 0;
+    /// RNR retry.
+    pub(crate) const RNR_RETRY: u32 = 1 << 1;
+    /// 128-byte data polling.
+    pub(crate) const DATA_POLLING_128: u32 = 1 << 2;
+    /// RDMA write.
+    pub(crate) const RDMA_WRITE: u32 = 1 << 3;
+    /// Unsolicited write receive.
+    pub(crate) const UNSOLICITED_WRITE_RECV: u32 = 1 << 4;
+}
+
+/// The event groups braid.ko enables: it counts keep-alives and logs fatal errors.
+const WANTED_GROUPS: u32 = group::FATAL_ERROR | group::KEEP_ALIVE;
+
+/// `enum efa_admin_get_stats_type`, each with the number of counters its answer carries (u64s
+/// after the completion header) in `efa_admin_*_stats`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StatsType {
+    /// tx_bytes, tx_pkts, rx_bytes, rx_pkts, rx_drops (and qkey_viol, unread).
+    Basic = 0,
+    /// send_bytes, send_wrs, recv_bytes, recv_wrs.
+    Messages = 1,
+    /// read_wrs, read_bytes, read_wr_err, read_resp_bytes.
+    RdmaRead = 2,
+    /// write_wrs, write_bytes, write_wr_err, write_recv_bytes.
+    RdmaWrite = 3,
+    /// retrans_bytes, retrans_pkts, retrans_timeout_events, unresponsive_remote_events,
+    /// impaired_remote_conn_events.
+    Network = 4,
+}
+
+/// What the device tells about itself: `efa_admin_feature_device_attr_desc`,
+/// `efa_admin_feature_queue_attr_desc_1` (and `_2`), `efa_admin_feature_network_attr_desc`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Attributes {
+    /// Feature ids the device answers, one bit each.
+    pub(crate) supported_features: u64,
+    /// Page sizes memory regions may use.
+    pub(crate) page_size_cap: u64,
+    /// Firmware version.
+    pub(crate) fw_version: u32,
+    /// Admin API version (at least 1).
+    pub(crate) admin_api_version: u32,
+    /// Device version.
+    pub(crate) device_version: u32,
+    /// BAR of the doorbells.
+    pub(crate) db_bar: u16,
+    /// Physical address bits.
+    pub(crate) phys_addr_width: u8,
+    /// Virtual address bits.
+    pub(crate) virt_addr_width: u8,
+    /// [`device_cap`] bits.
+    pub(crate) device_caps: u32,
+    /// Largest RDMA read or write, bytes.
+    pub(crate) max_rdma_size: u32,
+    /// The node GUID.
+    pub(crate) guid: u64,
+    /// Link speed, Gb/s (100 when the device does not say).
+    pub(crate) max_link_speed_gbps: u16,
+    /// Queue pairs.
+    pub(crate) max_qp: u32,
+    /// Deepest SQ.
+    pub(crate) max_sq_depth: u32,
+    /// Largest inline send, bytes.
+    pub(crate) inline_buf_size: u32,
+    /// Largest inline send, bytes, beyond 16 bits.
+    pub(crate) inline_buf_size_ex: u16,
+    /// Deepest RQ.
+    pub(crate) max_rq_depth: u32,
+    /// Completion queues.
+    pub(crate) max_cq: u32,
+    /// Deepest CQ.
+    pub(crate) max_cq_depth: u32,
+    /// Sub-CQs per CQ.
+    pub(crate) sub_cqs_per_cq: u16,
+    /// Shallowest SQ.
+    pub(crate) min_sq_depth: u16,
+    /// SGEs of a send.
+    pub(crate) max_sq_sge: u16,
+    /// SGEs of a receive.
+    pub(crate) max_rq_sge: u16,
+    /// Memory regions.
+    pub(crate) max_mr: u32,
+    /// Pages of a memory region.
+    pub(crate) max_mr_pages: u32,
+    /// Protection domains.
+    pub(crate) max_pd: u32,
+    /// Address handles.
+    pub(crate) max_ah: u32,
+    /// Largest LLQ, bytes.
+    pub(crate) max_llq_size: u32,
+    /// SGEs of an RDMA read or write.
+    pub(crate) max_rdma_sge: u16,
+    /// Most 64-byte WQEs between TX doorbells.
+    pub(crate) max_tx_batch: u16,
+    /// The port's GID.
+    pub(crate) gid: [u8; 16],
+    /// The port's MTU.
+    pub(crate) mtu: u32,
+}
+
+/// A 64-bit little-endian field split over words `lo` and `lo + 1`.
+fn wide(c: &Entry, lo: usize) -> u64 {
+    u64::from(c[lo]) | (u64::from(c[lo + 1]) << 32)
+}
+
+/// The low and high halves of word `i`.
+fn halves(c: &Entry, i: usize) -> (u16, u16) {
+    (c[i] as u16, (c[i] >> 16) as u16)
+}
+
+impl Attributes {
+    /// Reads the attributes, as `efa_com_get_device_attr` does. Completion bodies start at word 2
+    /// (after `efa_admin_acq_common_desc`).
+    fn read(admin: &mut AdminQueue, regs: &Regs<'_>) -> Result<Self> {
+        let mut get = |id| admin.execute(regs, GET_FEATURE, feature_command(id));
+        let d = get(feature::DEVICE_ATTR)?;
+        let (db_bar, widths) = halves(&d, 9);
+        let mut a = Attributes {
+            supported_features: wide(&d, 2),
+            page_size_cap: wide(&d, 4),
+            fw_version: d[6],
+            admin_api_version: d[7],
+            device_version: d[8],
+            db_bar,
+            phys_addr_width: widths as u8,
+            virt_addr_width: (widths >> 8) as u8,
+            device_caps: d[10],
+            max_rdma_size: d[11],
+            guid: wide(&d, 12),
+            max_link_speed_gbps: match d[14] as u16 {
+                0 => 100,
+                gbps => gbps,
+            },
+            ..Default::default()
+        };
+        if a.admin_api_version < 1 {
+            return Err(EINVAL);
+        }
+
+        let q = get(feature::QUEUE_ATTR_1)?;
+        a.max_qp = q[2];
+        a.max_sq_depth = q[3];
+        a.inline_buf_size = q[4];
+        a.max_rq_depth = q[5];
+        a.max_cq = q[6];
+        a.max_cq_depth = q[7];
+        (a.sub_cqs_per_cq, a.min_sq_depth) = halves(&q, 8);
+        (a.max_sq_sge, a.max_rq_sge) = halves(&q, 9);
+        a.max_mr = q[10];
+        a.max_mr_pages = q[11];
+        a.max_pd = q[12];
+        a.max_ah = q[13];
+        a.max_llq_size = q[14];
+        (a.max_rdma_sge, a.max_tx_batch) = halves(&q, 15);
+        a.inline_buf_size_ex = if a.supports(feature::QUEUE_ATTR_2) {
+            get(feature::QUEUE_ATTR_2)?[2] as u16
+        } else {
+            a.inline_buf_size as u16
+        };
+
+        let n = get(feature::NETWORK_ATTR)?;
+        for (i, chunk) in a.gid.chunks_exact_mut(4).enumerate() {
+            chunk.copy_from_slice(&n[2 + i].to_le_bytes());
+        }
+        a.mtu = n[6];
+        Ok(a)
+    }
+
+    /// Whether the device answers feature `id`.
+    fn supports(&self, id: u32) -> bool {
+        id < 64 && self.supported_features & (1 << id) != 0
+    }
+
+    /// Whether the device has [`device_cap`] bit `cap`.
+    pub(crate) fn has(&self, cap: u32) -> bool {
+        self.device_caps & cap == cap
+    }
+}
+
+/// The control registers (BAR0's trapped page).
+pub(crate) type Regs<'bound> = pci::Bar<'bound, REG_PAGE_SIZE>;
+
+/// The device's event queue, polled from the management interrupt.
+#[pin_data]
+pub(crate) struct Events<'bound> {
+    pdev: &'bound pci::Device,
+    regs: Arc<Regs<'bound>>,
+    #[pin]
+    aenq: SpinLockIrq<Aenq>,
+    /// Keep-alive events taken.
+    keep_alives: Atomic<u64>,
+}
+
+impl Events<'_> {
+    /// Takes the events the device posted.
+    fn poll(&self) -> usize {
+        self.aenq.lock().poll(&self.regs, |event| match event {
+            Event::KeepAlive { .. } => {
+                self.keep_alives.fetch_add(1, Relaxed);
+            }
+            // efa.ko has no recovery either: the device is gone until it is rebound.
+            Event::FatalError => dev_err!(self.pdev, "EFA device reported a fatal error\n"),
+            _ => {}
+        })
+    }
+
+    /// Keep-alive events taken since probe.
+    pub(crate) fn keep_alives(&self) -> u64 {
+        self.keep_alives.load(Relaxed)
+    }
+}
+
+/// The handler of the management vector (0): events (admin completions are polled).
+pub(crate) struct EventInterrupt<'bound>(Arc<Events<'bound>>);
+
+impl<'bound> EventInterrupt<'bound> {
+    /// The handler that takes `events`.
+    pub(crate) fn new(events: &Arc<Events<'bound>>) -> Self {
+        Self(events.clone())
+    }
+}
+
+impl Handler for EventInterrupt<'_> {
+    fn handle(&self) -> IrqReturn {
+        self.0.poll();
+        IrqReturn::Handled
+    }
+}
+
+/// Resets the device when dropped: declared before the rings, so that the device stops writing to
+/// them before they are freed (a reset drops every queue).
+struct ResetOnDrop<'bound> {
+    pdev: &'bound pci::Device,
+    regs: Arc<Regs<'bound>>,
+}
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = reset(&self.regs, regs::RESET_SHUTDOWN) {
+            dev_warn!(
+                self.pdev,
+                "EFA device did not reset at release: {:?}\n",
+                err
+            );
+        }
+    }
+}
+
+/// An EFA function brought up to a working admin queue; reset when dropped, before its rings
+/// are freed.
+#[pin_data]
+pub(crate) struct EfaDevice<'bound> {
+    _reset: ResetOnDrop<'bound>,
+    regs: Arc<Regs<'bound>>,
+    /// The admin queue: one command at a time.
+    #[pin]
+    admin: Mutex<AdminQueue>,
+    events: Arc<Events<'bound>>,
+    /// The device's attributes, read at probe.
+    pub(crate) attributes: Attributes,
+    /// The PCI identity libefa and `ibv_devinfo` see.
+    pub(crate) vendor: u32,
+    /// PCI device id.
+    pub(crate) device_id: u32,
+    /// PCI subsystem device id.
+    pub(crate) subsystem_device: u32,
+}
+
+/// What [`bring_up`] set up.
+struct BroughtUp {
+    admin: AdminQueue,
+    aenq: Aenq,
+    attributes: Attributes,
+}
+
+/// Programs the rings, reads the attributes and enables the event groups braid.ko handles.
+fn bring_up(pdev: &pci::Device<Core<'_>>, regs: &Regs<'_>) -> Result<BroughtUp> {
+    let mut admin = AdminQueue::new(pdev.as_ref())?;
+    let mut aenq = Aenq::new(pdev.as_ref(), HeadDoorbell::Consumed)?;
+    admin.program(regs);
+    // No interrupt until a handler is on the vector.
+    regs.write_reg(INTR_MASK::zeroed().with_admin(true));
+    let attributes = Attributes::read(&mut admin, regs)?;
+    aenq.program(regs);
+    // `efa_admin_feature_aenq_desc`: supported in word 2 of the answer, enabled in word 6 of the
+    // command.
+    let supported = admin.execute(regs, GET_FEATURE, feature_command(feature::AENQ_CONFIG))?[2];
+    let mut command = feature_command(feature::AENQ_CONFIG);
+    command[6] = supported & WANTED_GROUPS;
+    admin.execute(regs, SET_FEATURE, command)?;
+    Ok(BroughtUp {
+        admin,
+        aenq,
+        attributes,
+    })
+}
+
+impl<'bound> EfaDevice<'bound> {
+    /// Resets the device and brings it up; returns its events (for the management interrupt),
+    /// its attributes and the device's initializer.
+    pub(crate) fn probe(
+        pdev: &'bound pci::Device<Core<'_>>,
+        regs: Arc<Regs<'bound>>,
+    ) -> Result<(
+        Arc<Events<'bound>>,
+        Attributes,
+        impl PinInit<Self, Error> + 'bound,
+    )> {
+        reset(&regs, regs::RESET_NORMAL)?;
+        let up = match bring_up(pdev, &regs) {
+            Ok(up) => up,
+            Err(err) => {
+                // The device may still write to the rings: stop it before they are freed.
+                let _ = reset(&regs, regs::RESET_INIT_ERR);
+                return Err(err);
+            }
+        };
+        let (vendor, device_id) = (pdev.vendor_id().as_raw().into(), pdev.device_id().into());
+        let subsystem_device = pdev.subsystem_device_id().into();
+        let pdev: &'bound pci::Device = pdev;
+        let (events_regs, reset_regs) = (regs.clone(), regs.clone());
+        let events = Arc::pin_init(
+            pin_init!(Events {
+                pdev,
+                regs: events_regs,
+                aenq <- new_spinlock_irq!(up.aenq),
+                keep_alives: Atomic::new(0),
+            }),
+            GFP_KERNEL,
+        )?;
+        let attributes = up.attributes;
+        let device_events = events.clone();
+        let init = try_pin_init!(Self {
+            _reset: ResetOnDrop {
+                pdev,
+                regs: reset_regs,
+            },
+            regs,
+            admin <- new_mutex!(up.admin),
+            events: device_events,
+            attributes: up.attributes,
+            vendor,
+            device_id,
+            subsystem_device,
+        }? Error);
+        Ok((events, attributes, init))
+    }
+
+    /// Lets the device raise the management vector, once a handler is on it, and takes the
+    /// events that came before.
+    pub(crate) fn enable_interrupt(&self) {
+        self.regs.write_reg(INTR_MASK::zeroed());
+        self.events.poll();
+    }
+
+    /// Runs an admin command (see [`AdminQueue::execute`]).
+    fn execute(&self, opcode: u8, command: Entry) -> Result<Entry> {
+        self.admin.lock().execute(&self.regs, opcode, command)
+    }
+
+    /// What the admin queue did since probe.
+    pub(crate) fn admin_stats(&self) -> AdminStats {
+        self.admin.lock().stats
+    }
+
+    /// Keep-alive events since probe.
+    pub(crate) fn keep_alives(&self) -> u64 {
+        self.events.keep_alives()
+    }
+
+    /// A protection domain number.
+    pub(crate) fn alloc_pd(&self) -> Result<u16> {
+        // `efa_admin_alloc_pd_resp`: the PD in the body's low half.
+        Ok(self.execute(ALLOC_PD, [0; 16])?[2] as u16)
+    }
+
+    /// Frees a protection domain number.
+    pub(crate) fn dealloc_pd(&self, pd: u16) -> Result {
+        let mut command: Entry = [0; 16];
+        command[1] = pd.into();
+        self.execute(DEALLOC_PD, command).map(|_| ())
+    }
+
+    /// An address handle in protection domain `pd` for the destination `gid`
+    /// (`efa_admin_create_ah_cmd`: the address in words 1-4, the PD in word 5).
+    pub(crate) fn create_ah(&self, gid: &[u8; 16], pd: u16) -> Result<u16> {
+        let mut command: Entry = [0; 16];
+        for (i, chunk) in gid.chunks_exact(4).enumerate() {
+            command[1 + i] = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        command[5] = pd.into();
+        Ok(self.execute(CREATE_AH, command)?[2] as u16)
+    }
+
+    /// Destroys an address handle (`efa_admin_destroy_ah_cmd`: the AH, then the PD).
+    pub(crate) fn destroy_ah(&self, ah: u16, pd: u16) -> Result {
+        let mut command: Entry = [0; 16];
+        command[1] = u32::from(ah) | (u32::from(pd) << 16);
+        self.execute(DESTROY_AH, command).map(|_| ())
+    }
+
+    /// A user access region (the doorbell page of a user context).
+    pub(crate) fn alloc_uar(&self) -> Result<u16> {
+        Ok(self.execute(ALLOC_UAR, [0; 16])?[2] as u16)
+    }
+
+    /// Frees a user access region.
+    pub(crate) fn dealloc_uar(&self, uar: u16) -> Result {
+        let mut command: Entry = [0; 16];
+        command[1] = uar.into();
+        self.execute(DEALLOC_UAR, command).map(|_| ())
+    }
+
+    /// The device's counters of `kind`, over all queues (`efa_admin_aq_get_stats_cmd`: type in
+    /// byte 16, scope ALL), into `values` in the order of `efa_admin_*_stats`.
+    pub(crate) fn stats(&self, kind: StatsType, values: &mut [u64]) -> Result {
+        if values.len() > 7 {
+            return Err(EINVAL);
+        }
+        let mut command: Entry = [0; 16];
+        command[4] = kind as u32;
+        let c = self.execute(GET_STATS, command)?;
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = wide(&c, 2 + 2 * i);
+        }
+        Ok(())
+    }
+}

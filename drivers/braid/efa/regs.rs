@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What the EFA function's registers carry that the ENA function's do not: the reset reasons
+//! (`enum efa_regs_reset_reason_types`, numbered apart from ENA's).
+
+#![forbid(unsafe_code)]
+
+/// `EFA_REGS_RESET_NORMAL`: the reset reason of a driver that starts the device.
+pub(crate) const RESET_NORMAL: u32 = 0;
+/// `EFA_REGS_RESET_INIT_ERR`: the reset reason of a probe that failed.
+pub(crate) const RESET_INIT_ERR: u32 = 3;
+/// `EFA_REGS_RESET_SHUTDOWN`: the reset reason of a driver that lets the device go.
+pub(crate) const RESET_SHUTDOWN: u32 = 6;
