@@ -84,9 +84,11 @@ PLAN = [
     # after one guest abused its function while the other used its own; the ENA functions carry the
     # tools' out-of-band address exchange and the barriers.
     Boot("efa-pair", ["ena", "efa", "ena", "efa"], ["efa/hostile.sh", "efa/pair.sh"], vms=2),
-    # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko, then the
-    # card's surprise removal (last: the card is gone afterwards).
-    Boot("braid-faults", ["ena"], ["ena/faults.sh", "braid/removal.sh"], env={"BRAID_NET_DRIVER": "braid"}),
+    # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko's netdev,
+    # braid.ko's RDMA device on the EFA function under rdma-core, then the card's surprise removal
+    # (last: the card is gone afterwards).
+    Boot("braid-faults", ["ena", "efa"], ["ena/faults.sh", "efa/probe.sh", "braid/removal.sh"],
+         env={"BRAID_NET_DRIVER": "braid", "BRAID_RDMA_DRIVER": "braid"}),
     # braid.ko in one guest, the upstream ena driver in the other.
     Boot("mixed-pair", ["ena", "ena"], ["ena/ping.sh"], vms=2,
          vm_env=[{"BRAID_NET_DRIVER": "braid"}, {"BRAID_NET_DRIVER": "ena"}]),
