@@ -20,6 +20,8 @@
 #include <net/net_namespace.h>
 #include <rdma/ib_verbs.h>
 #include <rdma/uverbs_ioctl.h>
+#include <rdma/ib_umem.h>
+#include <rdma/iter.h>
 
 /* PCI */
 
@@ -127,5 +129,22 @@ void braid_dev_put(struct net_device *dev);
 
 /* The device's parent, as efa.ko sets ibdev.dev.parent. */
 void braid_ib_device_set_parent(struct ib_device *ibdev, struct device *parent);
+/* A verb's driver udata, and the user context it runs in (rdma_udata_to_drv_context()). */
+struct ib_udata *braid_attrs_udata(struct uverbs_attr_bundle *attrs);
+struct ib_ucontext *braid_udata_context(struct ib_udata *udata);
+/* rdma_user_mmap_get_offset(). */
+u64 braid_rdma_user_mmap_offset(const struct rdma_user_mmap_entry *entry);
+/* rdma_user_mmap_io() of device memory at pfn over the whole vma, uncached or write-combining. */
+int braid_rdma_user_mmap_io(struct ib_ucontext *ucontext, struct vm_area_struct *vma,
+			    unsigned long pfn, unsigned long size, bool wc,
+			    struct rdma_user_mmap_entry *entry);
+/* vm_insert_page() of each page of a linearly mapped kernel buffer of len bytes over the vma,
+ * which must not be longer; -EINVAL if it is. */
+int braid_vm_insert_linear(struct vm_area_struct *vma, void *cpu, size_t len);
+/* alloc_pages_exact() (a macro over the allocation profiling hooks). */
+void *braid_alloc_pages_exact(size_t size, gfp_t gfp);
+/* rdma_umem_for_each_dma_block(): writes the first max DMA blocks of pgsz bytes to out, returns
+ * how many there are in all (ib_umem_num_dma_blocks()). */
+size_t braid_umem_dma_blocks(struct ib_umem *umem, unsigned long pgsz, u64 *out, size_t max);
 
 #endif /* BRAID_SYS_H */

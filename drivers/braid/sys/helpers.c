@@ -287,3 +287,61 @@ void braid_ib_device_set_parent(struct ib_device *ibdev, struct device *parent)
 {
 	ibdev->dev.parent = parent;
 }
+
+struct ib_udata *braid_attrs_udata(struct uverbs_attr_bundle *attrs)
+{
+	return &attrs->driver_udata;
+}
+
+struct ib_ucontext *braid_udata_context(struct ib_udata *udata)
+{
+	return udata ? container_of(udata, struct uverbs_attr_bundle, driver_udata)->context : NULL;
+}
+
+u64 braid_rdma_user_mmap_offset(const struct rdma_user_mmap_entry *entry)
+{
+	return rdma_user_mmap_get_offset(entry);
+}
+
+int braid_rdma_user_mmap_io(struct ib_ucontext *ucontext, struct vm_area_struct *vma,
+			    unsigned long pfn, unsigned long size, bool wc,
+			    struct rdma_user_mmap_entry *entry)
+{
+	pgprot_t prot = wc ? pgprot_writecombine(vma->vm_page_prot) :
+			     pgprot_noncached(vma->vm_page_prot);
+
+	return rdma_user_mmap_io(ucontext, vma, pfn, size, prot, entry);
+}
+
+int braid_vm_insert_linear(struct vm_area_struct *vma, void *cpu, size_t len)
+{
+	unsigned long va;
+	int err;
+
+	if (vma->vm_end - vma->vm_start > len)
+		return -EINVAL;
+	for (va = vma->vm_start; va < vma->vm_end; va += PAGE_SIZE, cpu += PAGE_SIZE) {
+		err = vm_insert_page(vma, va, virt_to_page(cpu));
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+void *braid_alloc_pages_exact(size_t size, gfp_t gfp)
+{
+	return alloc_pages_exact(size, gfp);
+}
+
+size_t braid_umem_dma_blocks(struct ib_umem *umem, unsigned long pgsz, u64 *out, size_t max)
+{
+	struct ib_block_iter biter;
+	size_t n = 0;
+
+	rdma_umem_for_each_dma_block(umem, &biter, pgsz) {
+		if (n < max)
+			out[n] = rdma_block_iter_dma_address(&biter);
+		n++;
+	}
+	return n;
+}
