@@ -43,7 +43,11 @@ pub(crate) mod aq {
     pub(super) const COMMAND_ID_MASK: u32 = 0xfff;
     pub(super) const OPCODE_SHIFT: u32 = 16;
     pub(super) const PHASE: u32 = 1 << 24;
-    /// `flags` bit 2: the command's data is in the control buffer its words 1-3 name.
+    /// `flags` bit 1: the command's data is in the control buffer its words 1-3 name (EFA: a
+    /// buffer of the data itself).
+    pub(crate) const CTRL_DATA: u32 = 1 << 25;
+    /// `flags` bit 2: the command's data is in the control buffer its words 1-3 name (EFA: a
+    /// chain of buffers).
     pub(crate) const CTRL_DATA_INDIRECT: u32 = 1 << 26;
 }
 
@@ -145,9 +149,9 @@ impl AdminQueue {
         self.next_id = 0;
     }
 
-    /// Runs `command` (of its word 0 only [`aq::CTRL_DATA_INDIRECT`] is kept) and returns its
-    /// completion, or the error its status maps to; `ETIMEDOUT` if no completion comes within
-    /// [`TIMEOUT`].
+    /// Runs `command` (of its word 0 only [`aq::CTRL_DATA`] and [`aq::CTRL_DATA_INDIRECT`] are
+    /// kept) and returns its completion, or the error its status maps to; `ETIMEDOUT` if no
+    /// completion comes within [`TIMEOUT`].
     pub(crate) fn execute(
         &mut self,
         regs: &pci::Bar<'_, REG_PAGE_SIZE>,
@@ -156,8 +160,9 @@ impl AdminQueue {
     ) -> Result<Entry> {
         let id = u32::from(self.next_id);
         self.next_id = (self.next_id + 1) % DEPTH;
-        let mut word0 =
-            id | (u32::from(opcode) << aq::OPCODE_SHIFT) | (command[0] & aq::CTRL_DATA_INDIRECT);
+        let mut word0 = id
+            | (u32::from(opcode) << aq::OPCODE_SHIFT)
+            | (command[0] & (aq::CTRL_DATA | aq::CTRL_DATA_INDIRECT));
         if phase(self.sq_tail, DEPTH) {
             word0 |= aq::PHASE;
         }

@@ -11,7 +11,7 @@ pub(crate) mod regs;
 pub(crate) mod verbs;
 
 use kernel::{
-    device::Core,
+    device::{self, Bound, Core},
     io::Io,
     irq::{Handler, IrqReturn},
     new_mutex, new_spinlock_irq, pci,
@@ -29,6 +29,22 @@ use crate::com::{
 };
 use crate::regs::{INTR_MASK, REG_PAGE_SIZE};
 
+/// `EFA_ADMIN_CREATE_QP`.
+const CREATE_QP: u8 = 1;
+/// `EFA_ADMIN_MODIFY_QP`.
+const MODIFY_QP: u8 = 2;
+/// `EFA_ADMIN_QUERY_QP`.
+const QUERY_QP: u8 = 3;
+/// `EFA_ADMIN_DESTROY_QP`.
+const DESTROY_QP: u8 = 4;
+/// `EFA_ADMIN_REG_MR`.
+const REG_MR: u8 = 7;
+/// `EFA_ADMIN_DEREG_MR`.
+const DEREG_MR: u8 = 8;
+/// `EFA_ADMIN_CREATE_CQ`.
+const CREATE_CQ: u8 = 9;
+/// `EFA_ADMIN_DESTROY_CQ`.
+const DESTROY_CQ: u8 = 10;
 /// `EFA_ADMIN_CREATE_AH`.
 const CREATE_AH: u8 = 5;
 /// `EFA_ADMIN_DESTROY_AH`.
@@ -60,6 +76,145 @@ mod feature {
     pub(super) const QUEUE_ATTR_1: u32 = 4;
     /// `EFA_ADMIN_QUEUE_ATTR_2`.
     pub(super) const QUEUE_ATTR_2: u32 = 9;
+}
+
+/// Page addresses a REG_MR command carries inline (`inline_pbl_array`).
+pub(crate) const INLINE_PBL: usize = 4;
+
+/// `enum efa_admin_qp_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QpType {
+    /// Unreliable datagram.
+    Ud = 1,
+    /// Scalable reliable datagram.
+    Srd = 2,
+}
+
+/// A CREATE_CQ request (`efa_admin_create_cq_cmd`).
+pub(crate) struct CqParams {
+    /// Entries per sub-CQ (a power of two).
+    pub(crate) sub_cq_depth: u16,
+    /// Sub-CQs.
+    pub(crate) num_sub_cqs: u16,
+    /// Entry size, bytes (16 or 32).
+    pub(crate) entry_size: u32,
+    /// Fill in the source address of receives (32-byte entries).
+    pub(crate) set_src_addr: bool,
+    /// The ring.
+    pub(crate) ring: u64,
+    /// The user context's UAR.
+    pub(crate) uar: u16,
+}
+
+/// What CREATE_CQ answers (`efa_admin_create_cq_resp`).
+pub(crate) struct CqCreated {
+    /// The CQ's index.
+    pub(crate) idx: u16,
+    /// Entries per sub-CQ.
+    pub(crate) depth: u16,
+    /// The doorbell's offset in the doorbell BAR, if it has one.
+    pub(crate) db_offset: Option<u32>,
+}
+
+/// A CREATE_QP request (`efa_admin_create_qp_cmd`).
+pub(crate) struct QpParams {
+    /// Its PD.
+    pub(crate) pd: u16,
+    /// Its type.
+    pub(crate) qp_type: QpType,
+    /// The RQ ring (0: none).
+    pub(crate) rq_ring: u64,
+    /// The CQs of sends and receives.
+    pub(crate) send_cq: u16,
+    /// The CQ of receives.
+    pub(crate) recv_cq: u16,
+    /// SQ ring bytes and depth, RQ ring bytes and depth (`efa_admin_qp_alloc_size`).
+    pub(crate) sq_ring_size: u32,
+    /// SQ depth.
+    pub(crate) sq_depth: u32,
+    /// RQ ring bytes.
+    pub(crate) rq_ring_size: u32,
+    /// RQ depth.
+    pub(crate) rq_depth: u32,
+    /// The user context's UAR.
+    pub(crate) uar: u16,
+    /// Service level.
+    pub(crate) sl: u8,
+}
+
+/// What CREATE_QP answers (`efa_admin_create_qp_resp`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QpCreated {
+    /// The handle later commands name.
+    pub(crate) handle: u32,
+    /// The QP number.
+    pub(crate) num: u16,
+    /// Sub-CQ of sends.
+    pub(crate) send_sub_cq: u16,
+    /// Sub-CQ of receives.
+    pub(crate) recv_sub_cq: u16,
+    /// SQ doorbell, offset in the doorbell BAR.
+    pub(crate) sq_db_offset: u32,
+    /// RQ doorbell, offset in the doorbell BAR.
+    pub(crate) rq_db_offset: u32,
+    /// The SQ's LLQ descriptors, offset in the LLQ BAR.
+    pub(crate) llq_offset: u32,
+}
+
+/// A MODIFY_QP request (`efa_admin_modify_qp_cmd`); `None`: unchanged.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct QpModify {
+    /// The new state and the state it is believed to be in.
+    pub(crate) state: Option<(u32, u32)>,
+    /// Q_Key.
+    pub(crate) qkey: Option<u32>,
+    /// Send PSN.
+    pub(crate) sq_psn: Option<u32>,
+    /// Notify when the SQ is drained.
+    pub(crate) sq_drained_notify: Option<u8>,
+    /// RNR retries.
+    pub(crate) rnr_retry: Option<u8>,
+}
+
+/// What QUERY_QP answers (`efa_admin_query_qp_resp`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct QpState {
+    /// State.
+    pub(crate) state: u32,
+    /// Q_Key.
+    pub(crate) qkey: u32,
+    /// Send PSN.
+    pub(crate) sq_psn: u32,
+    /// The SQ is draining.
+    pub(crate) sq_draining: u8,
+    /// RNR retries.
+    pub(crate) rnr_retry: u8,
+}
+
+/// Where a REG_MR command's page list is.
+pub(crate) enum PageList<'a> {
+    /// Up to [`INLINE_PBL`] page addresses in the command.
+    Inline(&'a [u64]),
+    /// A physically contiguous buffer of page addresses: its bus address and length in bytes.
+    Buffer(u64, u32),
+}
+
+/// A REG_MR request (`efa_admin_reg_mr_cmd`).
+pub(crate) struct MrParams<'a> {
+    /// Its PD.
+    pub(crate) pd: u16,
+    /// The pages.
+    pub(crate) pages: PageList<'a>,
+    /// How many.
+    pub(crate) page_num: u32,
+    /// log2 of their size.
+    pub(crate) page_shift: u32,
+    /// Bytes.
+    pub(crate) len: u64,
+    /// IO virtual address of the first byte.
+    pub(crate) iova: u64,
+    /// Permissions: local write (bit 0), remote write (1), remote read (2).
+    pub(crate) permissions: u8,
 }
 
 /// `device_caps` bits of `efa_admin_feature_device_attr_desc`.
@@ -245,6 +400,9 @@ impl Attributes {
     }
 }
 
+/// The BAR of the low-latency queues (`EFA_MEM_BAR`).
+const LLQ_BAR: u32 = 2;
+
 /// The control registers (BAR0's trapped page).
 pub(crate) type Regs<'bound> = pci::Bar<'bound, REG_PAGE_SIZE>;
 
@@ -332,6 +490,12 @@ pub(crate) struct EfaDevice<'bound> {
     pub(crate) device_id: u32,
     /// PCI subsystem device id.
     pub(crate) subsystem_device: u32,
+    /// The device, for DMA.
+    pub(crate) dma_dev: &'bound device::Device<Bound>,
+    /// Physical address of the doorbell BAR.
+    pub(crate) db_bar_addr: u64,
+    /// Physical address of the LLQ BAR.
+    pub(crate) llq_bar_addr: u64,
 }
 
 /// What [`bring_up`] set up.
@@ -385,6 +549,9 @@ impl<'bound> EfaDevice<'bound> {
         };
         let (vendor, device_id) = (pdev.vendor_id().as_raw().into(), pdev.device_id().into());
         let subsystem_device = pdev.subsystem_device_id().into();
+        let db_bar_addr = pdev.resource_start(up.attributes.db_bar.into())?;
+        let llq_bar_addr = pdev.resource_start(LLQ_BAR)?;
+        let dma_dev: &'bound device::Device<Bound> = pdev.as_ref();
         let pdev: &'bound pci::Device = pdev;
         let (events_regs, reset_regs) = (regs.clone(), regs.clone());
         let events = Arc::pin_init(
@@ -410,6 +577,9 @@ impl<'bound> EfaDevice<'bound> {
             vendor,
             device_id,
             subsystem_device,
+            dma_dev,
+            db_bar_addr,
+            llq_bar_addr,
         }? Error);
         Ok((events, attributes, init))
     }
@@ -465,6 +635,152 @@ impl<'bound> EfaDevice<'bound> {
         let mut command: Entry = [0; 16];
         command[1] = u32::from(ah) | (u32::from(pd) << 16);
         self.execute(DESTROY_AH, command).map(|_| ())
+    }
+
+    /// A completion queue.
+    pub(crate) fn create_cq(&self, p: &CqParams) -> Result<CqCreated> {
+        // cq_caps_1 (byte 4; no interrupts), cq_caps_2 (entry size in words, source address),
+        // sub_cq_depth; eqn; the ring; l_key (unused: physical ring); num_sub_cqs, uar.
+        let mut command: Entry = [0; 16];
+        let caps_2 = (p.entry_size / 4) | (u32::from(p.set_src_addr) << 5);
+        command[1] = (caps_2 << 8) | (u32::from(p.sub_cq_depth) << 16);
+        command[3] = p.ring as u32;
+        command[4] = (p.ring >> 32) as u32;
+        command[6] = u32::from(p.num_sub_cqs) | (u32::from(p.uar) << 16);
+        let c = self.execute(CREATE_CQ, command)?;
+        let (idx, depth) = halves(&c, 2);
+        Ok(CqCreated {
+            idx,
+            depth,
+            db_offset: (c[4] & 1 != 0).then_some(c[3]),
+        })
+    }
+
+    /// Destroys a completion queue.
+    pub(crate) fn destroy_cq(&self, idx: u16) -> Result {
+        let mut command: Entry = [0; 16];
+        command[1] = idx.into();
+        self.execute(DESTROY_CQ, command).map(|_| ())
+    }
+
+    /// A queue pair.
+    pub(crate) fn create_qp(&self, p: &QpParams) -> Result<QpCreated> {
+        // pd, qp_type, flags; sq_base_addr (LLQ: none); rq_base_addr; send_cq_idx; recv_cq_idx;
+        // l_keys (physical rings: none); the allocation sizes; uar, sl.
+        let mut command: Entry = [0; 16];
+        command[1] = u32::from(p.pd) | ((p.qp_type as u32) << 16);
+        command[4] = p.rq_ring as u32;
+        command[5] = (p.rq_ring >> 32) as u32;
+        command[6] = p.send_cq.into();
+        command[7] = p.recv_cq.into();
+        command[10] = p.sq_ring_size;
+        command[11] = p.sq_depth;
+        command[12] = p.rq_ring_size;
+        command[13] = p.rq_depth;
+        command[14] = u32::from(p.uar) | (u32::from(p.sl) << 16);
+        let c = self.execute(CREATE_QP, command)?;
+        let (send_sub_cq, recv_sub_cq) = halves(&c, 4);
+        Ok(QpCreated {
+            handle: c[2],
+            num: c[3] as u16,
+            send_sub_cq,
+            recv_sub_cq,
+            sq_db_offset: c[5],
+            rq_db_offset: c[6],
+            llq_offset: c[7],
+        })
+    }
+
+    /// Changes a queue pair (`modify_mask` bits: state 0, current state 1, Q_Key 2, SQ PSN 3,
+    /// drained notification 4, RNR retries 5).
+    pub(crate) fn modify_qp(&self, handle: u32, m: &QpModify) -> Result {
+        let mut command: Entry = [0; 16];
+        let mut mask = 0;
+        command[2] = handle;
+        if let Some((state, current)) = m.state {
+            mask |= 0b11;
+            command[3] = state;
+            command[4] = current;
+        }
+        if let Some(qkey) = m.qkey {
+            mask |= 1 << 2;
+            command[5] = qkey;
+        }
+        if let Some(psn) = m.sq_psn {
+            mask |= 1 << 3;
+            command[6] = psn;
+        }
+        if let Some(notify) = m.sq_drained_notify {
+            mask |= 1 << 4;
+            command[7] |= u32::from(notify);
+        }
+        if let Some(retry) = m.rnr_retry {
+            mask |= 1 << 5;
+            command[7] |= u32::from(retry) << 8;
+        }
+        command[1] = mask;
+        self.execute(MODIFY_QP, command).map(|_| ())
+    }
+
+    /// A queue pair's state.
+    pub(crate) fn query_qp(&self, handle: u32) -> Result<QpState> {
+        let mut command: Entry = [0; 16];
+        command[1] = handle;
+        let c = self.execute(QUERY_QP, command)?;
+        Ok(QpState {
+            state: c[2],
+            qkey: c[3],
+            sq_psn: c[4],
+            sq_draining: c[5] as u8,
+            rnr_retry: (c[5] >> 8) as u8,
+        })
+    }
+
+    /// Destroys a queue pair.
+    pub(crate) fn destroy_qp(&self, handle: u32) -> Result {
+        let mut command: Entry = [0; 16];
+        command[1] = handle;
+        self.execute(DESTROY_QP, command).map(|_| ())
+    }
+
+    /// Registers a memory region; returns its local and remote keys.
+    pub(crate) fn reg_mr(&self, p: &MrParams<'_>) -> Result<(u32, u32)> {
+        // pd; the page list (inline addresses, or the buffer's `efa_admin_ctrl_buff_info`) in
+        // words 2-9; mr_length; flags (page shift), permissions; page_num; iova.
+        let mut command: Entry = [0; 16];
+        command[1] = p.pd.into();
+        match p.pages {
+            PageList::Inline(pages) => {
+                if pages.len() > INLINE_PBL {
+                    return Err(EINVAL);
+                }
+                for (i, page) in pages.iter().enumerate() {
+                    command[2 + 2 * i] = *page as u32;
+                    command[3 + 2 * i] = (*page >> 32) as u32;
+                }
+            }
+            PageList::Buffer(address, len) => {
+                command[0] = crate::com::admin::aq::CTRL_DATA;
+                command[2] = len;
+                command[3] = address as u32;
+                command[4] = (address >> 32) as u32;
+            }
+        }
+        command[10] = p.len as u32;
+        command[11] = (p.len >> 32) as u32;
+        command[12] = (p.page_shift & 0x3f) | (u32::from(p.permissions) << 8);
+        command[13] = p.page_num;
+        command[14] = p.iova as u32;
+        command[15] = (p.iova >> 32) as u32;
+        let c = self.execute(REG_MR, command)?;
+        Ok((c[2], c[3]))
+    }
+
+    /// Deregisters a memory region.
+    pub(crate) fn dereg_mr(&self, lkey: u32) -> Result {
+        let mut command: Entry = [0; 16];
+        command[1] = lkey;
+        self.execute(DEREG_MR, command).map(|_| ())
     }
 
     /// A user access region (the doorbell page of a user context).

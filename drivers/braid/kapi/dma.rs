@@ -45,7 +45,7 @@ pub(crate) enum Direction {
 }
 
 impl Direction {
-    fn raw(self) -> sys::dma_data_direction {
+    pub(crate) fn raw(self) -> sys::dma_data_direction {
         match self {
             Direction::ToDevice => sys::dma_data_direction_DMA_TO_DEVICE,
             Direction::FromDevice => sys::dma_data_direction_DMA_FROM_DEVICE,

@@ -5,8 +5,12 @@
 //! context and protection domain objects, user data (`ib_udata`) copied in and out by the core's
 //! rules, and hardware counters (`rdma_hw_stats`).
 //!
-//! The core allocates every verbs object itself, `size_ib_*` bytes of it, and hands the driver the
-//! embedded core structure: here an [`Object`] puts the driver's data right behind it.
+//! The core allocates most verbs objects itself, `size_ib_*` bytes of it, and hands the driver the
+//! embedded core structure: here an [`Object`] puts the driver's data right behind it. Memory
+//! regions the driver allocates, the same way. Shared memory (mmap entries, pinned process memory)
+//! is in [`mem`].
+
+pub(crate) mod mem;
 
 use core::{
     marker::PhantomData,
@@ -16,7 +20,7 @@ use core::{
 
 use kernel::{
     device::{self, Bound},
-    error::{from_result, to_result},
+    error::{from_err_ptr, from_result, to_result},
     ffi,
     prelude::*,
     transmute::{AsBytes, FromBytes},
@@ -149,6 +153,12 @@ pub(crate) trait Operations: Sized + Send + Sync {
     type Pd: Send + Sync;
     /// The driver's data in an address handle.
     type Ah: Send + Sync;
+    /// The driver's data in a completion queue.
+    type Cq: Send + Sync;
+    /// The driver's data in a queue pair.
+    type Qp: Send + Sync;
+    /// The driver's data in a memory region.
+    type Mr: Send + Sync;
 
     /// The device's counters (`hw_counters` beside the ports); empty: none.
     const DEVICE_COUNTERS: &'static [Counter] = &[];
@@ -181,6 +191,47 @@ pub(crate) trait Operations: Sized + Send + Sync {
     ) -> Result<Self::Ah>;
     /// `destroy_ah`.
     fn destroy_ah(dev: &Device<Self>, ah: Self::Ah);
+    /// `create_user_cq`: a completion queue of at least `entries` entries in user context `ctx`;
+    /// returns it and its actual depth.
+    fn create_cq(
+        dev: &Device<Self>,
+        ctx: &UserContext<'_, Self>,
+        init: &CqInit,
+        udata: &mut Udata<'_>,
+    ) -> Result<(Self::Cq, u32)>;
+    /// `destroy_cq` (no queue pair uses it any more).
+    fn destroy_cq(dev: &Device<Self>, cq: Self::Cq);
+    /// `create_qp`: a queue pair in `pd` and user context `ctx`; returns it and its number.
+    fn create_qp(
+        dev: &Device<Self>,
+        ctx: &UserContext<'_, Self>,
+        pd: &Self::Pd,
+        init: &QpInit<'_, Self>,
+        udata: &mut Udata<'_>,
+    ) -> Result<(Self::Qp, u32)>;
+    /// `modify_qp`: applies the fields of `attr` that `mask` ([`qp_attr`] bits) names.
+    fn modify_qp(
+        dev: &Device<Self>,
+        qp: &Self::Qp,
+        attr: &QpAttr,
+        mask: u32,
+        udata: &mut Udata<'_>,
+    ) -> Result;
+    /// `query_qp`: the queue pair's attributes (those `mask` asks for, at least).
+    fn query_qp(dev: &Device<Self>, qp: &Self::Qp, mask: u32) -> Result<QpAttr>;
+    /// `destroy_qp`.
+    fn destroy_qp(dev: &Device<Self>, qp: Self::Qp);
+    /// `reg_user_mr`: registers `len` bytes of the process's memory at `start`, seen by the
+    /// device at IO virtual address `iova`, with access flags `access` ([`access`] bits);
+    /// returns it with its local and remote keys.
+    fn reg_user_mr(
+        dev: &Device<Self>,
+        pd: &Self::Pd,
+        region: &MrInit,
+        udata: &mut Udata<'_>,
+    ) -> Result<(Self::Mr, u32, u32)>;
+    /// `dereg_mr`.
+    fn dereg_mr(dev: &Device<Self>, mr: Self::Mr);
     /// Reads the device's counters into `values` (one per [`Self::DEVICE_COUNTERS`] entry).
     fn device_counters(_dev: &Device<Self>, _values: &mut [u64]) -> Result {
         Err(EOPNOTSUPP)
@@ -231,6 +282,11 @@ impl<T: Operations> Device<T> {
         // SAFETY: `Device<T>` is a transparent wrapper of the C structure; the caller guarantees
         // the invariant.
         unsafe { &*ptr.cast::<Self>() }
+    }
+
+    /// The C structure.
+    pub(super) fn as_raw(&self) -> *mut sys::ib_device {
+        self.0.get()
     }
 
     /// The driver's data.
@@ -312,6 +368,190 @@ impl Udata<'_> {
             sys::_ib_respond_udata(u.as_ptr(), core::ptr::from_ref(resp).cast(), size_of::<R>())
         })
     }
+}
+
+/// A user context, as a verb made in it sees it.
+///
+/// # Invariants
+///
+/// `raw` is a live user context of a device made for `T`, allocated by [`alloc_ucontext`], for
+/// `'a`.
+pub(crate) struct UserContext<'a, T: Operations> {
+    raw: NonNull<sys::ib_ucontext>,
+    _p: PhantomData<&'a T>,
+}
+
+impl<T: Operations> UserContext<'_, T> {
+    /// The driver's data in the context.
+    pub(crate) fn data(&self) -> &T::Context {
+        // SAFETY: by the type invariant `alloc_ucontext` initialized the data, which lives as long
+        // as the context.
+        unsafe {
+            (*self
+                .raw
+                .as_ptr()
+                .cast::<Object<sys::ib_ucontext, T::Context>>())
+            .data
+            .assume_init_ref()
+        }
+    }
+
+    /// Lets the process map `len` bytes of `what` (see [`mem::MmapEntry`]). The entry must go
+    /// before the context: the driver drops it with the object it belongs to.
+    pub(crate) fn insert_mmap(&self, what: mem::Mappable, len: usize) -> Result<mem::MmapEntry> {
+        // SAFETY: the context is live (type invariant); the core destroys every object of a
+        // context, and with it its entries, before it deallocates the context.
+        unsafe { mem::MmapEntry::new(self.raw.as_ptr(), what, len) }
+    }
+}
+
+/// What a completion queue is asked for (`struct ib_cq_init_attr`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CqInit {
+    /// Entries.
+    pub(crate) entries: u32,
+}
+
+/// `enum ib_qp_type`, of the types braid offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QpType {
+    /// Unreliable datagram.
+    Ud,
+    /// The driver's own type (EFA: SRD, chosen by the udata).
+    Driver,
+}
+
+/// Capacities of a queue pair (`struct ib_qp_cap`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct QpCap {
+    /// Send work requests.
+    pub(crate) max_send_wr: u32,
+    /// Receive work requests.
+    pub(crate) max_recv_wr: u32,
+    /// SGEs per send.
+    pub(crate) max_send_sge: u32,
+    /// SGEs per receive.
+    pub(crate) max_recv_sge: u32,
+    /// Inline data per send, bytes.
+    pub(crate) max_inline_data: u32,
+}
+
+/// What a queue pair is asked for (`struct ib_qp_init_attr`, of the types braid offers).
+pub(crate) struct QpInit<'a, T: Operations> {
+    /// Its type.
+    pub(crate) qp_type: QpType,
+    /// The completion queue of its sends.
+    pub(crate) send_cq: &'a T::Cq,
+    /// The completion queue of its receives.
+    pub(crate) recv_cq: &'a T::Cq,
+    /// Capacities.
+    pub(crate) cap: QpCap,
+}
+
+/// Queue pair attributes (a part of `struct ib_qp_attr`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct QpAttr {
+    /// State (`enum ib_qp_state`).
+    pub(crate) qp_state: u32,
+    /// The state the caller believes the QP is in.
+    pub(crate) cur_qp_state: u32,
+    /// Q_Key.
+    pub(crate) qkey: u32,
+    /// Send PSN.
+    pub(crate) sq_psn: u32,
+    /// RNR retries.
+    pub(crate) rnr_retry: u8,
+    /// Notify when the SQ is drained.
+    pub(crate) en_sqd_async_notify: u8,
+    /// The SQ is draining.
+    pub(crate) sq_draining: u8,
+    /// Port.
+    pub(crate) port_num: u32,
+    /// Partition key index.
+    pub(crate) pkey_index: u16,
+    /// Capacities.
+    pub(crate) cap: QpCap,
+}
+
+/// `enum ib_qp_attr_mask`.
+pub(crate) mod qp_attr {
+    use crate::sys;
+    /// `qp_state`.
+    pub(crate) const STATE: u32 = sys::ib_qp_attr_mask_IB_QP_STATE;
+    /// `cur_qp_state`.
+    pub(crate) const CUR_STATE: u32 = sys::ib_qp_attr_mask_IB_QP_CUR_STATE;
+    /// `en_sqd_async_notify`.
+    pub(crate) const EN_SQD_ASYNC_NOTIFY: u32 = sys::ib_qp_attr_mask_IB_QP_EN_SQD_ASYNC_NOTIFY;
+    /// `pkey_index`.
+    pub(crate) const PKEY_INDEX: u32 = sys::ib_qp_attr_mask_IB_QP_PKEY_INDEX;
+    /// `port_num`.
+    pub(crate) const PORT: u32 = sys::ib_qp_attr_mask_IB_QP_PORT;
+    /// `qkey`.
+    pub(crate) const QKEY: u32 = sys::ib_qp_attr_mask_IB_QP_QKEY;
+    /// `rnr_retry`.
+    pub(crate) const RNR_RETRY: u32 = sys::ib_qp_attr_mask_IB_QP_RNR_RETRY;
+    /// `sq_psn`.
+    pub(crate) const SQ_PSN: u32 = sys::ib_qp_attr_mask_IB_QP_SQ_PSN;
+    /// `cap`.
+    pub(crate) const CAP: u32 = sys::ib_qp_attr_mask_IB_QP_CAP;
+    /// Every standard attribute.
+    pub(crate) const STANDARD: u32 = sys::ib_qp_attr_mask_IB_QP_ATTR_STANDARD_BITS;
+}
+
+/// `enum ib_qp_state`.
+pub(crate) mod qp_state {
+    use crate::sys;
+    /// Reset.
+    pub(crate) const RESET: u32 = sys::ib_qp_state_IB_QPS_RESET;
+    /// Initialized.
+    pub(crate) const INIT: u32 = sys::ib_qp_state_IB_QPS_INIT;
+    /// Ready to receive.
+    pub(crate) const RTR: u32 = sys::ib_qp_state_IB_QPS_RTR;
+    /// Ready to send.
+    pub(crate) const RTS: u32 = sys::ib_qp_state_IB_QPS_RTS;
+    /// Send queue drained.
+    pub(crate) const SQD: u32 = sys::ib_qp_state_IB_QPS_SQD;
+    /// Send queue error.
+    pub(crate) const SQE: u32 = sys::ib_qp_state_IB_QPS_SQE;
+    /// Error.
+    pub(crate) const ERR: u32 = sys::ib_qp_state_IB_QPS_ERR;
+}
+
+/// `enum ib_access_flags`.
+pub(crate) mod access {
+    use crate::sys;
+    /// The device may write the region for local work requests.
+    pub(crate) const LOCAL_WRITE: u32 = sys::ib_access_flags_IB_ACCESS_LOCAL_WRITE;
+    /// Remote RDMA writes.
+    pub(crate) const REMOTE_WRITE: u32 = sys::ib_access_flags_IB_ACCESS_REMOTE_WRITE;
+    /// Remote RDMA reads.
+    pub(crate) const REMOTE_READ: u32 = sys::ib_access_flags_IB_ACCESS_REMOTE_READ;
+    /// Hints a driver may ignore.
+    pub(crate) const OPTIONAL: u32 = sys::ib_access_flags_IB_ACCESS_OPTIONAL;
+}
+
+/// Whether the core's state machine allows moving a QP of `qp_type` from `cur` to `next` with the
+/// attributes `mask` names (`ib_modify_qp_is_ok`).
+pub(crate) fn modify_qp_is_ok(cur: u32, next: u32, qp_type: QpType, mask: u32) -> bool {
+    let ty = match qp_type {
+        QpType::Ud => sys::ib_qp_type_IB_QPT_UD,
+        QpType::Driver => sys::ib_qp_type_IB_QPT_DRIVER,
+    };
+    // SAFETY: a pure function of its arguments; states out of range are refused by it.
+    unsafe { sys::ib_modify_qp_is_ok(cur, next, ty, mask) }
+}
+
+/// What a memory region is asked for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MrInit {
+    /// Start of the process's memory.
+    pub(crate) start: u64,
+    /// Bytes.
+    pub(crate) len: u64,
+    /// The address work requests use for its first byte.
+    pub(crate) iova: u64,
+    /// [`access`] bits.
+    pub(crate) access: u32,
 }
 
 /// What an RDMA device is made with.
@@ -433,9 +673,21 @@ fn ops<T: Operations>(abi: u32) -> sys::ib_device_ops {
         dealloc_pd: Some(dealloc_pd::<T>),
         create_user_ah: Some(create_user_ah::<T>),
         destroy_ah: Some(destroy_ah::<T>),
+        create_user_cq: Some(create_user_cq::<T>),
+        destroy_cq: Some(destroy_cq::<T>),
+        create_qp: Some(create_qp::<T>),
+        modify_qp: Some(modify_qp::<T>),
+        query_qp: Some(query_qp::<T>),
+        destroy_qp: Some(destroy_qp::<T>),
+        reg_user_mr: Some(reg_user_mr::<T>),
+        dereg_mr: Some(dereg_mr::<T>),
+        mmap: Some(mem::mmap),
+        mmap_free: Some(mem::mmap_free),
         size_ib_ucontext: size_of::<Object<sys::ib_ucontext, T::Context>>(),
         size_ib_pd: size_of::<Object<sys::ib_pd, T::Pd>>(),
         size_ib_ah: size_of::<Object<sys::ib_ah, T::Ah>>(),
+        size_ib_cq: size_of::<Object<sys::ib_cq, T::Cq>>(),
+        size_ib_qp: size_of::<Object<sys::ib_qp, T::Qp>>(),
         ..Default::default()
     };
     if !T::DEVICE_COUNTERS.is_empty() || !T::PORT_COUNTERS.is_empty() {
@@ -745,6 +997,351 @@ unsafe extern "C" fn destroy_ah<T: Operations>(ah: *mut sys::ib_ah, flags: u32) 
         )
     };
     T::destroy_ah(dev, data);
+    0
+}
+
+/// The driver data of an object the core allocated and the driver's callback initialized.
+///
+/// # Safety
+///
+/// `obj` is such an object (of `size_ib_*` for `D`), live for `'a`, with its data initialized.
+unsafe fn data_of<'a, C, D>(obj: *mut C) -> &'a D {
+    // SAFETY: the caller guarantees the object and its data.
+    unsafe { (*obj.cast::<Object<C, D>>()).data.assume_init_ref() }
+}
+
+/// Writes the driver data of an object the core allocated.
+///
+/// # Safety
+///
+/// `obj` is such an object (of `size_ib_*` for `D`) whose data is not initialized yet.
+unsafe fn set_data<C, D>(obj: *mut C, data: D) {
+    // SAFETY: the caller guarantees the object.
+    unsafe { (*obj.cast::<Object<C, D>>()).data.write(data) };
+}
+
+/// Moves the driver data out of an object the core is about to free.
+///
+/// # Safety
+///
+/// `obj` is such an object with its data initialized; the data is not used again.
+unsafe fn take_data<C, D>(obj: *mut C) -> D {
+    // SAFETY: the caller guarantees the object and that this is the last use of the data.
+    unsafe { (*obj.cast::<Object<C, D>>()).data.assume_init_read() }
+}
+
+/// The user context a verb's udata belongs to.
+///
+/// # Safety
+///
+/// `udata` is the driver udata of a verb in progress on a device made for `T`.
+unsafe fn context_of<'a, T: Operations>(udata: *mut sys::ib_udata) -> Result<UserContext<'a, T>> {
+    // SAFETY: the caller guarantees the udata sits in a live attribute bundle.
+    let raw = unsafe { sys::braid_udata_context(udata) };
+    // By the caller's guarantee a non-null context is a live one of this device (the core
+    // allocated it through `alloc_ucontext`).
+    Ok(UserContext {
+        raw: NonNull::new(raw).ok_or(EINVAL)?,
+        _p: PhantomData,
+    })
+}
+
+/// # Safety
+///
+/// Called by the core with a CQ object of `size_ib_cq` bytes on a device made for `T`, valid
+/// attributes and a valid attribute bundle of a user verb.
+unsafe extern "C" fn create_user_cq<T: Operations>(
+    cq: *mut sys::ib_cq,
+    attr: *const sys::ib_cq_init_attr,
+    attrs: *mut sys::uverbs_attr_bundle,
+) -> ffi::c_int {
+    from_result(|| {
+        // SAFETY: as the caller guarantees; the bundle's udata and context are the verb's.
+        let (dev, attr, raw_udata) = unsafe {
+            (
+                Device::<T>::from_raw((*cq).device),
+                &*attr,
+                sys::braid_attrs_udata(attrs),
+            )
+        };
+        if attr.flags != 0 {
+            return Err(EOPNOTSUPP);
+        }
+        // SAFETY: the udata is the verb's.
+        let (ctx, mut udata) = unsafe { (context_of::<T>(raw_udata)?, Udata::from_raw(raw_udata)) };
+        // A process that brings its own ring memory: not offered (no device capability says so).
+        // SAFETY: the device and bundle are valid; a size of zero asks only whether a buffer came.
+        let umem = unsafe { sys::ib_umem_get_cq_buf(dev.as_raw(), attrs, 0, 0) };
+        if !umem.is_null() {
+            if let Ok(umem) = from_err_ptr(umem) {
+                // SAFETY: pinned just above, released once.
+                unsafe { sys::ib_umem_release(umem) };
+            }
+            return Err(EOPNOTSUPP);
+        }
+        // The core has checked the completion vector against the device's.
+        let init = CqInit { entries: attr.cqe };
+        let (data, depth) = T::create_cq(dev, &ctx, &init, &mut udata)?;
+        // SAFETY: the core allocated the object for `T::Cq`; `cqe` is the driver's to set.
+        unsafe {
+            set_data(cq, data);
+            (*cq).cqe = i32::try_from(depth).unwrap_or(i32::MAX);
+        }
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called by the core once per CQ that [`create_user_cq`] initialized, no QP using it.
+unsafe extern "C" fn destroy_cq<T: Operations>(
+    cq: *mut sys::ib_cq,
+    _udata: *mut sys::ib_udata,
+) -> ffi::c_int {
+    // SAFETY: as the caller guarantees.
+    let (dev, data) = unsafe {
+        (
+            Device::<T>::from_raw((*cq).device),
+            take_data::<_, T::Cq>(cq),
+        )
+    };
+    T::destroy_cq(dev, data);
+    0
+}
+
+/// # Safety
+///
+/// Called by the core with a QP object of `size_ib_qp` bytes on a device made for `T`, whose PD
+/// and CQs the callbacks above initialized, with valid attributes and a valid udata.
+unsafe extern "C" fn create_qp<T: Operations>(
+    qp: *mut sys::ib_qp,
+    init: *mut sys::ib_qp_init_attr,
+    udata: *mut sys::ib_udata,
+) -> ffi::c_int {
+    from_result(|| {
+        // SAFETY: as the caller guarantees.
+        let (dev, init) = unsafe { (Device::<T>::from_raw((*qp).device), &*init) };
+        if udata.is_null() {
+            // Kernel QPs are not offered.
+            return Err(EOPNOTSUPP);
+        }
+        let qp_type = match init.qp_type {
+            sys::ib_qp_type_IB_QPT_UD => QpType::Ud,
+            sys::ib_qp_type_IB_QPT_DRIVER => QpType::Driver,
+            _ => return Err(EOPNOTSUPP),
+        };
+        if !init.srq.is_null()
+            || init.create_flags != 0
+            || init.send_cq.is_null()
+            || init.recv_cq.is_null()
+        {
+            return Err(EOPNOTSUPP);
+        }
+        // SAFETY: the udata is the verb's; the PD and CQs are initialized objects of this device,
+        // held by the core while the QP is made.
+        let (ctx, mut udata, pd, send_cq, recv_cq) = unsafe {
+            (
+                context_of::<T>(udata)?,
+                Udata::from_raw(udata),
+                data_of::<_, T::Pd>((*qp).pd),
+                data_of::<_, T::Cq>(init.send_cq),
+                data_of::<_, T::Cq>(init.recv_cq),
+            )
+        };
+        let cap = QpCap {
+            max_send_wr: init.cap.max_send_wr,
+            max_recv_wr: init.cap.max_recv_wr,
+            max_send_sge: init.cap.max_send_sge,
+            max_recv_sge: init.cap.max_recv_sge,
+            max_inline_data: init.cap.max_inline_data,
+        };
+        let qp_init = QpInit {
+            qp_type,
+            send_cq,
+            recv_cq,
+            cap,
+        };
+        let (data, number) = T::create_qp(dev, &ctx, pd, &qp_init, &mut udata)?;
+        // SAFETY: the core allocated the object for `T::Qp`; `qp_num` is the driver's to set.
+        unsafe {
+            set_data(qp, data);
+            (*qp).qp_num = number;
+        }
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called by the core on a QP that [`create_qp`] initialized, with valid attributes and a valid
+/// or null udata.
+unsafe extern "C" fn modify_qp<T: Operations>(
+    qp: *mut sys::ib_qp,
+    attr: *mut sys::ib_qp_attr,
+    mask: ffi::c_int,
+    udata: *mut sys::ib_udata,
+) -> ffi::c_int {
+    from_result(|| {
+        // SAFETY: as the caller guarantees.
+        let (dev, data, a, mut udata) = unsafe {
+            (
+                Device::<T>::from_raw((*qp).device),
+                data_of::<_, T::Qp>(qp),
+                &*attr,
+                Udata::from_raw(udata),
+            )
+        };
+        let attr = QpAttr {
+            qp_state: a.qp_state,
+            cur_qp_state: a.cur_qp_state,
+            qkey: a.qkey,
+            sq_psn: a.sq_psn,
+            rnr_retry: a.rnr_retry,
+            en_sqd_async_notify: a.en_sqd_async_notify,
+            sq_draining: a.sq_draining,
+            port_num: a.port_num,
+            pkey_index: a.pkey_index,
+            cap: QpCap::default(),
+        };
+        T::modify_qp(dev, data, &attr, mask as u32, &mut udata)?;
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called by the core on a QP that [`create_qp`] initialized, with valid structures to fill.
+unsafe extern "C" fn query_qp<T: Operations>(
+    qp: *mut sys::ib_qp,
+    attr: *mut sys::ib_qp_attr,
+    mask: ffi::c_int,
+    init: *mut sys::ib_qp_init_attr,
+) -> ffi::c_int {
+    from_result(|| {
+        // SAFETY: as the caller guarantees.
+        let (dev, data) = unsafe { (Device::<T>::from_raw((*qp).device), data_of::<_, T::Qp>(qp)) };
+        let got = T::query_qp(dev, data, mask as u32)?;
+        // SAFETY: both structures are the caller's, valid for writes; the QP's fields are the
+        // core's, read only.
+        unsafe {
+            let (attr, init) = (&mut *attr, &mut *init);
+            *attr = sys::ib_qp_attr::default();
+            *init = sys::ib_qp_init_attr::default();
+            attr.qp_state = got.qp_state;
+            attr.qkey = got.qkey;
+            attr.sq_psn = got.sq_psn;
+            attr.sq_draining = got.sq_draining;
+            attr.rnr_retry = got.rnr_retry;
+            attr.port_num = got.port_num;
+            attr.pkey_index = got.pkey_index;
+            attr.cap.max_send_wr = got.cap.max_send_wr;
+            attr.cap.max_recv_wr = got.cap.max_recv_wr;
+            attr.cap.max_send_sge = got.cap.max_send_sge;
+            attr.cap.max_recv_sge = got.cap.max_recv_sge;
+            attr.cap.max_inline_data = got.cap.max_inline_data;
+            init.qp_type = (*qp).qp_type;
+            init.send_cq = (*qp).send_cq;
+            init.recv_cq = (*qp).recv_cq;
+            init.qp_context = (*qp).qp_context;
+            init.cap = attr.cap;
+        }
+        Ok(0)
+    })
+}
+
+/// # Safety
+///
+/// Called by the core once per QP that [`create_qp`] initialized.
+unsafe extern "C" fn destroy_qp<T: Operations>(
+    qp: *mut sys::ib_qp,
+    _udata: *mut sys::ib_udata,
+) -> ffi::c_int {
+    // SAFETY: as the caller guarantees.
+    let (dev, data) = unsafe {
+        (
+            Device::<T>::from_raw((*qp).device),
+            take_data::<_, T::Qp>(qp),
+        )
+    };
+    T::destroy_qp(dev, data);
+    0
+}
+
+/// # Safety
+///
+/// Called by the core with a PD that [`alloc_pd`] initialized, on a device made for `T`, and a
+/// valid udata.
+unsafe extern "C" fn reg_user_mr<T: Operations>(
+    pd: *mut sys::ib_pd,
+    start: u64,
+    len: u64,
+    iova: u64,
+    access: ffi::c_int,
+    dmah: *mut sys::ib_dmah,
+    udata: *mut sys::ib_udata,
+) -> *mut sys::ib_mr {
+    let made = (|| -> Result<*mut sys::ib_mr> {
+        if !dmah.is_null() {
+            return Err(EOPNOTSUPP);
+        }
+        // SAFETY: as the caller guarantees.
+        let (dev, pd_data, mut udata) = unsafe {
+            (
+                Device::<T>::from_raw((*pd).device),
+                data_of::<_, T::Pd>(pd),
+                Udata::from_raw(udata),
+            )
+        };
+        let region = MrInit {
+            start,
+            len,
+            iova,
+            access: access as u32,
+        };
+        let (data, lkey, rkey) = T::reg_user_mr(dev, pd_data, &region, &mut udata)?;
+        let core = sys::ib_mr {
+            lkey,
+            rkey,
+            length: len,
+            ..Default::default()
+        };
+        let mr = KBox::new(
+            Object {
+                core,
+                data: MaybeUninit::new(data),
+            },
+            GFP_KERNEL,
+        );
+        match mr {
+            Ok(mr) => Ok(KBox::into_raw(mr).cast()),
+            Err(err) => Err(err.into()),
+        }
+    })();
+    match made {
+        Ok(mr) => mr,
+        Err(err) => err.to_ptr(),
+    }
+}
+
+/// # Safety
+///
+/// Called by the core once per MR that [`reg_user_mr`] returned.
+unsafe extern "C" fn dereg_mr<T: Operations>(
+    mr: *mut sys::ib_mr,
+    _udata: *mut sys::ib_udata,
+) -> ffi::c_int {
+    // SAFETY: the MR came from `KBox::into_raw` of an `Object` with initialized data; the core
+    // calls this once, after which nothing uses it.
+    let (dev, mr) = unsafe {
+        (
+            Device::<T>::from_raw((*mr).device),
+            KBox::from_raw(mr.cast::<Object<sys::ib_mr, T::Mr>>()),
+        )
+    };
+    // SAFETY: the data was initialized by `reg_user_mr` and is moved out once, the box freed
+    // after.
+    let data = unsafe { mr.data.assume_init_read() };
+    T::dereg_mr(dev, data);
     0
 }
 
