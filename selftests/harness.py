@@ -87,7 +87,7 @@ PLAN = [
     # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko's netdev,
     # braid.ko's RDMA device on the EFA function under rdma-core, then the card's surprise removal
     # (last: the card is gone afterwards).
-    Boot("braid-faults", ["ena", "efa"], ["ena/faults.sh", "efa/probe.sh", "braid/removal.sh"],
+    Boot("braid-faults", ["ena", "efa"], ["ena/faults.sh", "efa/probe.sh", "efa/pingpong.sh", "braid/removal.sh"],
          env={"BRAID_NET_DRIVER": "braid", "BRAID_RDMA_DRIVER": "braid"}),
     # braid.ko in one guest, the upstream ena driver in the other.
     Boot("mixed-pair", ["ena", "ena"], ["ena/ping.sh"], vms=2,

@@ -1,14 +1,18 @@
 #!/bin/sh
-# The card's EFA data path within one function, driven by rdma-core through efa.ko: ibv_ud_pingpong
+# The card's EFA data path within one function, driven by rdma-core through the RDMA driver (efa.ko
+# unless BRAID_RDMA_DRIVER says otherwise): ibv_ud_pingpong
 # between two processes on the same device (UD sends from the LLQ, receives, completions) with the
 # port counters moving by exactly the messages exchanged, polling and then with completion events
 # (CQ arm doorbell, EQ entries, the EQ's MSI-X vector moving); libfabric's efa provider's
 # fi_pingpong over DGRAM (UD) and RDM (its protocol over SRD QPs); then unload with no splat.
+# braid.ko offers no completion events yet (it does not advertise CQ notifications): that case is a
+# skip on it.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
 
 ITERS=100
+DRIVER=${BRAID_RDMA_DRIVER:-efa}
 
 devs=$(pci_devices_of efa)
 [ -n "$devs" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
@@ -17,10 +21,10 @@ dmesg_mark
 d=$(echo "$devs" | head -n 1)
 
 bind_efa() {
-	load_driver efa || return 1
-	[ -e "/sys/bus/pci/drivers/efa/$d" ] && return 0
+	load_driver "$DRIVER" || return 1
+	[ -e "/sys/bus/pci/drivers/$DRIVER/$d" ] && return 0
 	[ -e "/sys/bus/pci/devices/$d/driver" ] && { unbind "$d" || return 1; }
-	bind_to efa "$d"
+	bind_to "$DRIVER" "$d"
 }
 ktap_check driver_binds bind_efa
 ib=$(ls "/sys/bus/pci/devices/$d/infiniband" 2>/dev/null)
@@ -50,7 +54,11 @@ events() {
 	echo "completion interrupts +$irqs"
 	[ "$irqs" -gt 0 ]
 }
-ktap_check_diag ud_pingpong_${ITERS}_events events
+if [ "$DRIVER" = braid ]; then
+	ktap_skip ud_pingpong_${ITERS}_events "braid.ko has no completion events (no CQ notifications capability)"
+else
+	ktap_check_diag ud_pingpong_${ITERS}_events events
+fi
 
 # fi_pingpong (libfabric-bin) with the efa provider, server and client on this guest.
 fi_pp() { # ENDPOINT
@@ -65,6 +73,6 @@ ktap_check_diag fi_pingpong_rdm fi_pp rdm
 
 no_drops() { [ "$(counter rx_drops)" = 0 ]; }
 ktap_check no_rx_drops no_drops
-ktap_check driver_unloads unload_driver efa
+ktap_check driver_unloads unload_driver "$DRIVER"
 ktap_check no_kernel_splat no_splat_since_mark
 ktap_done
