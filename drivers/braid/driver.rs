@@ -8,7 +8,7 @@
 use kernel::{device::Core, io::Io, pci, prelude::*, sync::Arc};
 
 use crate::{
-    efa::{verbs::EfaIb, EfaDevice, EventInterrupt},
+    efa::{eq::EqInterrupt, verbs::EfaIb, EfaDevice, EventInterrupt},
     efa_abi,
     ena::{netdev::EnaNet, EnaDevice},
     kapi::{
@@ -101,6 +101,8 @@ pub(crate) struct Function<'bound> {
     _admin_irq: Option<Pin<KBox<irq::Registration<'bound, ServiceInterrupt<EnaNet<'bound>>>>>>,
     /// The handler on an EFA function's management vector (events).
     _efa_irq: Option<Pin<KBox<irq::Registration<'bound, EventInterrupt<'bound>>>>>,
+    /// The handlers of an EFA function's completion event queues.
+    _eq_irqs: KVec<Pin<KBox<irq::Registration<'bound, EqInterrupt<'bound>>>>>,
     /// The network device of an ENA function, which owns the device protocol; unregistered
     /// next, which stops and resets the device.
     _net: Option<netdev::Registration<EnaNet<'bound>>>,
@@ -178,7 +180,7 @@ impl pci::Driver for BraidDriver {
 
         set_dma_width(pdev, u32::from(caps.dma_addr_width()))?;
         let vectors = Vectors::new(irqs)?;
-        let (mut efa_irq, mut ib) = (None, None);
+        let (mut efa_irq, mut ib, mut eq_irqs) = (None, None, KVec::new());
         let (admin_irq, net) = match kind {
             FunctionKind::Ena => {
                 let bar_len = usize::try_from(pdev.resource_len(REG_BAR)?)?;
@@ -241,14 +243,15 @@ impl pci::Driver for BraidDriver {
                 (admin_irq, Some(net))
             }
             FunctionKind::Efa => {
-                let (events, a, device) = EfaDevice::probe(pdev, regs.clone())?;
+                let (events, a, eq_count, device) =
+                    EfaDevice::probe(pdev, regs.clone(), vectors.len())?;
                 let registration = ib::Registration::new_efa(
                     pdev.as_ref(),
                     c"braid_%d",
                     efa_abi::UVERBS_ABI_VERSION,
                     ib::Config {
                         node_guid: a.guid,
-                        comp_vectors: 1,
+                        comp_vectors: u32::try_from(eq_count)?,
                     },
                     EfaIb::new(device),
                 )?;
@@ -258,7 +261,20 @@ impl pci::Driver for BraidDriver {
                     c"braid-efa-mgmnt",
                     EventInterrupt::new(&events),
                 )?);
-                registration.device().data().dev.enable_interrupt();
+                let dev = &registration.device().data().dev;
+                dev.enable_interrupt();
+                for (i, eq) in dev.eqs.iter().enumerate() {
+                    eq_irqs.push(
+                        irq::Registration::new(
+                            &vectors,
+                            i + 1,
+                            c"braid-efa-comp",
+                            EqInterrupt(eq.clone()),
+                        )?,
+                        GFP_KERNEL,
+                    )?;
+                    eq.arm();
+                }
                 ib = Some(registration);
                 let g = &a.gid;
                 dev_info!(
@@ -266,7 +282,7 @@ impl pci::Driver for BraidDriver {
                     "EFA RDMA device registered: GID {:02x}{:02x}:{:02x}{:02x}:..:{:02x}{:02x}, \
                      MTU {}, {} QPs, {} CQs, {} MRs, {} PDs, {} AHs, capabilities {:#x}, \
                      device version {:#x}, doorbells in BAR{}, {}/{}-bit physical/virtual \
-                     addresses\n",
+                     addresses, {} completion event queues\n",
                     g[0],
                     g[1],
                     g[2],
@@ -284,6 +300,7 @@ impl pci::Driver for BraidDriver {
                     a.db_bar,
                     a.phys_addr_width,
                     a.virt_addr_width,
+                    eq_count,
                 );
                 (None, None)
             }
@@ -294,6 +311,7 @@ impl pci::Driver for BraidDriver {
             kind,
             _admin_irq: admin_irq,
             _efa_irq: efa_irq,
+            _eq_irqs: eq_irqs,
             _net: net,
             _ib: ib,
             _regs: regs,

@@ -76,7 +76,7 @@ fn status_error(status: u32) -> Error {
 
 /// The phase bit of free-running index `index` in a ring of `depth`: set on the first pass (the
 /// admin rings and the AENQ alike).
-pub(super) fn phase(index: u16, depth: u16) -> bool {
+pub(crate) fn phase(index: u16, depth: u16) -> bool {
     (index / depth) % 2 == 0
 }
 

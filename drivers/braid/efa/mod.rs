@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) mod eq;
 pub(crate) mod regs;
 pub(crate) mod verbs;
 
@@ -22,11 +23,13 @@ use kernel::{
     },
 };
 
+use self::eq::Eq;
 use crate::com::{
     admin::{AdminQueue, AdminStats, Entry},
     aenq::{group, Aenq, Event, HeadDoorbell},
     feature_command, reset,
 };
+use crate::kapi::ib::CqTable;
 use crate::regs::{INTR_MASK, REG_PAGE_SIZE};
 
 /// `EFA_ADMIN_CREATE_QP`.
@@ -45,6 +48,8 @@ const DEREG_MR: u8 = 8;
 const CREATE_CQ: u8 = 9;
 /// `EFA_ADMIN_DESTROY_CQ`.
 const DESTROY_CQ: u8 = 10;
+/// `EFA_ADMIN_CREATE_EQ`.
+const CREATE_EQ: u8 = 18;
 /// `EFA_ADMIN_CREATE_AH`.
 const CREATE_AH: u8 = 5;
 /// `EFA_ADMIN_DESTROY_AH`.
@@ -74,6 +79,8 @@ mod feature {
     pub(super) const NETWORK_ATTR: u32 = 3;
     /// `EFA_ADMIN_QUEUE_ATTR_1`.
     pub(super) const QUEUE_ATTR_1: u32 = 4;
+    /// `EFA_ADMIN_EVENT_QUEUE_ATTR`.
+    pub(super) const EVENT_QUEUE_ATTR: u32 = 7;
     /// `EFA_ADMIN_QUEUE_ATTR_2`.
     pub(super) const QUEUE_ATTR_2: u32 = 9;
 }
@@ -104,6 +111,8 @@ pub(crate) struct CqParams {
     pub(crate) ring: u64,
     /// The user context's UAR.
     pub(crate) uar: u16,
+    /// The event queue of its completion events, if it has them.
+    pub(crate) eqn: Option<u16>,
 }
 
 /// What CREATE_CQ answers (`efa_admin_create_cq_resp`).
@@ -319,6 +328,10 @@ pub(crate) struct Attributes {
     pub(crate) gid: [u8; 16],
     /// The port's MTU.
     pub(crate) mtu: u32,
+    /// Completion event queues (`efa_admin_event_queue_attr_desc`; 0: none).
+    pub(crate) max_eq: u32,
+    /// Events per queue.
+    pub(crate) max_eq_depth: u32,
 }
 
 /// A 64-bit little-endian field split over words `lo` and `lo + 1`.
@@ -386,6 +399,13 @@ impl Attributes {
             chunk.copy_from_slice(&n[2 + i].to_le_bytes());
         }
         a.mtu = n[6];
+        if a.supports(feature::EVENT_QUEUE_ATTR) {
+            let e = get(feature::EVENT_QUEUE_ATTR)?;
+            // Only completion events (bit 0 of the event bitmask) are of use.
+            if e[4] & 1 != 0 {
+                (a.max_eq, a.max_eq_depth) = (e[2], e[3]);
+            }
+        }
         Ok(a)
     }
 
@@ -496,17 +516,29 @@ pub(crate) struct EfaDevice<'bound> {
     pub(crate) db_bar_addr: u64,
     /// Physical address of the LLQ BAR.
     pub(crate) llq_bar_addr: u64,
+    /// The completion event queues, `i` on MSI-X vector `i + 1`.
+    pub(crate) eqs: KVec<Arc<Eq<'bound>>>,
+    /// The CQs their events name.
+    pub(crate) cqs: Arc<CqTable>,
 }
 
 /// What [`bring_up`] set up.
-struct BroughtUp {
+struct BroughtUp<'bound> {
     admin: AdminQueue,
     aenq: Aenq,
     attributes: Attributes,
+    eqs: KVec<Arc<Eq<'bound>>>,
 }
 
-/// Programs the rings, reads the attributes and enables the event groups braid.ko handles.
-fn bring_up(pdev: &pci::Device<Core<'_>>, regs: &Regs<'_>) -> Result<BroughtUp> {
+/// Programs the rings, reads the attributes, enables the event groups braid.ko handles and
+/// creates a completion event queue per MSI-X vector past the management one (as many as the
+/// device allows), whose events find their CQs in `cqs`.
+fn bring_up<'bound>(
+    pdev: &pci::Device<Core<'_>>,
+    regs: &Arc<Regs<'bound>>,
+    vectors: usize,
+    cqs: &Arc<CqTable>,
+) -> Result<BroughtUp<'bound>> {
     let mut admin = AdminQueue::new(pdev.as_ref())?;
     let mut aenq = Aenq::new(pdev.as_ref(), HeadDoorbell::Consumed)?;
     admin.program(regs);
@@ -520,26 +552,47 @@ fn bring_up(pdev: &pci::Device<Core<'_>>, regs: &Regs<'_>) -> Result<BroughtUp> 
     let mut command = feature_command(feature::AENQ_CONFIG);
     command[6] = supported & WANTED_GROUPS;
     admin.execute(regs, SET_FEATURE, command)?;
+    // No CQ exists yet, so no queue gets an event before it is armed (after its interrupt
+    // handler is in place), and none when a failure here drops the rings before the reset.
+    let count = usize::try_from(attributes.max_eq)?.min(vectors.saturating_sub(1));
+    let mut eqs = KVec::with_capacity(count, GFP_KERNEL)?;
+    for i in 0..count {
+        let vector = u16::try_from(i + 1)?;
+        let eq = Eq::create(
+            pdev.as_ref(),
+            &mut admin,
+            regs,
+            vector,
+            attributes.max_eq_depth,
+            cqs,
+        )?;
+        eqs.push(eq, GFP_KERNEL)?;
+    }
     Ok(BroughtUp {
         admin,
         aenq,
         attributes,
+        eqs,
     })
 }
 
 impl<'bound> EfaDevice<'bound> {
-    /// Resets the device and brings it up; returns its events (for the management interrupt),
-    /// its attributes and the device's initializer.
+    /// Resets the device and brings it up with completion event queues for up to `vectors - 1`
+    /// MSI-X vectors; returns its events (for the management interrupt), its attributes, the
+    /// number of event queues and the device's initializer.
     pub(crate) fn probe(
         pdev: &'bound pci::Device<Core<'_>>,
         regs: Arc<Regs<'bound>>,
+        vectors: usize,
     ) -> Result<(
         Arc<Events<'bound>>,
         Attributes,
+        usize,
         impl PinInit<Self, Error> + 'bound,
     )> {
         reset(&regs, regs::RESET_NORMAL)?;
-        let up = match bring_up(pdev, &regs) {
+        let cqs = Arc::pin_init(CqTable::new(), GFP_KERNEL)?;
+        let up = match bring_up(pdev, &regs, vectors, &cqs) {
             Ok(up) => up,
             Err(err) => {
                 // The device may still write to the rings: stop it before they are freed.
@@ -564,6 +617,7 @@ impl<'bound> EfaDevice<'bound> {
             GFP_KERNEL,
         )?;
         let attributes = up.attributes;
+        let eq_count = up.eqs.len();
         let device_events = events.clone();
         let init = try_pin_init!(Self {
             _reset: ResetOnDrop {
@@ -580,8 +634,10 @@ impl<'bound> EfaDevice<'bound> {
             dma_dev,
             db_bar_addr,
             llq_bar_addr,
+            eqs: up.eqs,
+            cqs,
         }? Error);
-        Ok((events, attributes, init))
+        Ok((events, attributes, eq_count, init))
     }
 
     /// Lets the device raise the management vector, once a handler is on it, and takes the
@@ -639,11 +695,13 @@ impl<'bound> EfaDevice<'bound> {
 
     /// A completion queue.
     pub(crate) fn create_cq(&self, p: &CqParams) -> Result<CqCreated> {
-        // cq_caps_1 (byte 4; no interrupts), cq_caps_2 (entry size in words, source address),
-        // sub_cq_depth; eqn; the ring; l_key (unused: physical ring); num_sub_cqs, uar.
+        // cq_caps_1 (byte 4: interrupt mode, bit 5), cq_caps_2 (entry size in words, source
+        // address), sub_cq_depth; eqn; the ring; l_key (unused: physical ring); num_sub_cqs, uar.
         let mut command: Entry = [0; 16];
+        let caps_1 = u32::from(p.eqn.is_some()) << 5;
         let caps_2 = (p.entry_size / 4) | (u32::from(p.set_src_addr) << 5);
-        command[1] = (caps_2 << 8) | (u32::from(p.sub_cq_depth) << 16);
+        command[1] = caps_1 | (caps_2 << 8) | (u32::from(p.sub_cq_depth) << 16);
+        command[2] = p.eqn.unwrap_or(0).into();
         command[3] = p.ring as u32;
         command[4] = (p.ring >> 32) as u32;
         command[6] = u32::from(p.num_sub_cqs) | (u32::from(p.uar) << 16);

@@ -11,3 +11,15 @@ pub(crate) const RESET_NORMAL: u32 = 0;
 pub(crate) const RESET_INIT_ERR: u32 = 3;
 /// `EFA_REGS_RESET_SHUTDOWN`: the reset reason of a driver that lets the device go.
 pub(crate) const RESET_SHUTDOWN: u32 = 6;
+
+use kernel::io::register;
+
+register! {
+    /// Event queue doorbell (`EFA_REGS_EQ_DB`; ENA has its RSS indirection register here).
+    pub(crate) EQ_DB(u32) @ 0x68 {
+        /// Let the device raise the queue's vector for its next event.
+        31:31 arm => bool;
+        /// The event queue.
+        15:0 eqn;
+    }
+}

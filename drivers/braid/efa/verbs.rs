@@ -190,11 +190,21 @@ impl<'bound> EfaIb<'bound> {
         if cmd.reserved_58 != [0; 5] {
             return Err(EINVAL);
         }
-        // Completion events need event queues, and 64-bit ids a device capability: neither is
-        // offered.
-        if cmd.flags & !create_cq_flags::WITH_SGID != 0 {
+        // 64-bit ids need a device capability braid.ko does not offer.
+        let known = create_cq_flags::WITH_SGID | create_cq_flags::WITH_COMPLETION_CHANNEL;
+        if cmd.flags & !known != 0 {
             return Err(EOPNOTSUPP);
         }
+        // Completion events come through the event queue of the CQ's vector.
+        let eqn = if cmd.flags & create_cq_flags::WITH_COMPLETION_CHANNEL != 0 {
+            let eqs = &self.dev.eqs;
+            let eq = eqs
+                .get(init.comp_vector as usize % eqs.len().max(1))
+                .ok_or(EOPNOTSUPP)?;
+            Some(eq.eqn())
+        } else {
+            None
+        };
         let set_src_addr = cmd.flags & create_cq_flags::WITH_SGID != 0;
         if !(cmd.cq_entry_size == CQE_EX || (!set_src_addr && cmd.cq_entry_size == CQE)) {
             return Err(EINVAL);
@@ -218,6 +228,7 @@ impl<'bound> EfaIb<'bound> {
             set_src_addr,
             ring: ring.dma_address(),
             uar: ctx.data().uar,
+            eqn,
         })?;
         let cq = Cq {
             idx: created.idx,
@@ -638,6 +649,9 @@ impl ib::Operations for EfaIb<'_> {
         if udata.out_len() > 0 {
             // Not CQ_WITH_EXT_MEM: rings in the process's own memory are not offered.
             let mut caps = device_caps::CQ_WITH_SGID;
+            if !this.dev.eqs.is_empty() {
+                caps |= device_caps::CQ_NOTIFICATIONS;
+            }
             for (device, user) in [
                 (device_cap::RDMA_READ, device_caps::RDMA_READ),
                 (device_cap::RNR_RETRY, device_caps::RNR_RETRY),
@@ -880,6 +894,15 @@ impl ib::Operations for EfaIb<'_> {
         // The device lets go of the pages before they are unpinned.
         let _ = dev.data().dev.dereg_mr(mr.lkey);
         drop(mr);
+    }
+
+    fn cq_table(dev: &ib::Device<Self>) -> Option<&ib::CqTable> {
+        let dev = &dev.data().dev;
+        (!dev.eqs.is_empty()).then_some(&*dev.cqs)
+    }
+
+    fn cq_key(cq: &Cq) -> u32 {
+        cq.idx.into()
     }
 
     fn device_counters(dev: &ib::Device<Self>, values: &mut [u64]) -> Result {

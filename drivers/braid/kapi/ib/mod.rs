@@ -21,8 +21,9 @@ use core::{
 use kernel::{
     device::{self, Bound},
     error::{from_err_ptr, from_result, to_result},
-    ffi,
+    ffi, new_spinlock_irq,
     prelude::*,
+    sync::SpinLockIrq,
     transmute::{AsBytes, FromBytes},
     types::Opaque,
 };
@@ -232,6 +233,15 @@ pub(crate) trait Operations: Sized + Send + Sync {
     ) -> Result<(Self::Mr, u32, u32)>;
     /// `dereg_mr`.
     fn dereg_mr(dev: &Device<Self>, mr: Self::Mr);
+    /// The table the driver's completion events find CQs in (see [`CqTable`]); `None`: the
+    /// device has no completion events.
+    fn cq_table(_dev: &Device<Self>) -> Option<&CqTable> {
+        None
+    }
+    /// The key a completion event names `cq` by (its index in the device).
+    fn cq_key(_cq: &Self::Cq) -> u32 {
+        0
+    }
     /// Reads the device's counters into `values` (one per [`Self::DEVICE_COUNTERS`] entry).
     fn device_counters(_dev: &Device<Self>, _values: &mut [u64]) -> Result {
         Err(EOPNOTSUPP)
@@ -405,11 +415,72 @@ impl<T: Operations> UserContext<'_, T> {
     }
 }
 
+/// A CQ as a completion event reaches it.
+struct CqPtr(NonNull<sys::ib_cq>);
+
+// SAFETY: the pointer is only dereferenced under the table's lock, while the CQ is registered
+// (see `CqTable`); an `ib_cq`'s completion handler may run on any CPU.
+unsafe impl Send for CqPtr {}
+
+/// The CQs of a device by key, for the driver's completion events: each CQ is in it from the end
+/// of its creation to the start of its destruction ([`Operations::cq_table`], filled in by this
+/// module alone), and [`Self::notify`] runs its completion handler under the table's lock, so a
+/// CQ being destroyed waits for a handler in progress.
+#[pin_data]
+pub(crate) struct CqTable {
+    #[pin]
+    cqs: SpinLockIrq<KVec<(u32, CqPtr)>>,
+}
+
+impl CqTable {
+    /// An empty table.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            cqs <- new_spinlock_irq!(KVec::new()),
+        })
+    }
+
+    /// Runs the completion handler of the CQ with `key` (from interrupt context, say); `false`
+    /// if there is none.
+    pub(crate) fn notify(&self, key: u32) -> bool {
+        let cqs = self.cqs.lock();
+        let Some((_, cq)) = cqs.iter().find(|(k, _)| *k == key) else {
+            return false;
+        };
+        let cq = cq.0.as_ptr();
+        // SAFETY: a registered CQ is live (see the type's documentation) and the lock is held;
+        // the core sets the handler and its context before the CQ is created, and its handlers
+        // may run in any context.
+        unsafe {
+            if let Some(handler) = (*cq).comp_handler {
+                handler(cq, (*cq).cq_context);
+            }
+        }
+        true
+    }
+
+    /// Registers a CQ the core has just made.
+    fn insert(&self, key: u32, cq: NonNull<sys::ib_cq>) -> Result {
+        self.cqs.lock().push((key, CqPtr(cq)), GFP_ATOMIC)?;
+        Ok(())
+    }
+
+    /// Unregisters a CQ about to be destroyed.
+    fn remove(&self, cq: *mut sys::ib_cq) {
+        let mut cqs = self.cqs.lock();
+        if let Some(i) = cqs.iter().position(|(_, p)| p.0.as_ptr() == cq) {
+            let _ = cqs.remove(i);
+        }
+    }
+}
+
 /// What a completion queue is asked for (`struct ib_cq_init_attr`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CqInit {
     /// Entries.
     pub(crate) entries: u32,
+    /// Completion vector (below the device's count: the core checks).
+    pub(crate) comp_vector: u32,
 }
 
 /// `enum ib_qp_type`, of the types braid offers.
@@ -1079,13 +1150,24 @@ unsafe extern "C" fn create_user_cq<T: Operations>(
             }
             return Err(EOPNOTSUPP);
         }
-        // The core has checked the completion vector against the device's.
-        let init = CqInit { entries: attr.cqe };
+        let init = CqInit {
+            entries: attr.cqe,
+            comp_vector: attr.comp_vector,
+        };
         let (data, depth) = T::create_cq(dev, &ctx, &init, &mut udata)?;
+        let key = T::cq_key(&data);
         // SAFETY: the core allocated the object for `T::Cq`; `cqe` is the driver's to set.
         unsafe {
             set_data(cq, data);
             (*cq).cqe = i32::try_from(depth).unwrap_or(i32::MAX);
+        }
+        if let Some(table) = T::cq_table(dev) {
+            // SAFETY: the core passed a valid CQ.
+            if let Err(err) = table.insert(key, unsafe { NonNull::new_unchecked(cq) }) {
+                // SAFETY: initialized just above; the core frees the object after a failure.
+                T::destroy_cq(dev, unsafe { take_data::<_, T::Cq>(cq) });
+                return Err(err);
+            }
         }
         Ok(0)
     })
@@ -1099,12 +1181,13 @@ unsafe extern "C" fn destroy_cq<T: Operations>(
     _udata: *mut sys::ib_udata,
 ) -> ffi::c_int {
     // SAFETY: as the caller guarantees.
-    let (dev, data) = unsafe {
-        (
-            Device::<T>::from_raw((*cq).device),
-            take_data::<_, T::Cq>(cq),
-        )
-    };
+    let dev = unsafe { Device::<T>::from_raw((*cq).device) };
+    if let Some(table) = T::cq_table(dev) {
+        // From here no completion handler runs for this CQ.
+        table.remove(cq);
+    }
+    // SAFETY: as the caller guarantees.
+    let data = unsafe { take_data::<_, T::Cq>(cq) };
     T::destroy_cq(dev, data);
     0
 }
