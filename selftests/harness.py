@@ -80,10 +80,11 @@ PLAN = [
          vms=2,
          env={"BRAID_NET_DRIVER": "braid"},
          vm_env=[{}, {"BRAID_MODULE_PARAMS": "llq=0"}]),
-    # RDMA between two VMs through the card's EFA fabric (efa.ko, rdma-core, libfabric, perftest),
-    # after one guest abused its function while the other used its own; the ENA functions carry the
-    # tools' out-of-band address exchange and the barriers.
-    Boot("efa-pair", ["ena", "efa", "ena", "efa"], ["efa/hostile.sh", "efa/pair.sh"], vms=2),
+    # RDMA between two VMs through the card's EFA fabric (rdma-core, libfabric, perftest), a mixed
+    # pair: efa.ko in guest 0, braid.ko in guest 1; after guest 0 abused its function while guest 1
+    # used its own. The ENA functions carry the tools' out-of-band address exchange and the barriers.
+    Boot("efa-pair", ["ena", "efa", "ena", "efa"], ["efa/hostile.sh", "efa/pair.sh"], vms=2,
+         vm_env=[{}, {"BRAID_RDMA_DRIVER": "braid"}]),
     # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko's netdev,
     # braid.ko's RDMA device on the EFA function under rdma-core, then the card's surprise removal
     # (last: the card is gone afterwards).

@@ -4,8 +4,8 @@
 # commands, malformed WQEs, bad L_Keys and R_Keys, out-of-range lengths, each with its error status
 # or error completion, good WQEs still served, a device reset at the end; then the upstream efa
 # driver probes the abused function and its IB device works. Meanwhile guest 1 runs
-# ibv_ud_pingpong between two processes on its own function, over and over, until guest 0 is done:
-# every run must succeed. No kernel splat in either guest.
+# ibv_ud_pingpong between two processes on its own function (under its RDMA driver, lib/efa.sh),
+# over and over, until guest 0 is done: every run must succeed. No kernel splat in either guest.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Two guests, each with an ENA and an EFA function of the same card (boot "efa-pair"): RDMA traffic
-# crosses from one VM's EFA function to the other's through the card's EFA fabric, driven by the
-# upstream efa driver and stock rdma-core, libfabric and perftest. The ENA functions (ena.ko) carry
+# crosses from one VM's EFA function to the other's through the card's EFA fabric, driven by each
+# guest's RDMA driver (efa.ko, or braid.ko with BRAID_RDMA_DRIVER=braid: the efa-pair boot mixes
+# them) and stock rdma-core, libfabric and perftest. The ENA functions (ena.ko) carry
 # only the tools' out-of-band exchange of addresses and the barriers between the guests.
 #
 # Guest 1 serves, guest 0 connects, in each of: ibv_ud_pingpong (-g 0) polling and with completion
@@ -152,7 +153,7 @@ lossy() {
 
 # Neither guest unbinds before both are done with the other.
 ktap_check both_done net_sync efa-done "$READY_WAIT"
-ktap_check efa_unloads unload_driver efa
+ktap_check efa_unloads unload_driver "$EFA_DRIVER"
 ktap_check network_down net_down
 ktap_check no_kernel_splat no_splat_since_mark
 ktap_done

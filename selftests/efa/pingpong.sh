@@ -5,8 +5,6 @@
 # port counters moving by exactly the messages exchanged, polling and then with completion events
 # (CQ arm doorbell, EQ entries, the EQ's MSI-X vector moving); libfabric's efa provider's
 # fi_pingpong over DGRAM (UD) and RDM (its protocol over SRD QPs); then unload with no splat.
-# braid.ko offers no completion events yet (it does not advertise CQ notifications): that case is a
-# skip on it.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -54,11 +52,7 @@ events() {
 	echo "completion interrupts +$irqs"
 	[ "$irqs" -gt 0 ]
 }
-if [ "$DRIVER" = braid ]; then
-	ktap_skip ud_pingpong_${ITERS}_events "braid.ko has no completion events (no CQ notifications capability)"
-else
-	ktap_check_diag ud_pingpong_${ITERS}_events events
-fi
+ktap_check_diag ud_pingpong_${ITERS}_events events
 
 # fi_pingpong (libfabric-bin) with the efa provider, server and client on this guest.
 fi_pp() { # ENDPOINT

@@ -1,12 +1,15 @@
-# The guest's EFA function under the upstream efa driver. Source after guest.sh and braid.sh.
+# The guest's EFA function under its RDMA driver: the upstream efa driver unless BRAID_RDMA_DRIVER
+# says otherwise (braid). Source after guest.sh and braid.sh.
 
 # This guest's first EFA function (empty without one).
 EFA_PCI=$(pci_devices_of efa | head -n 1)
+# The driver efa_bind binds it to.
+EFA_DRIVER=${BRAID_RDMA_DRIVER:-efa}
 
-# efa_bind: loads efa, binds EFA_PCI (if not yet) and sets IB to its IB device.
+# efa_bind: loads EFA_DRIVER, binds EFA_PCI (if not yet) and sets IB to its IB device.
 efa_bind() {
-	load_driver efa || return 1
-	[ -e "/sys/bus/pci/drivers/efa/$EFA_PCI" ] || bind_to efa "$EFA_PCI" || return 1
+	load_driver "$EFA_DRIVER" || return 1
+	[ -e "/sys/bus/pci/drivers/$EFA_DRIVER/$EFA_PCI" ] || bind_to "$EFA_DRIVER" "$EFA_PCI" || return 1
 	IB=$(ls "/sys/bus/pci/devices/$EFA_PCI/infiniband" 2>/dev/null)
 	[ -n "$IB" ] || { echo "no IB device on $EFA_PCI"; return 1; }
 	echo "$EFA_PCI: $IB, GID $(cat "/sys/class/infiniband/$IB/ports/1/gids/0")"
