@@ -58,6 +58,7 @@ pub(crate) struct EfaIb<'bound> {
     create_cq_err: Atomic<u64>,
     create_qp_err: Atomic<u64>,
     reg_mr_err: Atomic<u64>,
+    mmap_err: Atomic<u64>,
 }
 
 impl<'bound> EfaIb<'bound> {
@@ -72,6 +73,7 @@ impl<'bound> EfaIb<'bound> {
             create_cq_err: Atomic::new(0),
             create_qp_err: Atomic::new(0),
             reg_mr_err: Atomic::new(0),
+            mmap_err: Atomic::new(0),
         }? Error)
     }
 
@@ -901,6 +903,10 @@ impl ib::Operations for EfaIb<'_> {
         (!dev.eqs.is_empty()).then_some(&*dev.cqs)
     }
 
+    fn mmap_failed(dev: &ib::Device<Self>) {
+        dev.data().mmap_err.fetch_add(1, Relaxed);
+    }
+
     fn cq_key(cq: &Cq) -> u32 {
         cq.idx.into()
     }
@@ -920,9 +926,7 @@ impl ib::Operations for EfaIb<'_> {
             this.reg_mr_err.load(Relaxed),
             this.alloc_ucontext_err.load(Relaxed),
             this.create_ah_err.load(Relaxed),
-            // Mappings are made by the RDMA core's mmap entries (`kapi::ib::mem`), which do not
-            // report their failures to the driver.
-            0,
+            this.mmap_err.load(Relaxed),
         ];
         for (v, c) in values.iter_mut().zip(counts) {
             *v = c;

@@ -215,7 +215,25 @@ impl Drop for MmapEntry {
 /// # Safety
 ///
 /// Called by the core with a live user context of a device made for `T` and the process's vma.
-pub(super) unsafe extern "C" fn mmap(
+pub(super) unsafe extern "C" fn mmap<T: Operations>(
+    ucontext: *mut sys::ib_ucontext,
+    vma: *mut sys::vm_area_struct,
+) -> core::ffi::c_int {
+    // SAFETY: as the caller guarantees.
+    let err = unsafe { map::<T>(ucontext, vma) };
+    if err != 0 {
+        // SAFETY: the context's device is one made for `T`, registered while it has contexts.
+        T::mmap_failed(unsafe { Device::<T>::from_raw((*ucontext).device) });
+    }
+    err
+}
+
+/// What [`mmap`] does, with its error.
+///
+/// # Safety
+///
+/// As for [`mmap`].
+unsafe fn map<T: Operations>(
     ucontext: *mut sys::ib_ucontext,
     vma: *mut sys::vm_area_struct,
 ) -> core::ffi::c_int {

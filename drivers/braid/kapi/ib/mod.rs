@@ -238,6 +238,9 @@ pub(crate) trait Operations: Sized + Send + Sync {
     fn cq_table(_dev: &Device<Self>) -> Option<&CqTable> {
         None
     }
+    /// A process's mmap of the device failed (an offset no entry has, a length that is not the
+    /// entry's, or the mapping itself).
+    fn mmap_failed(_dev: &Device<Self>) {}
     /// The key a completion event names `cq` by (its index in the device).
     fn cq_key(_cq: &Self::Cq) -> u32 {
         0
@@ -752,7 +755,7 @@ fn ops<T: Operations>(abi: u32) -> sys::ib_device_ops {
         destroy_qp: Some(destroy_qp::<T>),
         reg_user_mr: Some(reg_user_mr::<T>),
         dereg_mr: Some(dereg_mr::<T>),
-        mmap: Some(mem::mmap),
+        mmap: Some(mem::mmap::<T>),
         mmap_free: Some(mem::mmap_free),
         size_ib_ucontext: size_of::<Object<sys::ib_ucontext, T::Context>>(),
         size_ib_pd: size_of::<Object<sys::ib_pd, T::Pd>>(),
