@@ -4,7 +4,8 @@
 # between two processes on the same device (UD sends from the LLQ, receives, completions) with the
 # port counters moving by exactly the messages exchanged, polling and then with completion events
 # (CQ arm doorbell, EQ entries, the EQ's MSI-X vector moving); libfabric's efa provider's
-# fi_pingpong over DGRAM (UD) and RDM (its protocol over SRD QPs); then unload with no splat.
+# fi_pingpong over DGRAM (UD) and RDM (its protocol over SRD QPs); a pingpong killed mid-traffic
+# leaves no verbs object behind; then unload with no splat.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -14,7 +15,7 @@ DRIVER=${BRAID_RDMA_DRIVER:-efa}
 
 devs=$(pci_devices_of efa)
 [ -n "$devs" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
-ktap_plan 8
+ktap_plan 9
 dmesg_mark
 d=$(echo "$devs" | head -n 1)
 
@@ -67,6 +68,44 @@ ktap_check_diag fi_pingpong_rdm fi_pp rdm
 
 no_drops() { [ "$(counter rx_drops)" = 0 ]; }
 ktap_check no_rx_drops no_drops
+
+# Both pingpong processes killed mid-traffic (the driver refuses to unload while they run): the
+# process exit tears their verbs objects down, and the device has no PD, CQ, QP, MR or user context
+# left (`rdma resource`). (After the drop count: a
+# receiver killed mid-traffic may leave the card messages to drop.)
+killed_mid_traffic() {
+	ip link set lo up
+	ibv_ud_pingpong -d "$ib" -g 0 -n 1000000 >/dev/null 2>&1 &
+	server=$!
+	sleep 2
+	ibv_ud_pingpong -d "$ib" -g 0 -n 1000000 localhost >/dev/null 2>&1 &
+	client=$!
+	sleep 3
+	tx0=$(counter tx_pkts)
+	sleep 1
+	tx1=$(counter tx_pkts)
+	# The processes hold the device open: the driver may not go.
+	if unload_driver "$DRIVER" 2>/dev/null; then
+		echo "$DRIVER unloaded under its users"
+		return 1
+	fi
+	kill -9 "$client" "$server"
+	wait "$client" "$server"
+	echo "tx_pkts +$((tx1 - tx0)) in the second before the kill"
+	[ $((tx1 - tx0)) -gt 0 ] || { echo "no traffic when killed"; return 1; }
+	i=0
+	while :; do
+		res=$(rdma resource show | grep " $ib: ")
+		left=$(echo "$res" | awk '{ for (i = 3; i < NF; i += 2) if ($i ~ /^(pd|cq|qp|mr|ctx)$/) n += $(i + 1) } END { print n + 0 }')
+		[ "$left" = 0 ] && break
+		i=$((i + 1))
+		[ $i -le 50 ] || { echo "left behind: $res"; return 1; }
+		sleep 0.1
+	done
+	echo "$res"
+}
+ktap_check_diag killed_mid_traffic_leaves_nothing killed_mid_traffic
+
 ktap_check driver_unloads unload_driver "$DRIVER"
 ktap_check no_kernel_splat no_splat_since_mark
 ktap_done

@@ -5,7 +5,8 @@
 # appears with the attributes the card advertises and a link-local GID, rdma-core's unmodified libefa
 # opens it (ibv_devinfo: user context, extended query), rdma link and hw_counters (GET_STATS) work,
 # keep-alive events arrive, verbs objects (PD, CQ, MR, UD QP through RTS, AH) are created and
-# destroyed with no failed admin command, and the driver unbinds, rebinds and unloads cleanly.
+# destroyed, malformed driver data from a user program gets its errno (udata.py), no admin command
+# failed, and the driver unbinds, rebinds and unloads cleanly.
 
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
@@ -26,7 +27,7 @@ DRIVER=${BRAID_RDMA_DRIVER:-efa}
 
 devs=$(pci_devices_of efa)
 [ -n "$devs" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
-ktap_plan 15
+ktap_plan 16
 dmesg_mark
 
 ktap_check driver_loads load_driver "$DRIVER"
@@ -129,6 +130,14 @@ verbs() {
 	done
 }
 ktap_check verbs_objects verbs
+
+# Malformed driver data straight through the uverbs write interface: each gets its errno.
+bad_udata() {
+	for d in $devs; do
+		python3 /braid/src/selftests/efa/udata.py "$(ibdev_of "$d")" || return 1
+	done
+}
+ktap_check malformed_udata_refused bad_udata
 
 # No admin command failed (the device-level counter efa.ko keeps).
 no_cmd_errors() {
