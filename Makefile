@@ -5,7 +5,7 @@ SETUP := qemu-testbed/env/setup
 
 .PHONY: run check bench bench-srd fuzz setup lint clean distclean
 
-## run: two VMs on two cards joined over SRD, braid.ko in both: what it bound, a ping and iperf3 between the netdevs, the flowlet tables
+## run: two VMs on two cards joined over SRD, braid.ko in both: what it bound, a ping and iperf3 between the netdevs, an RDMA pingpong between the EFA devices, the flowlet tables
 run:
 	@$(SETUP) host
 	@qemu-testbed/vm --vms 2 --joined-cards -- sh /braid/src/qemu-testbed/guest/demo.sh

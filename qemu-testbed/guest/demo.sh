@@ -3,7 +3,9 @@
 # function), the two cards joined over SRD: the card's functions on the guest's PCI bus, braid.ko
 # binding them and what it found, then the ENA netdevs at work: guest 0 pings guest 1 and runs 3 s of
 # iperf3 TCP against it, and each shows the counters that moved (ena_srd_*: the frames that crossed
-# between the cards). Also runs on guests sharing one card (vm --shared-card).
+# between the cards); then braid.ko's RDMA devices: guest 0 runs an ibv_ud_pingpong with guest 1
+# (stock rdma-core's libefa on braid.ko), and each shows its port counters that moved. Also runs on
+# guests sharing one card (vm --shared-card).
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -61,6 +63,31 @@ if [ -n "$netdev" ] && [ "$COUNT" -ge 2 ] && [ "$INDEX" -le 1 ]; then
 	awk 'NR == FNR { before[$1] = $2; next } $2 != before[$1] { printf "    %-28s %12d -> %d\n", $1, before[$1], $2 }' \
 		/tmp/stats.before /tmp/stats.after
 	ip -s link show "$netdev" | sed 's/^/    /'
+
+	efa=$(pci_devices_of efa | head -n 1)
+	ib=$(ls "/sys/bus/pci/devices/$efa/infiniband" 2>/dev/null)
+	if [ -n "$ib" ]; then
+		echo
+		echo "== $ib: braid.ko's RDMA device, an ibv_ud_pingpong with guest $((1 - INDEX)) through the cards"
+		ibv_devinfo -d "$ib" | grep -E 'hca_id|transport|vendor_id|vendor_part_id|phys_port_cnt|state|active_mtu|link_layer' |
+			sed 's/^\s*/    /'
+		counters=/sys/class/infiniband/$ib/ports/1/hw_counters
+		grep . "$counters"/* | sed 's|.*/||' >/tmp/ib.before
+		if [ "$INDEX" -eq 1 ]; then
+			timeout 120 ibv_ud_pingpong -d "$ib" -g 0 -n 100 >/tmp/pp.out 2>&1 && echo "(served guest 0's pingpong)"
+		else
+			# ibv_ud_pingpong exchanges addresses over TCP: wait for guest 1's server.
+			t=0
+			until timeout 60 ibv_ud_pingpong -d "$ib" -g 0 -n 100 "$peer" >/tmp/pp.out 2>&1; do
+				t=$((t + 1)); [ $t -lt 60 ] || { cat /tmp/pp.out; exit 1; }; sleep 1
+			done
+			grep -E 'bytes in|iters in' /tmp/pp.out | sed 's/^/    /'
+		fi
+		echo "   $ib port counters that moved:"
+		grep . "$counters"/* | sed 's|.*/||' >/tmp/ib.after
+		awk -F: 'NR == FNR { before[$1] = $2; next } $2 != before[$1] { printf "    %-28s %12d -> %d\n", $1, before[$1], $2 }' \
+			/tmp/ib.before /tmp/ib.after
+	fi
 	ip link set "$netdev" down
 fi
 echo
