@@ -332,7 +332,7 @@ impl<'bound> EfaIb<'bound> {
                 Direction::ToDevice,
             )?),
         };
-        let mut params = QpParams {
+        let params = QpParams {
             pd: pd.pdn,
             qp_type,
             rq_ring: rq.as_ref().map_or(0, DmaPages::dma_address),
@@ -345,9 +345,6 @@ impl<'bound> EfaIb<'bound> {
             uar: ctx.data().uar,
             sl: cmd.sl,
         };
-        if rq.is_none() {
-            params.rq_depth = cap.max_recv_wr;
-        }
         let created = self.dev.create_qp(&params)?;
         let qp = Qp {
             handle: created.handle,

@@ -663,6 +663,8 @@ impl<T: Operations> Registration<T> {
         config: Config,
         data: impl PinInit<T, Error>,
     ) -> Result<Self> {
+        // Checked before anything needs undoing.
+        let comp_vectors = i32::try_from(config.comp_vectors.max(1))?;
         // SAFETY: `_ib_alloc_device` takes any size of at least `struct ib_device` with the
         // structure first (as `Container` has it); `init_net` is the initial network namespace,
         // which lives forever.
@@ -683,7 +685,7 @@ impl<T: Operations> Registration<T> {
             (*ibdev).node_type = sys::RDMA_NODE_UNSPECIFIED as u8;
             (*ibdev).node_guid = config.node_guid;
             (*ibdev).phys_port_cnt = 1;
-            (*ibdev).num_comp_vectors = i32::try_from(config.comp_vectors.max(1))?;
+            (*ibdev).num_comp_vectors = comp_vectors;
             sys::ib_set_device_ops(ibdev, &ops);
             sys::braid_ib_device_set_parent(ibdev, raw_device(parent));
         }
