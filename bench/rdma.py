@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""RDMA benchmark: the card's EFA function against soft-RoCE (rxe) over virtio-net, side by side.
+"""RDMA benchmark: the card's EFA function under the upstream efa driver and under braid.ko, against
+soft-RoCE (rxe) over virtio-net, side by side.
 
 Two guests (1 vCPU each) in one boot, each with one EFA function of the same card (the upstream efa
-driver), one EFA function of a card of its own (two cards joined over SRD on loopback: every message
+driver, then braid.ko, in turn), one EFA function of a card of its own (two cards joined over SRD on loopback: every message
 crosses the SRD transport, docs/srd.md) and one virtio-net NIC joined to the other guest's by
 `-netdev dgram` over loopback UDP, with rdma_rxe on it (the baseline DESIGN.md measured). Guest 0 runs
-each tool against guest 1 over the three devices every round (bench/guest/rdma.sh): perftest ib_send_lat (2 B), ib_send_bw (4 KiB),
+each tool against guest 1 over the four devices every round (bench/guest/rdma.sh): perftest ib_send_lat (2 B), ib_send_bw (4 KiB),
 ib_write_bw (64 KiB), ibv_ud_pingpong (1 KiB) and libfabric's fi_pingpong over an RDM endpoint
 (64 B): EFA's own provider on the card (SRD), verbs;ofi_rxd on rxe (UD: verbs;ofi_rxm fails on rxe,
-creating its probe QP). perftest runs SRD on EFA and RC on rxe. Medians over the rounds.
+creating its probe QP). perftest runs SRD on EFA and RC on rxe. Each round guest 0 also measures
+the control path of the one-card function under each driver (bench/guest/verbs_rate.py: CQ, MR and QP
+create+destroy pairs per second). Medians over the rounds.
 
 Writes docs/bench/rdma.md (table + machine) and docs/bench/rdma.json (raw numbers) unless --no-write.
 Run: make bench   (or bench/rdma.py --rounds 1 --no-write for a quick look)
@@ -26,8 +29,13 @@ from pathlib import Path
 import net
 from net import testbed
 
-# One card's EFA functions, EFA functions of two cards joined over SRD, rxe.
-DEVICES = ["efa", "efa2", "rxe"]
+# One card's EFA functions under efa.ko and under braid.ko, EFA functions of two cards joined over SRD
+# (efa.ko), rxe.
+DEVICES = ["efa", "braid", "efa2", "rxe"]
+# The devices whose control path is measured, and its metrics (bench/guest/verbs_rate.py).
+CTL_DEVICES = ["efa", "braid"]
+CTL_ROWS = [("CQ create+destroy (per s)", "cq_per_s"), ("MR 64 KiB register+deregister (per s)", "mr_per_s"),
+            ("UD QP create+destroy (per s)", "qp_per_s")]
 
 # (label, tool, metric, format, better): metrics parsed from each client's output.
 ROWS = [("ib_send_lat 2 B, average (µs)", "send_lat", "t_avg_us", "{:.0f}", "lower"),
@@ -38,8 +46,8 @@ ROWS = [("ib_send_lat 2 B, average (µs)", "send_lat", "t_avg_us", "{:.0f}", "lo
         ("ibv_ud_pingpong 1 KiB (µs/iteration)", "ud_pingpong", "us_per_iter", "{:.0f}", "lower"),
         ("fi_pingpong RDM 64 B (µs/transfer)", "fi_rdm", "us_per_xfer", "{:.0f}", "lower")]
 
-TRANSPORT = {"efa": "card EFA function (efa.ko), SRD, one card", "efa2": "the same across two cards (SRD over UDP)",
-             "rxe": "rxe over virtio-net (dgram), RC"}
+TRANSPORT = {"efa": "card EFA function (efa.ko), SRD, one card", "braid": "the same under braid.ko",
+             "efa2": "efa.ko across two cards (SRD over UDP)", "rxe": "rxe over virtio-net (dgram), RC"}
 
 
 def parse(tool: str, text: str) -> dict[str, float]:
@@ -59,6 +67,8 @@ def parse(tool: str, text: str) -> dict[str, float]:
         # bytes #sent #ack total time MB/sec usec/xfer Mxfers/sec
         m = re.search(r"^64\s+\S+\s+=\S+\s+\S+\s+\S+\s+[\d.]+\s+([\d.]+)", text, re.M)
         return {"us_per_xfer": float(m[1])} if m else {}
+    if tool == "ctl":
+        return {k: float(v) for k, v in re.findall(r"^(\w+_per_s) ([\d.]+)$", text, re.M)}
     raise ValueError(tool)
 
 
@@ -104,6 +114,15 @@ def summarise(results: Path, rounds: int, tools: list[str], iters: int = 1000, b
                             per_metric.setdefault(f"{tool}.{k}", []).append(v)
                 elif f"{tool}-{r}" not in failed:
                     failed.append(f"{tool}-{r}")
+        if device in CTL_DEVICES:
+            for r in range(1, rounds + 1):
+                f = results / f"{device}-ctl-{r}.out"
+                values = parse("ctl", f.read_text(errors="replace")) if f.exists() else {}
+                for _, metric in CTL_ROWS:
+                    if metric in values:
+                        per_metric.setdefault(f"ctl.{metric}", []).append(values[metric])
+                    elif f"ctl-{r}" not in failed:
+                        failed.append(f"ctl-{r}")
         out[device] = {"median": {k: statistics.median(v) for k, v in per_metric.items()},
                        "rounds": per_metric, "failed": failed}
     return out
@@ -121,8 +140,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], float]:
         for i, (local, remote) in enumerate([(p0, p1), (p1, p0)]):
             tb.vm(f"rdma{i}", [card.functions[i], joined[i].functions[0]], "sh /braid/src/bench/guest/rdma.sh",
                   env={**env, "BRAID_VM_INDEX": str(i)}, devices=net.virtio_dgram(i, local, remote))
-        testbed.progress(f"RDMA benchmark: 2 guests, {args.rounds} rounds x (EFA on one card, EFA across two "
-                         f"cards, rxe) x {len(args.tools)} tools; logs in {tb.dir}")
+        testbed.progress(f"RDMA benchmark: 2 guests, {args.rounds} rounds x (EFA on one card under efa.ko and "
+                         f"braid.ko, EFA across two cards, rxe) x {len(args.tools)} tools; logs in {tb.dir}")
         started = time.monotonic()
         results = net.wait_all(tb)
         return (summarise(results[0].scratch / "results", args.rounds, args.tools, args.iters, args.bw_iters),
@@ -130,16 +149,27 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], float]:
 
 
 def table(res: dict[str, dict], tools: list[str]) -> list[str]:
-    lines = [f"| | {TRANSPORT['efa']} | {TRANSPORT['efa2']} | {TRANSPORT['rxe']} | EFA/rxe | two cards/one |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"| | {' | '.join(TRANSPORT[d] for d in DEVICES)} | braid.ko/efa.ko | EFA/rxe | two cards/one |",
+             "|---|---|---|---|---|---|---|---|"]
     for label, tool, metric, fmt, better in ROWS:
         if tool not in tools:
             continue
-        efa, efa2, rxe = (res[d]["median"].get(f"{tool}.{metric}") for d in DEVICES)
-        cell = [fmt.format(v) if v is not None else "failed" for v in (efa, efa2, rxe)]
+        efa, braid, efa2, rxe = (res[d]["median"].get(f"{tool}.{metric}") for d in DEVICES)
+        cell = [fmt.format(v) if v is not None else "failed" for v in (efa, braid, efa2, rxe)]
+        drivers = f"{braid / efa:.2f}x" if efa and braid else "-"
         ratio = f"{efa / rxe:.2f}x ({better} is better)" if efa and rxe else "-"
         cards = f"{efa2 / efa:.2f}x" if efa and efa2 else "-"
-        lines.append(f"| {label} | {cell[0]} | {cell[1]} | {cell[2]} | {ratio} | {cards} |")
+        lines.append(f"| {label} | {' | '.join(cell)} | {drivers} | {ratio} | {cards} |")
+    return lines
+
+
+def ctl_table(res: dict[str, dict]) -> list[str]:
+    """The control path of the one-card function under each driver."""
+    lines = ["| control path (guest 0, one card) | efa.ko | braid.ko | braid.ko/efa.ko |", "|---|---|---|---|"]
+    for label, metric in CTL_ROWS:
+        efa, braid = (res[d]["median"].get(f"ctl.{metric}") for d in CTL_DEVICES)
+        cell = [f"{v:.0f}" if v is not None else "failed" for v in (efa, braid)]
+        lines.append(f"| {label} | {cell[0]} | {cell[1]} | {f'{braid / efa:.2f}x' if efa and braid else '-'} |")
     return lines
 
 
@@ -165,10 +195,23 @@ TWO_CARDS = ("Across two cards each message also crosses both cards' SRD nodes (
 
 
 def verdict(res: dict[str, dict]) -> list[str]:
-    """The goals of the card's EFA issue against this run: at least 50x rxe's bandwidth, at most
-    0.02x its latency; and where the time goes when the card is behind."""
-    efa, rxe = res["efa"]["median"], res["rxe"]["median"]
+    """The goals against this run: braid.ko at least efa.ko's throughput and control-path rate and
+    at most its latency (the driver's issue); the card at least 50x rxe's bandwidth and at most 0.02x
+    its latency (the card's); and where the time goes when the card is behind."""
+    efa, braid, rxe = res["efa"]["median"], res["braid"]["median"], res["rxe"]["median"]
     out = []
+    for label, key, better in (("ib_send_bw 4 KiB", "send_bw.mib_s", "higher"),
+                               ("ib_write_bw 64 KiB", "write_bw.mib_s", "higher"),
+                               ("ib_send_lat 2 B average", "send_lat.t_avg_us", "lower"),
+                               ("ib_send_lat 2 B p99", "send_lat.p99_us", "lower"),
+                               ("fi_pingpong RDM 64 B", "fi_rdm.us_per_xfer", "lower"),
+                               *((f"{label} rate", f"ctl.{metric}", "higher") for label, metric in CTL_ROWS)):
+        if key in efa and key in braid:
+            ratio = braid[key] / efa[key]
+            met = ratio >= 1 if better == "higher" else ratio <= 1
+            out.append(f"braid.ko {label}: {ratio:.3g}x efa.ko (goal {'>=' if better == 'higher' else '<='} 1x): "
+                       f"{'met' if met else 'not met'}.  ")
+    out.append("")
     for label, key, goal, better in (("ib_write_bw 64 KiB", "write_bw.mib_s", 50, "higher"),
                                      ("ib_send_bw 4 KiB", "send_bw.mib_s", 50, "higher"),
                                      ("ib_send_lat 2 B average", "send_lat.t_avg_us", 0.02, "lower"),
@@ -191,7 +234,7 @@ def verdict(res: dict[str, dict]) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3, help="rounds over both devices (default 3)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds over all devices (default 3)")
     ap.add_argument("--iters", type=int, default=1000, help="iterations of the latency runs (default 1000)")
     ap.add_argument("--bw-iters", type=int, default=1000,
                     help="iterations of the bandwidth runs (default 1000, perftest's own)")
@@ -211,25 +254,28 @@ def main() -> int:
         testbed.setup()
 
     res, elapsed = run(args)
-    lines = table(res, args.tools) + ["", *cost_table(res, args.tools)]
+    lines = table(res, args.tools) + ["", *ctl_table(res), "", *cost_table(res, args.tools)]
     failures = [f"{d}: {', '.join(res[d]['failed'])}" for d in DEVICES if res[d]["failed"]]
     print("\n".join(lines + [f"failed runs: {f}" for f in failures]))
     if args.no_write:
         return 0
     net.write_report(
-        "rdma", "RDMA benchmark: the card's EFA function vs rxe over virtio-net",
+        "rdma", "RDMA benchmark: the card's EFA function under efa.ko and braid.ko, vs rxe over virtio-net",
         f"Produced by `make bench` (`bench/rdma.py --rounds {args.rounds} --iters {args.iters} --bw-iters "
         f"{args.bw_iters}`) in {elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host (TCG), each with "
-        "one EFA function of the same card (the upstream efa driver, stock rdma-core, libfabric and perftest), "
+        "one EFA function of the same card (the upstream efa driver, then braid.ko, in turn each round; stock "
+        "rdma-core, libfabric and perftest), "
         "one EFA function of a card of its own, the two cards joined over SRD on loopback (every message "
         "crosses the SRD transport: docs/srd.md), and one virtio-net NIC joined to the other guest's by "
         "QEMU's `-netdev dgram` over loopback, carrying soft-RoCE (`rdma_rxe`). Guest 1 serves, guest 0 "
-        "runs each tool over the three devices every round, "
+        "runs each tool over the four devices every round, "
         f"alternating; medians over {args.rounds} rounds. perftest uses SRD on EFA (`-c SRD -x 0`) and RC on "
         "rxe (the IPv4 GID); ibv_ud_pingpong is UD on both; fi_pingpong uses an RDM endpoint: the efa "
         "provider on the card, `verbs;ofi_rxd` on rxe's UD QPs (`verbs;ofi_rxm` fails on rxe: its probe QP "
         "is refused). libfabric's efa provider offers nothing while a non-EFA verbs device exists, so rxe0 "
-        "is created for rxe's runs and removed again. Both guests poll (perftest and the pingpongs spin on "
+        "is created for rxe's runs and removed again. The control-path table is guest 0 alone, on the "
+        "one-card function under each driver: CQ (256 entries), MR (64 KiB) and UD QP create+destroy pairs "
+        "per second through pyverbs, 2 s each. Both guests poll (perftest and the pingpongs spin on "
         "their completion queues) on one vCPU each; the card polls the EFA doorbells from a host thread. "
         "The second table is what each EFA run cost guest 0's card per message moved between the guests (2 x "
         "iterations for the latency tests and pingpongs, the iterations for the bandwidth tests): the card "

@@ -1,11 +1,12 @@
 #!/bin/sh
-# Guest side of bench/rdma.py: two guests, each with one EFA function of the same card (efa.ko), one
-# EFA function of a card of its own (the two cards joined over SRD) and one virtio-net NIC (QEMU's
-# -netdev dgram between them) carrying soft-RoCE (rdma_rxe). Guest 1 serves, guest 0 measures; each
-# round runs every tool over the three devices (efa, efa2, rxe), in turn, so drift on the host hits
-# them alike. Before each run the two guests meet at a barrier over virtio-net, guest 1
+# Guest side of bench/rdma.py: two guests, each with one EFA function of the same card (under efa.ko,
+# then braid.ko), one EFA function of a card of its own (the two cards joined over SRD; efa.ko) and
+# one virtio-net NIC (QEMU's -netdev dgram between them) carrying soft-RoCE (rdma_rxe). Guest 1
+# serves, guest 0 measures; each round runs every tool over the four devices (efa, braid, efa2, rxe),
+# in turn, so drift on the host hits them alike. Before the tools of efa and braid, guest 0 measures
+# that driver's control path (verbs_rate.py) into <device>-ctl-<round>.out. Before each run the two guests meet at a barrier over virtio-net, guest 1
 # with its server already listening. Guest 0 writes each client's output to
-# /braid/scratch/results/<device>-<tool>-<round>.out (device efa, efa2 or rxe); a run that failed leaves
+# /braid/scratch/results/<device>-<tool>-<round>.out (device efa, braid, efa2 or rxe); a run that failed leaves
 # <...>.failed instead. Around each EFA run it also saves the card's status (its CPU time and the
 # accesses of guest 0's function that trapped) as <...>.card-before.json and .card-after.json.
 # Environment: BRAID_VM_INDEX, BENCH_ROUNDS, BENCH_ITERS (latency runs), BENCH_BW_ITERS, BENCH_TOOLS.
@@ -26,7 +27,16 @@ log() { echo "bench: $*"; }
 
 [ -n "$EFA_PCI" ] || { log "no EFA function"; exit 1; }
 efa_bind || { log "cannot bind efa"; exit 1; }
-efa=$IB
+# The one-card function, which changes drivers: use_driver DRIVER binds it to DRIVER and sets one to
+# its IB device.
+first=$EFA_PCI
+use_driver() {
+	if [ ! -e "/sys/bus/pci/drivers/$1/$first" ]; then
+		unbind "$first" && load_driver "$1" && bind_to "$1" "$first" || return 1
+	fi
+	one=$(ls "/sys/bus/pci/devices/$first/infiniband" 2>/dev/null)
+	[ -n "$one" ]
+}
 # The second EFA function (attached second: the later PCI address), on the joined card.
 # shellcheck disable=SC2046 # one word per device
 set -- $(pci_devices_of efa)
@@ -60,7 +70,7 @@ rxe_up() {
 	done
 }
 rxe_down() { rdma link delete rxe0; }
-log "efa: $efa (one card), $efa2 (two cards); rxe on $vif"
+log "efa: $first (one card, efa.ko and braid.ko), $efa2 (two cards); rxe on $vif"
 
 role=connect
 [ "$INDEX" -eq 1 ] && role=listen
@@ -69,7 +79,7 @@ barrier() { python3 /braid/src/selftests/lib/sync.py "$role" "$peer" "$1" "$RUN_
 # tool_cmd DEVICE TOOL: the tool's command line on that device (guest 0 appends the server address).
 tool_cmd() {
 	case $1 in
-	efa) dev="-d $efa" perf="-d $efa -c SRD -x 0" gid=0 fi="efa -d $efa-rdm" ;;
+	efa | braid) dev="-d $one" perf="-d $one -c SRD -x 0" gid=0 fi="efa -d $one-rdm" ;;
 	efa2) dev="-d $efa2" perf="-d $efa2 -c SRD -x 0" gid=0 fi="efa -d $efa2-rdm" ;;
 	rxe) dev="-d rxe0" perf="-d rxe0 -x $rxe_gid" gid=$rxe_gid fi="verbs;ofi_rxd -d rxe0-dgram" ;;
 	esac
@@ -86,10 +96,17 @@ TOOLS=${BENCH_TOOLS:-send_lat send_bw write_bw ud_pingpong fi_rdm}
 mkdir -p "$OUT"
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
-	for device in efa efa2 rxe; do
-		if [ "$device" = rxe ]; then
-			rxe_up || { log "cannot add rxe0"; exit 1; }
-		fi
+	for device in efa braid efa2 rxe; do
+		case $device in
+		efa | braid)
+			use_driver "$device" || { log "cannot bind $first to $device"; exit 1; }
+			if [ "$INDEX" -eq 0 ]; then
+				python3 /braid/src/bench/guest/verbs_rate.py "$one" >"$OUT/$device-ctl-$r.out" 2>&1 ||
+					mv "$OUT/$device-ctl-$r.out" "$OUT/$device-ctl-$r.failed"
+			fi
+			;;
+		rxe) rxe_up || { log "cannot add rxe0"; exit 1; } ;;
+		esac
 		for tool in $TOOLS; do
 			name=$device-$tool-$r
 			cmd=$(tool_cmd "$device" "$tool")
