@@ -30,7 +30,7 @@ use crate::com::{
     feature_command, reset,
 };
 use crate::kapi::ib::CqTable;
-use crate::regs::{INTR_MASK, REG_PAGE_SIZE};
+use crate::regs::{DEV_STS, INTR_MASK, REG_PAGE_SIZE};
 
 /// `EFA_ADMIN_CREATE_QP`.
 const CREATE_QP: u8 = 1;
@@ -501,6 +501,8 @@ pub(crate) struct EfaDevice<'bound> {
     /// The admin queue: one command at a time.
     #[pin]
     admin: Mutex<AdminQueue>,
+    /// The device stopped answering: no command goes to it any more.
+    failed: Atomic<bool>,
     events: Arc<Events<'bound>>,
     /// The device's attributes, read at probe.
     pub(crate) attributes: Attributes,
@@ -626,6 +628,7 @@ impl<'bound> EfaDevice<'bound> {
             },
             regs,
             admin <- new_mutex!(up.admin),
+            failed: Atomic::new(false),
             events: device_events,
             attributes: up.attributes,
             vendor,
@@ -647,9 +650,30 @@ impl<'bound> EfaDevice<'bound> {
         self.events.poll();
     }
 
-    /// Runs an admin command (see [`AdminQueue::execute`]).
+    /// Runs an admin command (see [`AdminQueue::execute`]); `EIO` at once on a device given up
+    /// on. A device that leaves a command unanswered (a function reset under the driver, a failed
+    /// or vanished card) is given up on until the driver binds it again: a process's teardown then
+    /// frees its objects without waiting out a timeout per command, and the port reads down.
     fn execute(&self, opcode: u8, command: Entry) -> Result<Entry> {
-        self.admin.lock().execute(&self.regs, opcode, command)
+        if self.failed.load(Relaxed) {
+            return Err(EIO);
+        }
+        let result = self.admin.lock().execute(&self.regs, opcode, command);
+        if matches!(result, Err(e) if e == ETIMEDOUT) && !self.failed.xchg(true, Relaxed) {
+            dev_err!(
+                self.dma_dev,
+                "EFA device did not answer admin command {} (status {:#x}): given up until it is \
+                 bound again\n",
+                opcode,
+                self.regs.read(DEV_STS).into_raw(),
+            );
+        }
+        result
+    }
+
+    /// Whether the device was given up on (see [`Self::execute`]).
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Relaxed)
     }
 
     /// What the admin queue did since probe.

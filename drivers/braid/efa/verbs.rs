@@ -700,7 +700,7 @@ impl ib::Operations for EfaIb<'_> {
         let a = dev.data().attributes();
         let (active_speed, active_width) = speed_and_width(a.max_link_speed_gbps);
         Ok(PortAttr {
-            active: true,
+            active: !dev.data().dev.failed(),
             mtu: a.mtu,
             max_msg_sz: a.mtu,
             gid_tbl_len: 1,
