@@ -5,7 +5,8 @@
 # port counters moving by exactly the messages exchanged, polling and then with completion events
 # (CQ arm doorbell, EQ entries, the EQ's MSI-X vector moving); libfabric's efa provider's
 # fi_pingpong over DGRAM (UD) and RDM (its protocol over SRD QPs); a pingpong killed mid-traffic
-# leaves no verbs object behind; then unload with no splat.
+# leaves no verbs object behind; on braid.ko a function reset under a pingpong is survived (the
+# device is given up on until rebound); then unload with no splat.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -15,7 +16,7 @@ DRIVER=${BRAID_RDMA_DRIVER:-efa}
 
 devs=$(pci_devices_of efa)
 [ -n "$devs" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
-ktap_plan 9
+ktap_plan 10
 dmesg_mark
 d=$(echo "$devs" | head -n 1)
 
@@ -69,18 +70,37 @@ ktap_check_diag fi_pingpong_rdm fi_pp rdm
 no_drops() { [ "$(counter rx_drops)" = 0 ]; }
 ktap_check no_rx_drops no_drops
 
+# The device has no PD, CQ, QP, MR or user context left (`rdma resource`), within 5 s.
+nothing_left() {
+	i=0
+	while :; do
+		res=$(rdma resource show | grep " $ib: ")
+		left=$(echo "$res" | awk '{ for (i = 3; i < NF; i += 2) if ($i ~ /^(pd|cq|qp|mr|ctx)$/) n += $(i + 1) } END { print n + 0 }')
+		[ "$left" = 0 ] && break
+		i=$((i + 1))
+		[ $i -le 50 ] || { echo "left behind: $res"; return 1; }
+		sleep 0.1
+	done
+	echo "$res"
+}
+
+# pingpong_pair ITERATIONS: a server and a client on this device in the background (server, client).
+pingpong_pair() {
+	ip link set lo up
+	ibv_ud_pingpong -d "$ib" -g 0 -n "$1" >/dev/null 2>&1 &
+	server=$!
+	sleep 2
+	ibv_ud_pingpong -d "$ib" -g 0 -n "$1" localhost >/dev/null 2>&1 &
+	client=$!
+	sleep 3
+}
+
 # Both pingpong processes killed mid-traffic (the driver refuses to unload while they run): the
 # process exit tears their verbs objects down, and the device has no PD, CQ, QP, MR or user context
 # left (`rdma resource`). (After the drop count: a
 # receiver killed mid-traffic may leave the card messages to drop.)
 killed_mid_traffic() {
-	ip link set lo up
-	ibv_ud_pingpong -d "$ib" -g 0 -n 1000000 >/dev/null 2>&1 &
-	server=$!
-	sleep 2
-	ibv_ud_pingpong -d "$ib" -g 0 -n 1000000 localhost >/dev/null 2>&1 &
-	client=$!
-	sleep 3
+	pingpong_pair 1000000
 	tx0=$(counter tx_pkts)
 	sleep 1
 	tx1=$(counter tx_pkts)
@@ -93,18 +113,40 @@ killed_mid_traffic() {
 	wait "$client" "$server"
 	echo "tx_pkts +$((tx1 - tx0)) in the second before the kill"
 	[ $((tx1 - tx0)) -gt 0 ] || { echo "no traffic when killed"; return 1; }
-	i=0
-	while :; do
-		res=$(rdma resource show | grep " $ib: ")
-		left=$(echo "$res" | awk '{ for (i = 3; i < NF; i += 2) if ($i ~ /^(pd|cq|qp|mr|ctx)$/) n += $(i + 1) } END { print n + 0 }')
-		[ "$left" = 0 ] && break
-		i=$((i + 1))
-		[ $i -le 50 ] || { echo "left behind: $res"; return 1; }
-		sleep 0.1
-	done
-	echo "$res"
+	nothing_left
 }
 ktap_check_diag killed_mid_traffic_leaves_nothing killed_mid_traffic
+
+# A function reset under two processes in mid-traffic (sysfs reset: the card forgets every object):
+# braid.ko gives the device up at the first admin command left unanswered, so the processes' exit
+# frees their objects within 10 s (one command's timeout, then no waiting); the port reads DOWN;
+# bound again, the function works.
+reset_under_users() {
+	pingpong_pair 1000000
+	echo 1 >"/sys/bus/pci/devices/$d/reset" || return 1
+	read -r t0 _ </proc/uptime
+	kill -9 "$client" "$server"
+	wait "$client" "$server"
+	read -r t1 _ </proc/uptime
+	echo "teardown after the reset: $t0 -> $t1 s"
+	nothing_left || return 1
+	awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a < 10) }' || { echo "teardown took 10 s or more"; return 1; }
+	dmesg_since_mark | grep 'given up until it is bound again' || { echo "device not given up"; return 1; }
+	state=$(cat "/sys/class/infiniband/$ib/ports/1/state")
+	echo "port state: $state"
+	case $state in *DOWN*) ;; *) return 1 ;; esac
+	unbind "$d" && bind_to "$DRIVER" "$d" || return 1
+	ib=$(ls "/sys/bus/pci/devices/$d/infiniband" 2>/dev/null)
+	timeout 60 ibv_ud_pingpong -d "$ib" -g 0 -n 10 >/dev/null 2>&1 &
+	server=$!
+	sleep 2
+	timeout 60 ibv_ud_pingpong -d "$ib" -g 0 -n 10 localhost | tail -n 1 && wait "$server"
+}
+if [ "$DRIVER" = braid ]; then
+	ktap_check_diag reset_under_users_recovers_on_rebind reset_under_users
+else
+	ktap_skip reset_under_users_recovers_on_rebind "efa.ko waits out every teardown command's timeout after a function reset"
+fi
 
 ktap_check driver_unloads unload_driver "$DRIVER"
 ktap_check no_kernel_splat no_splat_since_mark
