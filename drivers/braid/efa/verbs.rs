@@ -3,8 +3,8 @@
 //! The EFA function as an RDMA device with EFA's userspace ABI (`efa_verbs.c` is the
 //! specification of what each verb answers): the device, port and GID queries, user contexts
 //! with libefa's handshake, protection domains, address handles, completion queues, UD and SRD
-//! queue pairs with their rings and doorbells mapped into the process, memory regions, and the
-//! hardware counters. Completion events (event queues) are not offered yet.
+//! queue pairs with their rings and doorbells mapped into the process, memory regions, completion
+//! events through the event queues ([`super::eq`]), and the hardware counters.
 
 #![forbid(unsafe_code)]
 

@@ -247,22 +247,11 @@ unsafe fn map<T: Operations>(
         let entry = &*rdma.cast::<Entry>();
         let len = (*rdma).npages * PAGE_SIZE;
         let err = match &entry.what {
-            Mappable::DeviceUncached(phys) => sys::braid_rdma_user_mmap_io(
-                ucontext,
-                vma,
-                (*phys / PAGE_SIZE as u64) as usize,
-                len,
-                false,
-                rdma,
-            ),
-            Mappable::DeviceWriteCombining(phys) => sys::braid_rdma_user_mmap_io(
-                ucontext,
-                vma,
-                (*phys / PAGE_SIZE as u64) as usize,
-                len,
-                true,
-                rdma,
-            ),
+            Mappable::DeviceUncached(phys) | Mappable::DeviceWriteCombining(phys) => {
+                let wc = matches!(entry.what, Mappable::DeviceWriteCombining(_));
+                let pfn = (*phys / PAGE_SIZE as u64) as usize;
+                sys::braid_rdma_user_mmap_io(ucontext, vma, pfn, len, wc, rdma)
+            }
             Mappable::Pages(pages) => {
                 sys::braid_vm_insert_linear(vma, pages.cpu.as_ptr().cast(), pages.len)
             }
