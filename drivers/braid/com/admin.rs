@@ -37,6 +37,17 @@ const POLL_INTERVAL: Delta = Delta::from_micros(100);
 /// A submission or completion entry: sixteen little-endian words.
 pub(crate) type Entry = [u32; 16];
 
+/// The 64-bit little-endian field in words `w` and `w + 1` of an entry.
+pub(crate) fn get_u64(entry: &Entry, w: usize) -> u64 {
+    u64::from(entry[w]) | (u64::from(entry[w + 1]) << 32)
+}
+
+/// Sets the 64-bit little-endian field in words `w` and `w + 1` of an entry.
+pub(crate) fn put_u64(entry: &mut Entry, w: usize, value: u64) {
+    entry[w] = value as u32;
+    entry[w + 1] = (value >> 32) as u32;
+}
+
 /// Word 0 of `ena_admin_aq_common_desc`: command id 11:0, opcode 23:16, flags 31:24 (phase bit
 /// 24).
 pub(crate) mod aq {

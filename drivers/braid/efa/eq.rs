@@ -23,7 +23,7 @@ use kernel::{
 use core::num::NonZeroU16;
 
 use super::{regs::EQ_DB, Regs, CREATE_EQ};
-use crate::com::admin::{AdminQueue, Entry};
+use crate::com::admin::{put_u64, AdminQueue, Entry};
 use crate::kapi::ib::CqTable;
 
 /// An event: `common` (phase bit 0, type 8:1), reserved, then the event's data.
@@ -73,8 +73,7 @@ impl<'bound> Eq<'bound> {
         // events.
         let mut command: Entry = [0; 16];
         command[1] = u32::from(depth.get()) | (u32::from(vector) << 16) | (4 << 24);
-        command[2] = base as u32;
-        command[3] = (base >> 32) as u32;
+        put_u64(&mut command, 2, base);
         command[4] = COMPLETION_EVENTS;
         let eqn = admin.execute(regs, CREATE_EQ, command)?[2] as u16;
         Arc::pin_init(

@@ -25,7 +25,7 @@ use kernel::{
 
 use self::eq::Eq;
 use crate::com::{
-    admin::{AdminQueue, AdminStats, Entry},
+    admin::{get_u64, put_u64, AdminQueue, AdminStats, Entry},
     aenq::{group, Aenq, Event, HeadDoorbell},
     feature_command, reset,
 };
@@ -334,11 +334,6 @@ pub(crate) struct Attributes {
     pub(crate) max_eq_depth: u32,
 }
 
-/// A 64-bit little-endian field split over words `lo` and `lo + 1`.
-fn wide(c: &Entry, lo: usize) -> u64 {
-    u64::from(c[lo]) | (u64::from(c[lo + 1]) << 32)
-}
-
 /// The low and high halves of word `i`.
 fn halves(c: &Entry, i: usize) -> (u16, u16) {
     (c[i] as u16, (c[i] >> 16) as u16)
@@ -352,8 +347,8 @@ impl Attributes {
         let d = get(feature::DEVICE_ATTR)?;
         let (db_bar, widths) = halves(&d, 9);
         let mut a = Attributes {
-            supported_features: wide(&d, 2),
-            page_size_cap: wide(&d, 4),
+            supported_features: get_u64(&d, 2),
+            page_size_cap: get_u64(&d, 4),
             fw_version: d[6],
             admin_api_version: d[7],
             device_version: d[8],
@@ -362,7 +357,7 @@ impl Attributes {
             virt_addr_width: (widths >> 8) as u8,
             device_caps: d[10],
             max_rdma_size: d[11],
-            guid: wide(&d, 12),
+            guid: get_u64(&d, 12),
             max_link_speed_gbps: match d[14] as u16 {
                 0 => 100,
                 gbps => gbps,
@@ -726,8 +721,7 @@ impl<'bound> EfaDevice<'bound> {
         let caps_2 = (p.entry_size / 4) | (u32::from(p.set_src_addr) << 5);
         command[1] = caps_1 | (caps_2 << 8) | (u32::from(p.sub_cq_depth) << 16);
         command[2] = p.eqn.unwrap_or(0).into();
-        command[3] = p.ring as u32;
-        command[4] = (p.ring >> 32) as u32;
+        put_u64(&mut command, 3, p.ring);
         command[6] = u32::from(p.num_sub_cqs) | (u32::from(p.uar) << 16);
         let c = self.execute(CREATE_CQ, command)?;
         let (idx, depth) = halves(&c, 2);
@@ -751,8 +745,7 @@ impl<'bound> EfaDevice<'bound> {
         // l_keys (physical rings: none); the allocation sizes; uar, sl.
         let mut command: Entry = [0; 16];
         command[1] = u32::from(p.pd) | ((p.qp_type as u32) << 16);
-        command[4] = p.rq_ring as u32;
-        command[5] = (p.rq_ring >> 32) as u32;
+        put_u64(&mut command, 4, p.rq_ring);
         command[6] = p.send_cq.into();
         command[7] = p.recv_cq.into();
         command[10] = p.sq_ring_size;
@@ -837,23 +830,19 @@ impl<'bound> EfaDevice<'bound> {
                     return Err(EINVAL);
                 }
                 for (i, page) in pages.iter().enumerate() {
-                    command[2 + 2 * i] = *page as u32;
-                    command[3 + 2 * i] = (*page >> 32) as u32;
+                    put_u64(&mut command, 2 + 2 * i, *page);
                 }
             }
             PageList::Buffer(address, len) => {
                 command[0] = crate::com::admin::aq::CTRL_DATA;
                 command[2] = len;
-                command[3] = address as u32;
-                command[4] = (address >> 32) as u32;
+                put_u64(&mut command, 3, address);
             }
         }
-        command[10] = p.len as u32;
-        command[11] = (p.len >> 32) as u32;
+        put_u64(&mut command, 10, p.len);
         command[12] = (p.page_shift & 0x3f) | (u32::from(p.permissions) << 8);
         command[13] = p.page_num;
-        command[14] = p.iova as u32;
-        command[15] = (p.iova >> 32) as u32;
+        put_u64(&mut command, 14, p.iova);
         let c = self.execute(REG_MR, command)?;
         Ok((c[2], c[3]))
     }
@@ -887,7 +876,7 @@ impl<'bound> EfaDevice<'bound> {
         command[4] = kind as u32;
         let c = self.execute(GET_STATS, command)?;
         for (i, v) in values.iter_mut().enumerate() {
-            *v = wide(&c, 2 + 2 * i);
+            *v = get_u64(&c, 2 + 2 * i);
         }
         Ok(())
     }

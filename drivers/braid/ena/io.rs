@@ -9,7 +9,7 @@
 use kernel::{dma::DmaAddress, prelude::*};
 
 use super::{llq::LlqLayout, ring::CompletionRing, EnaDevice};
-use crate::com::admin::Entry;
+use crate::com::admin::{put_u64, Entry};
 
 /// `ENA_ADMIN_CREATE_SQ`.
 const CREATE_SQ: u8 = 1;
@@ -79,8 +79,8 @@ pub(crate) struct Sq {
 
 /// Word `w`'s low and high halves of a 64-bit DMA address (`ena_common_mem_addr`).
 pub(crate) fn set_address(command: &mut Entry, w: usize, addr: DmaAddress) {
-    command[w] = addr as u32;
-    command[w + 1] = (addr >> 32) as u32 & 0xffff;
+    // The high half is 16 bits wide: address bits 47:32.
+    put_u64(command, w, addr & 0xffff_ffff_ffff);
 }
 
 impl EnaDevice<'_> {

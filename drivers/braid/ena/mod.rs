@@ -299,9 +299,7 @@ impl<'bound> EnaDevice<'bound> {
         command[4] = STATS_TYPE_ENA_SRD;
         let c = self.execute(GET_STATS, command)?;
         // After the 8-byte completion header, five little-endian u64s.
-        Ok(core::array::from_fn(|i| {
-            u64::from(c[2 + 2 * i]) | (u64::from(c[3 + 2 * i]) << 32)
-        }))
+        Ok(core::array::from_fn(|i| admin::get_u64(&c, 2 + 2 * i)))
     }
 
     /// Runs an admin command (see [`AdminQueue::execute`]).

@@ -399,14 +399,7 @@ impl<T: Operations> UserContext<'_, T> {
     pub(crate) fn data(&self) -> &T::Context {
         // SAFETY: by the type invariant `alloc_ucontext` initialized the data, which lives as long
         // as the context.
-        unsafe {
-            (*self
-                .raw
-                .as_ptr()
-                .cast::<Object<sys::ib_ucontext, T::Context>>())
-            .data
-            .assume_init_ref()
-        }
+        unsafe { data_of::<_, T::Context>(self.raw.as_ptr()) }
     }
 
     /// Lets the process map `len` bytes of `what` (see [`mem::MmapEntry`]). The entry must go
@@ -954,11 +947,7 @@ unsafe extern "C" fn alloc_ucontext<T: Operations>(
         let data = T::alloc_context(dev, &mut udata)?;
         // SAFETY: the object's data field is ours to write; it is read back (once) by
         // `dealloc_ucontext`, which the core calls only after this succeeded.
-        unsafe {
-            (*context.cast::<Object<sys::ib_ucontext, T::Context>>())
-                .data
-                .write(data)
-        };
+        unsafe { set_data(context, data) };
         Ok(0)
     })
 }
@@ -972,9 +961,7 @@ unsafe extern "C" fn dealloc_ucontext<T: Operations>(context: *mut sys::ib_ucont
     let (dev, data) = unsafe {
         (
             Device::<T>::from_raw((*context).device),
-            (*context.cast::<Object<sys::ib_ucontext, T::Context>>())
-                .data
-                .assume_init_read(),
+            take_data::<_, T::Context>(context),
         )
     };
     T::dealloc_context(dev, data);
@@ -994,7 +981,7 @@ unsafe extern "C" fn alloc_pd<T: Operations>(
             unsafe { (Device::<T>::from_raw((*pd).device), Udata::from_raw(udata)) };
         let data = T::alloc_pd(dev, &mut udata)?;
         // SAFETY: as in `alloc_ucontext`.
-        unsafe { (*pd.cast::<Object<sys::ib_pd, T::Pd>>()).data.write(data) };
+        unsafe { set_data(pd, data) };
         Ok(0)
     })
 }
@@ -1010,9 +997,7 @@ unsafe extern "C" fn dealloc_pd<T: Operations>(
     let (dev, data) = unsafe {
         (
             Device::<T>::from_raw((*pd).device),
-            (*pd.cast::<Object<sys::ib_pd, T::Pd>>())
-                .data
-                .assume_init_read(),
+            take_data::<_, T::Pd>(pd),
         )
     };
     T::dealloc_pd(dev, data);
@@ -1035,9 +1020,7 @@ unsafe extern "C" fn create_user_ah<T: Operations>(
         let (dev, pd, attr, mut udata) = unsafe {
             (
                 Device::<T>::from_raw((*ah).device),
-                (*(*ah).pd.cast::<Object<sys::ib_pd, T::Pd>>())
-                    .data
-                    .assume_init_ref(),
+                data_of::<_, T::Pd>((*ah).pd),
                 &*attr,
                 Udata::from_raw(udata),
             )
@@ -1050,7 +1033,7 @@ unsafe extern "C" fn create_user_ah<T: Operations>(
         let dgid = unsafe { (*attr.ah_attr).grh.dgid.raw };
         let data = T::create_ah(dev, pd, &dgid, &mut udata)?;
         // SAFETY: as in `alloc_ucontext`.
-        unsafe { (*ah.cast::<Object<sys::ib_ah, T::Ah>>()).data.write(data) };
+        unsafe { set_data(ah, data) };
         Ok(0)
     })
 }
@@ -1067,9 +1050,7 @@ unsafe extern "C" fn destroy_ah<T: Operations>(ah: *mut sys::ib_ah, flags: u32) 
     let (dev, data) = unsafe {
         (
             Device::<T>::from_raw((*ah).device),
-            (*ah.cast::<Object<sys::ib_ah, T::Ah>>())
-                .data
-                .assume_init_read(),
+            take_data::<_, T::Ah>(ah),
         )
     };
     T::destroy_ah(dev, data);
