@@ -3,7 +3,11 @@
 //! RDMA devices: allocation and registration of a `struct ib_device` whose container holds the
 //! driver's data, the verbs callbacks of `ib_device_ops`, driver data inside the core's user
 //! context and protection domain objects, user data (`ib_udata`) copied in and out by the core's
-//! rules, and hardware counters (`rdma_hw_stats`).
+//! rules, hardware counters (`rdma_hw_stats`) and asynchronous events (`ib_dispatch_event`).
+//!
+//! A registered device is disassociated from its users when it goes: unregistering it zaps their
+//! mappings and destroys their objects through the driver's callbacks without waiting for the
+//! processes, which see `EIO` from then on.
 //!
 //! The core allocates most verbs objects itself, `size_ib_*` bytes of it, and hands the driver the
 //! embedded core structure: here an [`Object`] puts the driver's data right behind it. Memory
@@ -709,13 +713,45 @@ impl<T: Operations> Drop for Registration<T> {
     fn drop(&mut self) {
         let ibdev = self.dev.as_ptr().cast::<sys::ib_device>();
         // SAFETY: by the type invariant the device is registered. Unregistering it disassociates
-        // every user context (each object's dealloc callback runs) and waits for the callbacks in
-        // flight; after that nothing uses the data, which is dropped before the device is freed.
+        // every user context (their mappings are zapped, each object's dealloc callback runs) and
+        // waits for the callbacks in flight; after that nothing uses the data, which is dropped
+        // before the device is freed.
         unsafe {
             sys::ib_unregister_device(ibdev);
             core::ptr::drop_in_place(addr_of_mut!((*self.dev.as_ptr()).data));
             sys::ib_dealloc_device(ibdev);
         }
+    }
+}
+
+/// An asynchronous event of a device or its port, for its users (`enum ib_event_type`): each user
+/// context's async event file (`ibv_get_async_event`) and the kernel's event handlers.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Event {
+    /// The device failed: what its users made on it is lost (`IB_EVENT_DEVICE_FATAL`).
+    DeviceFatal,
+    /// The port went down (`IB_EVENT_PORT_ERR`).
+    PortErr(u32),
+}
+
+impl<T: Operations> Registration<T> {
+    /// Reports `event` to the device's users; callable from any context (the core delivers it
+    /// from its workqueue).
+    pub(crate) fn dispatch(&self, event: Event) {
+        let mut raw = sys::ib_event {
+            device: self.dev.as_ptr().cast(),
+            ..Default::default()
+        };
+        match event {
+            Event::DeviceFatal => raw.event = sys::ib_event_type_IB_EVENT_DEVICE_FATAL,
+            Event::PortErr(port) => {
+                raw.event = sys::ib_event_type_IB_EVENT_PORT_ERR;
+                raw.element.port_num = port;
+            }
+        }
+        // SAFETY: by the type invariant the device is registered; the core copies the event and
+        // flushes its queued deliveries before an unregistered device is freed.
+        unsafe { sys::ib_dispatch_event(&raw) };
     }
 }
 
@@ -738,6 +774,7 @@ fn ops<T: Operations>(abi: u32) -> sys::ib_device_ops {
         get_link_layer: Some(get_link_layer),
         alloc_ucontext: Some(alloc_ucontext::<T>),
         dealloc_ucontext: Some(dealloc_ucontext::<T>),
+        disassociate_ucontext: Some(disassociate_ucontext),
         alloc_pd: Some(alloc_pd::<T>),
         dealloc_pd: Some(dealloc_pd::<T>),
         create_user_ah: Some(create_user_ah::<T>),
@@ -966,6 +1003,15 @@ unsafe extern "C" fn dealloc_ucontext<T: Operations>(context: *mut sys::ib_ucont
     };
     T::dealloc_context(dev, data);
 }
+
+/// # Safety
+///
+/// Called by the core when the device goes while a process still holds `_context`, after it zapped
+/// the context's mappings and before it destroys the context's objects through their callbacks:
+/// nothing else of a context reaches the device, so there is nothing to do. Having the callback
+/// is what lets unregistration (unbind, unload, a device's recovery) proceed without waiting for
+/// the process to exit.
+unsafe extern "C" fn disassociate_ucontext(_context: *mut sys::ib_ucontext) {}
 
 /// # Safety
 ///
