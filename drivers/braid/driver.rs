@@ -5,15 +5,19 @@
 
 #![forbid(unsafe_code)]
 
-use kernel::{device::Core, io::Io, pci, prelude::*, sync::Arc};
+use kernel::{
+    device::{Bound, Core},
+    io::Io,
+    pci,
+    prelude::*,
+    sync::Arc,
+};
 
 use crate::{
-    efa::{eq::EqInterrupt, verbs::EfaIb, EfaDevice, EventInterrupt},
-    efa_abi,
+    efa::function::EfaFunction,
     ena::{netdev::EnaNet, EnaDevice},
     kapi::{
         dma::set_dma_width,
-        ib,
         irq::{self, Vectors},
         netdev::{self, ServiceInterrupt},
         pci::{DeviceExt, PcieType, WcBar},
@@ -99,16 +103,12 @@ pub(crate) struct Function<'bound> {
     kind: FunctionKind,
     /// The handler on an ENA function's management vector (events), freed first.
     _admin_irq: Option<Pin<KBox<irq::Registration<'bound, ServiceInterrupt<EnaNet<'bound>>>>>>,
-    /// The handler on an EFA function's management vector (events).
-    _efa_irq: Option<Pin<KBox<irq::Registration<'bound, EventInterrupt<'bound>>>>>,
-    /// The handlers of an EFA function's completion event queues.
-    _eq_irqs: KVec<Pin<KBox<irq::Registration<'bound, EqInterrupt<'bound>>>>>,
     /// The network device of an ENA function, which owns the device protocol; unregistered
     /// next, which stops and resets the device.
     _net: Option<netdev::Registration<EnaNet<'bound>>>,
-    /// The RDMA device of an EFA function, which owns the device protocol; unregistering it
-    /// ends every user context, then resets the device.
-    _ib: Option<ib::Registration<EfaIb<'bound>>>,
+    /// An EFA function's RDMA device and its service; dropping it stops the service, ends every
+    /// user context, then resets the device.
+    _efa: Option<EfaFunction<'bound>>,
     _regs: Arc<pci::Bar<'bound, { regs::REG_PAGE_SIZE }>>,
     _vectors: Arc<Vectors<'bound>>,
 }
@@ -180,7 +180,7 @@ impl pci::Driver for BraidDriver {
 
         set_dma_width(pdev, u32::from(caps.dma_addr_width()))?;
         let vectors = Vectors::new(irqs)?;
-        let (mut efa_irq, mut ib, mut eq_irqs) = (None, None, KVec::new());
+        let mut efa = None;
         let (admin_irq, net) = match kind {
             FunctionKind::Ena => {
                 let bar_len = usize::try_from(pdev.resource_len(REG_BAR)?)?;
@@ -243,65 +243,8 @@ impl pci::Driver for BraidDriver {
                 (admin_irq, Some(net))
             }
             FunctionKind::Efa => {
-                let (events, a, eq_count, device) =
-                    EfaDevice::probe(pdev, regs.clone(), vectors.len())?;
-                let registration = ib::Registration::new_efa(
-                    pdev.as_ref(),
-                    c"braid_%d",
-                    efa_abi::UVERBS_ABI_VERSION,
-                    ib::Config {
-                        node_guid: a.guid,
-                        comp_vectors: u32::try_from(eq_count)?,
-                    },
-                    EfaIb::new(device),
-                )?;
-                efa_irq = Some(irq::Registration::new(
-                    &vectors,
-                    0,
-                    c"braid-efa-mgmnt",
-                    EventInterrupt::new(&events),
-                )?);
-                let dev = &registration.device().data().dev;
-                dev.enable_interrupt();
-                for (i, eq) in dev.eqs.iter().enumerate() {
-                    eq_irqs.push(
-                        irq::Registration::new(
-                            &vectors,
-                            i + 1,
-                            c"braid-efa-comp",
-                            EqInterrupt(eq.clone()),
-                        )?,
-                        GFP_KERNEL,
-                    )?;
-                    eq.arm();
-                }
-                ib = Some(registration);
-                let g = &a.gid;
-                dev_info!(
-                    pdev,
-                    "EFA RDMA device registered: GID {:02x}{:02x}:{:02x}{:02x}:..:{:02x}{:02x}, \
-                     MTU {}, {} QPs, {} CQs, {} MRs, {} PDs, {} AHs, capabilities {:#x}, \
-                     device version {:#x}, doorbells in BAR{}, {}/{}-bit physical/virtual \
-                     addresses, {} completion event queues\n",
-                    g[0],
-                    g[1],
-                    g[2],
-                    g[3],
-                    g[14],
-                    g[15],
-                    a.mtu,
-                    a.max_qp,
-                    a.max_cq,
-                    a.max_mr,
-                    a.max_pd,
-                    a.max_ah,
-                    a.device_caps,
-                    a.device_version,
-                    a.db_bar,
-                    a.phys_addr_width,
-                    a.virt_addr_width,
-                    eq_count,
-                );
+                let bound: &'bound pci::Device<Bound> = pdev;
+                efa = Some(EfaFunction::new(bound, &regs, &vectors)?);
                 (None, None)
             }
         };
@@ -310,10 +253,8 @@ impl pci::Driver for BraidDriver {
             pdev,
             kind,
             _admin_irq: admin_irq,
-            _efa_irq: efa_irq,
-            _eq_irqs: eq_irqs,
             _net: net,
-            _ib: ib,
+            _efa: efa,
             _regs: regs,
             _vectors: vectors,
         })

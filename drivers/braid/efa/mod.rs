@@ -3,16 +3,17 @@
 //! The EFA function's device protocol (`efa_com.c`, `efa_com_cmd.c` and `efa_admin_cmds_defs.h` in
 //! the upstream driver are the specification): reset, admin queue and events through the shared
 //! [`crate::com`] layer, the device's attributes, and the admin commands the verbs need.
-//! [`verbs`] makes an RDMA device of it.
+//! [`verbs`] makes an RDMA device of it; [`function`] watches it and brings it back when it fails.
 
 #![forbid(unsafe_code)]
 
 pub(crate) mod eq;
+pub(crate) mod function;
 pub(crate) mod regs;
 pub(crate) mod verbs;
 
 use kernel::{
-    device::{self, Bound, Core},
+    device::{self, Bound},
     io::Io,
     irq::{Handler, IrqReturn},
     new_mutex, new_spinlock_irq, pci,
@@ -240,7 +241,7 @@ pub(crate) mod device_cap {
     pub(crate) const UNSOLICITED_WRITE_RECV: u32 = 1 << 4;
 }
 
-/// The event groups braid.ko enables: it counts keep-alives and logs fatal errors.
+/// The event groups braid.ko enables: it watches keep-alives and fatal errors.
 const WANTED_GROUPS: u32 = group::FATAL_ERROR | group::KEEP_ALIVE;
 
 /// `enum efa_admin_get_stats_type`, each with the number of counters its answer carries (u64s
@@ -430,6 +431,8 @@ pub(crate) struct Events<'bound> {
     aenq: SpinLockIrq<Aenq>,
     /// Keep-alive events taken.
     keep_alives: Atomic<u64>,
+    /// The device reported a fatal error.
+    fatal: Atomic<bool>,
 }
 
 impl Events<'_> {
@@ -439,8 +442,11 @@ impl Events<'_> {
             Event::KeepAlive { .. } => {
                 self.keep_alives.fetch_add(1, Relaxed);
             }
-            // efa.ko has no recovery either: the device is gone until it is rebound.
-            Event::FatalError => dev_err!(self.pdev, "EFA device reported a fatal error\n"),
+            // The service takes it from here (efa.ko logs nothing and does nothing).
+            Event::FatalError => {
+                dev_err!(self.pdev, "EFA device reported a fatal error\n");
+                self.fatal.store(true, Relaxed);
+            }
             _ => {}
         })
     }
@@ -473,10 +479,15 @@ impl Handler for EventInterrupt<'_> {
 struct ResetOnDrop<'bound> {
     pdev: &'bound pci::Device,
     regs: Arc<Regs<'bound>>,
+    /// Whether [`EfaDevice::fail`] already reset the device (and nothing was brought up since).
+    done: Atomic<bool>,
 }
 
 impl Drop for ResetOnDrop<'_> {
     fn drop(&mut self) {
+        if self.done.load(Relaxed) {
+            return;
+        }
         if let Err(err) = reset(&self.regs, regs::RESET_SHUTDOWN) {
             dev_warn!(
                 self.pdev,
@@ -491,13 +502,15 @@ impl Drop for ResetOnDrop<'_> {
 /// are freed.
 #[pin_data]
 pub(crate) struct EfaDevice<'bound> {
-    _reset: ResetOnDrop<'bound>,
+    reset_on_drop: ResetOnDrop<'bound>,
     regs: Arc<Regs<'bound>>,
     /// The admin queue: one command at a time.
     #[pin]
     admin: Mutex<AdminQueue>,
     /// The device stopped answering: no command goes to it any more.
     failed: Atomic<bool>,
+    /// The event groups enabled.
+    event_groups: u32,
     events: Arc<Events<'bound>>,
     /// The device's attributes, read at probe.
     pub(crate) attributes: Attributes,
@@ -524,6 +537,7 @@ struct BroughtUp<'bound> {
     admin: AdminQueue,
     aenq: Aenq,
     attributes: Attributes,
+    event_groups: u32,
     eqs: KVec<Arc<Eq<'bound>>>,
 }
 
@@ -531,7 +545,7 @@ struct BroughtUp<'bound> {
 /// creates a completion event queue per MSI-X vector past the management one (as many as the
 /// device allows), whose events find their CQs in `cqs`.
 fn bring_up<'bound>(
-    pdev: &pci::Device<Core<'_>>,
+    pdev: &pci::Device<Bound>,
     regs: &Arc<Regs<'bound>>,
     vectors: usize,
     cqs: &Arc<CqTable>,
@@ -547,7 +561,8 @@ fn bring_up<'bound>(
     // command.
     let supported = admin.execute(regs, GET_FEATURE, feature_command(feature::AENQ_CONFIG))?[2];
     let mut command = feature_command(feature::AENQ_CONFIG);
-    command[6] = supported & WANTED_GROUPS;
+    let event_groups = supported & WANTED_GROUPS;
+    command[6] = event_groups;
     admin.execute(regs, SET_FEATURE, command)?;
     // No CQ exists yet, so no queue gets an event before it is armed (after its interrupt
     // handler is in place), and none when a failure here drops the rings before the reset.
@@ -569,6 +584,7 @@ fn bring_up<'bound>(
         admin,
         aenq,
         attributes,
+        event_groups,
         eqs,
     })
 }
@@ -578,7 +594,7 @@ impl<'bound> EfaDevice<'bound> {
     /// MSI-X vectors; returns its events (for the management interrupt), its attributes, the
     /// number of event queues and the device's initializer.
     pub(crate) fn probe(
-        pdev: &'bound pci::Device<Core<'_>>,
+        pdev: &'bound pci::Device<Bound>,
         regs: Arc<Regs<'bound>>,
         vectors: usize,
     ) -> Result<(
@@ -610,6 +626,7 @@ impl<'bound> EfaDevice<'bound> {
                 regs: events_regs,
                 aenq <- new_spinlock_irq!(up.aenq),
                 keep_alives: Atomic::new(0),
+                fatal: Atomic::new(false),
             }),
             GFP_KERNEL,
         )?;
@@ -617,13 +634,15 @@ impl<'bound> EfaDevice<'bound> {
         let eq_count = up.eqs.len();
         let device_events = events.clone();
         let init = try_pin_init!(Self {
-            _reset: ResetOnDrop {
+            reset_on_drop: ResetOnDrop {
                 pdev,
                 regs: reset_regs,
+                done: Atomic::new(false),
             },
             regs,
             admin <- new_mutex!(up.admin),
             failed: Atomic::new(false),
+            event_groups: up.event_groups,
             events: device_events,
             attributes: up.attributes,
             vendor,
@@ -657,8 +676,7 @@ impl<'bound> EfaDevice<'bound> {
         if matches!(result, Err(e) if e == ETIMEDOUT) && !self.failed.xchg(true, Relaxed) {
             dev_err!(
                 self.dma_dev,
-                "EFA device did not answer admin command {} (status {:#x}): given up until it is \
-                 bound again\n",
+                "EFA device did not answer admin command {} (status {:#x}): given up\n",
                 opcode,
                 self.regs.read(DEV_STS).into_raw(),
             );
@@ -666,9 +684,37 @@ impl<'bound> EfaDevice<'bound> {
         result
     }
 
-    /// Whether the device was given up on (see [`Self::execute`]).
+    /// Whether the device was given up on (see [`Self::execute`] and [`Self::fail`]).
     pub(crate) fn failed(&self) -> bool {
         self.failed.load(Relaxed)
+    }
+
+    /// Why the device needs a reset, if it does: it left a command unanswered, reported a fatal
+    /// error, or (when `alive` says its keep-alives stopped, and it sends them) went silent;
+    /// with the reset reason to give it.
+    pub(crate) fn failure(&self, alive: bool) -> Option<(&'static str, u32)> {
+        if self.failed() {
+            Some(("an admin command left unanswered", regs::RESET_ADMIN_TO))
+        } else if self.events.fatal.load(Relaxed) {
+            Some(("a fatal error", regs::RESET_GENERIC))
+        } else if !alive && self.event_groups & group::KEEP_ALIVE != 0 {
+            Some(("keep-alive timeout", regs::RESET_KEEP_ALIVE_TO))
+        } else {
+            None
+        }
+    }
+
+    /// Gives the device up: no command goes to it any more (teardown then frees each object
+    /// without waiting), and it is reset with `reason` now, so that it stops using the memory of
+    /// its queues and memory regions before their owners free it.
+    pub(crate) fn fail(&self, reason: u32) {
+        self.failed.store(true, Relaxed);
+        // Waits for a command in flight, which the reset below would cut off anyway.
+        let _admin = self.admin.lock();
+        if let Err(err) = reset(&self.regs, reason) {
+            dev_warn!(self.dma_dev, "EFA device did not reset: {:?}\n", err);
+        }
+        self.reset_on_drop.done.store(true, Relaxed);
     }
 
     /// What the admin queue did since probe.
