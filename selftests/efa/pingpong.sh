@@ -6,7 +6,8 @@
 # (CQ arm doorbell, EQ entries, the EQ's MSI-X vector moving); libfabric's efa provider's
 # fi_pingpong over DGRAM (UD) and RDM (its protocol over SRD QPs); a pingpong killed mid-traffic
 # leaves no verbs object behind; on braid.ko a function reset under a pingpong is survived (the
-# device is given up on until rebound); then unload with no splat.
+# users are told, the device comes back by itself) and the driver unloads under running
+# processes; then no splat.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -16,7 +17,7 @@ DRIVER=${BRAID_RDMA_DRIVER:-efa}
 
 devs=$(pci_devices_of efa)
 [ -n "$devs" ] || { ktap_plan 0; diag "no EFA function attached"; exit "$KSFT_SKIP"; }
-ktap_plan 10
+ktap_plan 11
 dmesg_mark
 d=$(echo "$devs" | head -n 1)
 
@@ -95,7 +96,7 @@ pingpong_pair() {
 	sleep 3
 }
 
-# Both pingpong processes killed mid-traffic (the driver refuses to unload while they run): the
+# Both pingpong processes killed mid-traffic (efa.ko refuses to unload while they run): the
 # process exit tears their verbs objects down, and the device has no PD, CQ, QP, MR or user context
 # left (`rdma resource`). (After the drop count: a
 # receiver killed mid-traffic may leave the card messages to drop.)
@@ -104,9 +105,9 @@ killed_mid_traffic() {
 	tx0=$(counter tx_pkts)
 	sleep 1
 	tx1=$(counter tx_pkts)
-	# The processes hold the device open: the driver may not go.
-	if unload_driver "$DRIVER" 2>/dev/null; then
-		echo "$DRIVER unloaded under its users"
+	# The processes hold the device open: efa.ko may not go (braid.ko may: see the end).
+	if [ "$DRIVER" = efa ] && unload_driver efa 2>/dev/null; then
+		echo "efa unloaded under its users"
 		return 1
 	fi
 	kill -9 "$client" "$server"
@@ -117,12 +118,45 @@ killed_mid_traffic() {
 }
 ktap_check_diag killed_mid_traffic_leaves_nothing killed_mid_traffic
 
-# A function reset under two processes in mid-traffic (sysfs reset: the card forgets every object):
-# braid.ko gives the device up at the first admin command left unanswered, so the processes' exit
-# frees their objects within 10 s (one command's timeout, then no waiting); the port reads DOWN;
-# bound again, the function works.
+# recovered N: within 20 s of the reset at t0, braid.ko logged the device's Nth recovery since the
+# mark; prints the failure that started it.
+recovered() {
+	i=0
+	until [ "$(dmesg_since_mark | grep -c 'EFA device recovered')" -ge "$1" ]; do
+		i=$((i + 1))
+		[ $i -le 200 ] || { dmesg_since_mark | tail -n 20; echo "no recovery within 20 s"; return 1; }
+		sleep 0.1
+	done
+	read -r t2 _ </proc/uptime
+	echo "recovered $(awk -v a="$t0" -v b="$t2" 'BEGIN { print b - a }') s after the reset"
+	dmesg_since_mark | grep 'EFA device failed' | tail -n 1
+}
+
+# works_again: the function's RDMA device (found again: it is a new one) is ACTIVE and carries a
+# pingpong.
+works_again() {
+	ib=$(ls "/sys/bus/pci/devices/$d/infiniband" 2>/dev/null)
+	state=$(cat "/sys/class/infiniband/$ib/ports/1/state")
+	echo "$ib port state: $state"
+	case $state in *ACTIVE*) ;; *) return 1 ;; esac
+	timeout 60 ibv_ud_pingpong -d "$ib" -g 0 -n 10 >/dev/null 2>&1 &
+	server=$!
+	sleep 2
+	timeout 60 ibv_ud_pingpong -d "$ib" -g 0 -n 10 localhost | tail -n 1 && wait "$server"
+}
+
+# A function reset under two processes in mid-traffic (sysfs reset: the card forgets every object
+# and sends no more keep-alives), with ibv_asyncwatch reading the device's async events. braid.ko
+# gives the device up at the first admin command left unanswered (the processes' exit) or when
+# the keep-alives stop: the exit frees the processes' objects within 10 s (one command's timeout,
+# then no waiting); the watcher reads braid.ko's IBV_EVENT_DEVICE_FATAL and IBV_EVENT_PORT_ERR (then
+# the core's own IBV_EVENT_DEVICE_FATAL, when the device's unregistration disassociates it); the
+# function gets an RDMA device again by itself within 20 s, which carries a pingpong.
 reset_under_users() {
 	pingpong_pair 1000000
+	ibv_asyncwatch -d "$ib" >/tmp/async 2>&1 &
+	watcher=$!
+	sleep 1
 	echo 1 >"/sys/bus/pci/devices/$d/reset" || return 1
 	read -r t0 _ </proc/uptime
 	kill -9 "$client" "$server"
@@ -131,23 +165,53 @@ reset_under_users() {
 	echo "teardown after the reset: $t0 -> $t1 s"
 	nothing_left || return 1
 	awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a < 10) }' || { echo "teardown took 10 s or more"; return 1; }
-	dmesg_since_mark | grep 'given up until it is bound again' || { echo "device not given up"; return 1; }
-	state=$(cat "/sys/class/infiniband/$ib/ports/1/state")
-	echo "port state: $state"
-	case $state in *DOWN*) ;; *) return 1 ;; esac
-	unbind "$d" && bind_to "$DRIVER" "$d" || return 1
-	ib=$(ls "/sys/bus/pci/devices/$d/infiniband" 2>/dev/null)
-	timeout 60 ibv_ud_pingpong -d "$ib" -g 0 -n 10 >/dev/null 2>&1 &
-	server=$!
-	sleep 2
-	timeout 60 ibv_ud_pingpong -d "$ib" -g 0 -n 10 localhost | tail -n 1 && wait "$server"
+	recovered 1 || return 1
+	kill "$watcher"
+	wait "$watcher"
+	cat /tmp/async
+	grep -q ' (8), port 0$' /tmp/async || return 1
+	grep -q ' (10), port 1$' /tmp/async || return 1
+	works_again
+}
+
+# The same reset under processes that go on polling and issue no verb: braid.ko notices the
+# keep-alives stopped, recovers the device within 20 s, and the processes, disassociated, still run
+# until they are killed.
+reset_under_polling_users() {
+	pingpong_pair 1000000
+	echo 1 >"/sys/bus/pci/devices/$d/reset" || return 1
+	read -r t0 _ </proc/uptime
+	recovered 2 | tee /tmp/recovered
+	grep -q 'keep-alive timeout' /tmp/recovered || return 1
+	kill -0 "$client" && kill -0 "$server" || { echo "a pingpong exited"; return 1; }
+	kill -9 "$client" "$server"
+	wait "$client" "$server"
+	works_again
 }
 if [ "$DRIVER" = braid ]; then
-	ktap_check_diag reset_under_users_recovers_on_rebind reset_under_users
+	ktap_check_diag reset_under_users_recovers reset_under_users
+	ktap_check_diag reset_under_polling_users_recovers reset_under_polling_users
 else
-	ktap_skip reset_under_users_recovers_on_rebind "efa.ko waits out every teardown command's timeout after a function reset"
+	ktap_skip reset_under_users_recovers "efa.ko waits out every teardown command's timeout after a function reset and has no recovery"
+	ktap_skip reset_under_polling_users_recovers "efa.ko has no recovery"
 fi
 
-ktap_check driver_unloads unload_driver "$DRIVER"
+# braid.ko unloads under two processes in mid-traffic: unregistering the RDMA device disassociates
+# them (their mappings are zapped, their objects destroyed) without waiting for them to exit; they
+# are still running afterwards, on a device that is gone, and exit when killed.
+unload_under_users() {
+	pingpong_pair 1000000
+	timeout 30 rmmod braid || { echo "unload under users failed"; return 1; }
+	kill -0 "$client" && kill -0 "$server" || { echo "a pingpong exited at the unload"; return 1; }
+	kill -9 "$client" "$server"
+	wait "$client" "$server"
+	rdma link show | grep "$ib" && { echo "$ib still there"; return 1; }
+	return 0
+}
+if [ "$DRIVER" = braid ]; then
+	ktap_check_diag driver_unloads_under_users unload_under_users
+else
+	ktap_check driver_unloads unload_driver "$DRIVER"
+fi
 ktap_check no_kernel_splat no_splat_since_mark
 ktap_done
