@@ -30,7 +30,7 @@ use crate::com::{
     aenq::{group, Aenq, Event, HeadDoorbell},
     feature_command, reset,
 };
-use crate::kapi::ib::CqTable;
+use crate::kapi::{ib::CqTable, irq::Wakeup};
 use crate::regs::{DEV_STS, INTR_MASK, REG_PAGE_SIZE};
 
 /// `EFA_ADMIN_CREATE_QP`.
@@ -433,6 +433,8 @@ pub(crate) struct Events<'bound> {
     keep_alives: Atomic<u64>,
     /// The device reported a fatal error.
     fatal: Atomic<bool>,
+    /// Given at each interrupt, for a thread that waits for an admin completion.
+    admin_wakeup: Arc<Wakeup>,
 }
 
 impl Events<'_> {
@@ -469,6 +471,8 @@ impl<'bound> EventInterrupt<'bound> {
 
 impl Handler for EventInterrupt<'_> {
     fn handle(&self) -> IrqReturn {
+        // The vector is shared by events and admin completions; cheap to wake for nothing.
+        self.0.admin_wakeup.wake();
         self.0.poll();
         IrqReturn::Handled
     }
@@ -620,6 +624,7 @@ impl<'bound> EfaDevice<'bound> {
         let dma_dev: &'bound device::Device<Bound> = pdev.as_ref();
         let pdev: &'bound pci::Device = pdev;
         let (events_regs, reset_regs) = (regs.clone(), regs.clone());
+        let admin_wakeup = Arc::pin_init(Wakeup::new(), GFP_KERNEL)?;
         let events = Arc::pin_init(
             pin_init!(Events {
                 pdev,
@@ -627,6 +632,7 @@ impl<'bound> EfaDevice<'bound> {
                 aenq <- new_spinlock_irq!(up.aenq),
                 keep_alives: Atomic::new(0),
                 fatal: Atomic::new(false),
+                admin_wakeup,
             }),
             GFP_KERNEL,
         )?;
@@ -657,9 +663,12 @@ impl<'bound> EfaDevice<'bound> {
         Ok((events, attributes, eq_count, init))
     }
 
-    /// Lets the device raise the management vector, once a handler is on it, and takes the
-    /// events that came before.
+    /// Lets the device raise the management vector, once a handler is on it, takes the events
+    /// that came before, and has admin commands sleep until the interrupt of their completion.
     pub(crate) fn enable_interrupt(&self) {
+        self.admin
+            .lock()
+            .wake_with(self.events.admin_wakeup.clone());
         self.regs.write_reg(INTR_MASK::zeroed());
         self.events.poll();
     }

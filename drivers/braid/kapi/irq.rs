@@ -6,6 +6,8 @@
 //! so a driver cannot keep both in its device data. Here the allocation sits in an [`Arc`] that
 //! every [`Registration`] holds a reference to: the vectors are freed only after the last
 //! handler on them is.
+//!
+//! A [`Wakeup`] lets a handler wake a thread that sleeps until the device has answered.
 
 use core::{ffi::c_void, marker::PhantomPinned};
 
@@ -16,7 +18,11 @@ use kernel::{
     pci,
     prelude::*,
     sync::Arc,
+    time::Delta,
+    types::Opaque,
 };
+
+use crate::sys;
 
 /// A device's allocated interrupt vectors.
 pub(crate) struct Vectors<'bound>(pci::IrqVectorRegistration<'bound>);
@@ -120,4 +126,42 @@ unsafe extern "C" fn handle<H: Handler>(_irq: i32, cookie: *mut c_void) -> bindi
         IrqReturn::None => bindings::irqreturn::IRQ_NONE.0,
         IrqReturn::Handled => bindings::irqreturn::IRQ_HANDLED.0,
     })
+}
+
+/// A wakeup an interrupt handler gives a thread that sleeps until its device has answered
+/// (`struct completion`). Wakeups given while nobody sleeps are kept and make later sleeps return
+/// at once, so a sleeper checks what it waits for before and after each sleep.
+#[pin_data]
+pub(crate) struct Wakeup {
+    #[pin]
+    inner: Opaque<sys::completion>,
+}
+
+// SAFETY: a completion is meant to be woken and waited on from any thread.
+unsafe impl Send for Wakeup {}
+// SAFETY: as above; `complete` and the waits take their own lock.
+unsafe impl Sync for Wakeup {}
+
+impl Wakeup {
+    /// A wakeup with none given yet.
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self {
+            // SAFETY: `slot` is the final, pinned address of the completion.
+            inner <- Opaque::ffi_init(|slot: *mut sys::completion| unsafe {
+                sys::braid_init_completion(slot)
+            }),
+        })
+    }
+
+    /// Wakes one sleeper, or the next one to sleep; callable from any context.
+    pub(crate) fn wake(&self) {
+        // SAFETY: the completion is initialized and pinned.
+        unsafe { sys::complete(self.inner.get()) };
+    }
+
+    /// Sleeps (uninterruptibly) until a wakeup is given or `timeout` passes; whether one was.
+    pub(crate) fn sleep(&self, timeout: Delta) -> bool {
+        // SAFETY: the completion is initialized and pinned; the caller is a thread (it may sleep).
+        unsafe { sys::wait_for_completion_timeout(self.inner.get(), super::jiffies(timeout)) != 0 }
+    }
 }

@@ -14,3 +14,10 @@ pub(crate) mod netdev;
 pub(crate) mod pci;
 pub(crate) mod skb;
 pub(crate) mod work;
+
+use kernel::time::{msecs_to_jiffies, Delta, Jiffies};
+
+/// `d` in jiffies, rounded up as `msecs_to_jiffies` does (saturating past `u32::MAX` ms).
+pub(crate) fn jiffies(d: Delta) -> Jiffies {
+    msecs_to_jiffies(d.as_millis().try_into().unwrap_or(u32::MAX))
+}

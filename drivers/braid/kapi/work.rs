@@ -91,8 +91,7 @@ impl<T: Task> Periodic<T> {
     }
 
     fn arm(&self) {
-        let jiffies =
-            kernel::time::msecs_to_jiffies(self.period.as_millis().try_into().unwrap_or(u32::MAX));
+        let jiffies = super::jiffies(self.period);
         // SAFETY: the work item is initialized and pinned; drop cancels it before the memory
         // goes.
         unsafe { sys::braid_schedule_delayed_work(self.work.get(), jiffies) };

@@ -111,6 +111,8 @@ void braid_get_page(struct page *page);
 
 /* INIT_DELAYED_WORK(). */
 void braid_init_delayed_work(struct delayed_work *dwork, void (*func)(struct work_struct *));
+/* init_completion(): its wait queue's lock class is static in the macro. */
+void braid_init_completion(struct completion *x);
 /* schedule_delayed_work(): on the system workqueue. */
 bool braid_schedule_delayed_work(struct delayed_work *dwork, unsigned long delay);
 /* mod_delayed_work() on the system workqueue with no delay: run a queued or idle work now. */

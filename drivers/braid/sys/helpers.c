@@ -268,6 +268,11 @@ unsigned int braid_num_online_cpus(void)
 	return num_online_cpus();
 }
 
+void braid_init_completion(struct completion *x)
+{
+	init_completion(x);
+}
+
 void braid_init_delayed_work(struct delayed_work *dwork, void (*func)(struct work_struct *))
 {
 	INIT_DELAYED_WORK(dwork, func);
