@@ -3,7 +3,7 @@
 soft-RoCE (rxe) over virtio-net, side by side.
 
 Two guests (1 vCPU each) in one boot, each with one EFA function of the same card (the upstream efa
-driver, then braid.ko, in turn), one EFA function of a card of its own (two cards joined over SRD on loopback: every message
+driver and braid.ko in turn, efa.ko first in odd rounds, braid.ko first in even ones), one EFA function of a card of its own (two cards joined over SRD on loopback: every message
 crosses the SRD transport, docs/srd.md) and one virtio-net NIC joined to the other guest's by
 `-netdev dgram` over loopback UDP, with rdma_rxe on it (the baseline DESIGN.md measured). Guest 0 runs
 each tool against guest 1 over the four devices every round (bench/guest/rdma.sh): perftest ib_send_lat (2 B), ib_send_bw (4 KiB),
@@ -234,7 +234,8 @@ def verdict(res: dict[str, dict]) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3, help="rounds over all devices (default 3)")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="rounds over all devices (default 4: as many with efa.ko first as with braid.ko first)")
     ap.add_argument("--iters", type=int, default=1000, help="iterations of the latency runs (default 1000)")
     ap.add_argument("--bw-iters", type=int, default=1000,
                     help="iterations of the bandwidth runs (default 1000, perftest's own)")
@@ -263,7 +264,8 @@ def main() -> int:
         "rdma", "RDMA benchmark: the card's EFA function under efa.ko and braid.ko, vs rxe over virtio-net",
         f"Produced by `make bench` (`bench/rdma.py --rounds {args.rounds} --iters {args.iters} --bw-iters "
         f"{args.bw_iters}`) in {elapsed:.0f} s. Two guests of 1 vCPU and 1 GiB on one host (TCG), each with "
-        "one EFA function of the same card (the upstream efa driver, then braid.ko, in turn each round; stock "
+        "one EFA function of the same card (the upstream efa driver and braid.ko in turn, efa.ko first in odd "
+        "rounds and braid.ko first in even ones, so neither always runs right after the other; stock "
         "rdma-core, libfabric and perftest), "
         "one EFA function of a card of its own, the two cards joined over SRD on loopback (every message "
         "crosses the SRD transport: docs/srd.md), and one virtio-net NIC joined to the other guest's by "

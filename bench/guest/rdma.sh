@@ -2,8 +2,9 @@
 # Guest side of bench/rdma.py: two guests, each with one EFA function of the same card (under efa.ko,
 # then braid.ko), one EFA function of a card of its own (the two cards joined over SRD; efa.ko) and
 # one virtio-net NIC (QEMU's -netdev dgram between them) carrying soft-RoCE (rdma_rxe). Guest 1
-# serves, guest 0 measures; each round runs every tool over the four devices (efa, braid, efa2, rxe),
-# in turn, so drift on the host hits them alike. Before the tools of efa and braid, guest 0 measures
+# serves, guest 0 measures; each round runs every tool over the four devices in turn, so drift on
+# the host hits them alike, and odd rounds take efa before braid, even rounds braid before efa, so
+# neither driver always runs right after the other (an even number of rounds balances it). Before the tools of efa and braid, guest 0 measures
 # that driver's control path (verbs_rate.py) into <device>-ctl-<round>.out. Before each run the two guests meet at a barrier over virtio-net, guest 1
 # with its server already listening. Guest 0 writes each client's output to
 # /braid/scratch/results/<device>-<tool>-<round>.out (device efa, braid, efa2 or rxe); a run that failed leaves
@@ -96,7 +97,9 @@ TOOLS=${BENCH_TOOLS:-send_lat send_bw write_bw ud_pingpong fi_rdm}
 mkdir -p "$OUT"
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
-	for device in efa braid efa2 rxe; do
+	order="efa braid efa2 rxe"
+	[ $((r % 2)) -eq 0 ] && order="braid efa efa2 rxe"
+	for device in $order; do
 		case $device in
 		efa | braid)
 			use_driver "$device" || { log "cannot bind $first to $device"; exit 1; }
