@@ -15,11 +15,14 @@ use kernel::{
 
 use crate::{
     efa::function::EfaFunction,
-    ena::{netdev::EnaNet, EnaDevice},
+    ena::{
+        netdev::{EnaNet, MgmtInterrupt},
+        EnaDevice,
+    },
     kapi::{
         dma::set_dma_width,
-        irq::{self, Vectors},
-        netdev::{self, ServiceInterrupt},
+        irq::{self, Vectors, Wakeup},
+        netdev,
         pci::{DeviceExt, PcieType, WcBar},
     },
     regs::{self, CAPS, CONTROLLER_VERSION, VERSION},
@@ -102,7 +105,7 @@ pub(crate) struct Function<'bound> {
     pdev: &'bound pci::Device,
     kind: FunctionKind,
     /// The handler on an ENA function's management vector (events), freed first.
-    _admin_irq: Option<Pin<KBox<irq::Registration<'bound, ServiceInterrupt<EnaNet<'bound>>>>>>,
+    _admin_irq: Option<Pin<KBox<irq::Registration<'bound, MgmtInterrupt<'bound>>>>>,
     /// The network device of an ENA function, which owns the device protocol; unregistered
     /// next, which stops and resets the device.
     _net: Option<netdev::Registration<EnaNet<'bound>>>,
@@ -222,18 +225,20 @@ impl pci::Driver for BraidDriver {
                     },
                 );
                 let net = EnaNet::register(pdev, vectors.clone(), ena)?;
-                // Events wake the service task at once rather than at its next period.
+                // Events wake the service task at once rather than at its next period, and admin
+                // completions the thread waiting for them.
+                let wakeup = Arc::pin_init(Wakeup::new(), GFP_KERNEL)?;
                 let admin_irq = match net.service_interrupt() {
-                    Some(handler) => Some(irq::Registration::new(
+                    Some(service) => Some(irq::Registration::new(
                         &vectors,
                         0,
                         c"braid-ena-mgmnt",
-                        handler,
+                        MgmtInterrupt::new(service, wakeup.clone()),
                     )?),
                     None => None,
                 };
                 if admin_irq.is_some() {
-                    net.device().data().enable_admin_interrupt();
+                    net.device().data().enable_admin_interrupt(wakeup);
                 }
                 dev_info!(
                     pdev,

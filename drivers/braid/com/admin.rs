@@ -153,8 +153,10 @@ impl AdminQueue {
 
     /// Tells the device where the rings are; the device starts both at index 0. The completion
     /// ring is cleared first: completions of an earlier first pass would show the phase the
-    /// device's new ones will.
+    /// device's new ones will. Commands poll again until [`Self::wake_with`]: a (re)started device
+    /// raises no interrupt before it is unmasked.
     pub(crate) fn program(&mut self, regs: &pci::Bar<'_, REG_PAGE_SIZE>) {
+        self.wakeup = None;
         clear(&self.cq);
         let (sq, cq) = (self.sq.dma_address(), self.cq.dma_address());
         regs.write_reg(AQ_BASE_LO::zeroed().with_value(sq as u32));

@@ -31,7 +31,7 @@ use crate::com::{
     aenq::{group, Aenq, Event, HeadDoorbell},
     feature_command, reset,
 };
-use crate::kapi::pci::WcBar;
+use crate::kapi::{irq::Wakeup, pci::WcBar};
 use crate::regs::{DEV_STS, INTR_MASK, REG_PAGE_SIZE};
 
 /// `ENA_ADMIN_GET_FEATURE`.
@@ -163,8 +163,9 @@ pub(crate) struct EnaDevice<'bound> {
     llq_bar: Option<Arc<WcBar<'bound>>>,
     /// The LLQ mode agreed with the device; `None`: transmit descriptors stay in host memory.
     pub(crate) llq: Option<LlqLayout>,
-    /// Whether the device raises the management vector for events (and admin completions).
-    admin_interrupt: bool,
+    /// Given by the handler of the management vector, once the device raises it for events and
+    /// admin completions.
+    admin_wakeup: Option<Arc<Wakeup>>,
 }
 
 /// What [`EnaDevice::bring_up`] learned and set up.
@@ -202,7 +203,7 @@ impl<'bound> EnaDevice<'bound> {
                 link_up: up.link_up,
                 llq_bar,
                 llq: up.llq,
-                admin_interrupt: false,
+                admin_wakeup: None,
             }),
             Err(err) => {
                 // The device may still write to the rings (a late completion, an event): stop
@@ -264,9 +265,11 @@ impl<'bound> EnaDevice<'bound> {
     }
 
     /// Lets the device raise the management vector (0) for events and admin completions, once
-    /// a handler is on it; commands still poll for their completions. Kept across resets.
-    pub(crate) fn enable_admin_interrupt(&mut self) {
-        self.admin_interrupt = true;
+    /// a handler that gives `wakeup` is on it; commands then sleep until their completion's
+    /// interrupt. Kept across resets.
+    pub(crate) fn enable_admin_interrupt(&mut self, wakeup: Arc<Wakeup>) {
+        self.admin.wake_with(wakeup.clone());
+        self.admin_wakeup = Some(wakeup);
         self.regs.write_reg(INTR_MASK::zeroed());
     }
 
@@ -322,8 +325,8 @@ impl<'bound> EnaDevice<'bound> {
         self.event_groups = up.event_groups;
         self.link_up = up.link_up;
         self.llq = up.llq;
-        if self.admin_interrupt {
-            self.enable_admin_interrupt();
+        if let Some(wakeup) = self.admin_wakeup.clone() {
+            self.enable_admin_interrupt(wakeup);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use core::num::{NonZeroU32, NonZeroU64};
 use kernel::{
     device::{Bound, Core},
     io::Io,
+    irq::{Handler, IrqReturn},
     new_mutex, new_spinlock_irq, pci,
     prelude::*,
     sync::{
@@ -30,9 +31,12 @@ use super::{
 use crate::com::aenq::{group, Event};
 use crate::kapi::{
     ethtool::{Channels, Coalesce, Rings, RssSizes, Stats},
-    irq::{self, Vectors},
+    irq::{self, Vectors, Wakeup},
     napi::{Context, Napi, Poll, Scheduler},
-    netdev::{self, features, online_cpus, with_rtnl, Config, Device, Operations, Stats64, Xmit},
+    netdev::{
+        self, features, online_cpus, with_rtnl, Config, Device, Operations, ServiceInterrupt,
+        Stats64, Xmit,
+    },
     pci::DeviceExt,
     skb::{SkBuff, TxSkb},
 };
@@ -310,9 +314,10 @@ impl<'bound> EnaNet<'bound> {
         self.queues
     }
 
-    /// Has the device signal events on the management vector, which a handler now serves.
-    pub(crate) fn enable_admin_interrupt(&self) {
-        self.control.lock().device.enable_admin_interrupt();
+    /// Has the device signal events and admin completions on the management vector, which a
+    /// handler that gives `wakeup` now serves.
+    pub(crate) fn enable_admin_interrupt(&self, wakeup: Arc<Wakeup>) {
+        self.control.lock().device.enable_admin_interrupt(wakeup);
     }
 
     /// Creates every queue pair's rings, device queues, NAPI context and interrupt, recording
@@ -1075,5 +1080,26 @@ impl<'bound> Poll for QueuePoll<'bound> {
             stats.unmask.add(1, Relaxed);
         }
         work
+    }
+}
+
+/// The handler of the management vector (0): wakes a thread waiting for an admin completion, and
+/// runs the service task at once for the events.
+pub(crate) struct MgmtInterrupt<'bound> {
+    service: ServiceInterrupt<EnaNet<'bound>>,
+    admin: Arc<Wakeup>,
+}
+
+impl<'bound> MgmtInterrupt<'bound> {
+    /// The handler that runs `service` and gives `admin`.
+    pub(crate) fn new(service: ServiceInterrupt<EnaNet<'bound>>, admin: Arc<Wakeup>) -> Self {
+        Self { service, admin }
+    }
+}
+
+impl Handler for MgmtInterrupt<'_> {
+    fn handle(&self) -> IrqReturn {
+        self.admin.wake();
+        self.service.handle()
     }
 }
