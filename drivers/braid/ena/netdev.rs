@@ -30,6 +30,7 @@ use super::{
 };
 use crate::com::aenq::{group, Event};
 use crate::kapi::{
+    dim::Dim,
     ethtool::{Channels, Coalesce, Rings, RssSizes, Stats},
     irq::{self, Vectors, Wakeup},
     napi::{Context, Napi, Poll, Scheduler},
@@ -209,6 +210,9 @@ pub(crate) struct EnaNet<'bound> {
     /// Interrupt delays in device units (`ethtool -C rx-usecs/tx-usecs`).
     rx_delay: Atomic<u32>,
     tx_delay: Atomic<u32>,
+    /// Whether the receive delay adapts to the traffic (DIM), as ena.ko has it by default on a
+    /// device that moderates; `rx_delay` then waits for the adaptation to be turned off.
+    adaptive_rx: Atomic<bool>,
     /// Whether the receive CQs take braid's combined head-and-unmask doorbell.
     combined: bool,
     #[pin]
@@ -299,6 +303,7 @@ impl<'bound> EnaNet<'bound> {
                 delay_resolution,
                 rx_delay: Atomic::new(0),
                 tx_delay: Atomic::new(0),
+                adaptive_rx: Atomic::new(delay_resolution.is_some()),
                 tx,
                 stats,
                 device_rx_drops: Atomic::new(0),
@@ -360,6 +365,7 @@ impl<'bound> EnaNet<'bound> {
             let poll = QueuePoll {
                 qid: q,
                 rx_cq: cq,
+                dim: KBox::pin_init(Dim::new(), GFP_KERNEL)?,
                 _rx: core::marker::PhantomData,
             };
             let napi = Arc::pin_init(Napi::new(dev, poll, rx), GFP_KERNEL)?;
@@ -743,6 +749,7 @@ impl<'bound> Operations for EnaNet<'bound> {
         let this = dev.data();
         let unit = this.delay_resolution?;
         Some(Coalesce {
+            adaptive_rx: this.adaptive_rx.load(Relaxed),
             rx_usecs: this.rx_delay.load(Relaxed).saturating_mul(unit.get()),
             tx_usecs: this.tx_delay.load(Relaxed).saturating_mul(unit.get()),
         })
@@ -763,6 +770,7 @@ impl<'bound> Operations for EnaNet<'bound> {
         // The next poll's unmask write carries them.
         this.rx_delay.store(rx, Relaxed);
         this.tx_delay.store(tx, Relaxed);
+        this.adaptive_rx.store(c.adaptive_rx, Relaxed);
         Ok(())
     }
 
@@ -949,6 +957,8 @@ fn tx_offload(skb: &SkBuff) -> TxOffload {
 pub(crate) struct QueuePoll<'bound> {
     qid: u16,
     rx_cq: Cq,
+    /// The receive delay's adaptation to the traffic.
+    dim: Pin<KBox<Dim>>,
     // The receive ring is the context's state; the transmit ring is in `EnaNet::tx`.
     _rx: core::marker::PhantomData<&'bound ()>,
 }
@@ -978,12 +988,16 @@ impl<'bound> QueuePoll<'bound> {
         ctx.gro_receive(skb);
     }
 
-    /// Ends a poll with one write: the receive CQ's head, its interrupt delay and the vector's
-    /// unmask on the combined doorbell; the unmask register (both directions' delays) on a
-    /// device without it, or when a TX delay is set, which the combined doorbell of a receive CQ
-    /// does not carry.
+    /// Ends a poll with one write: the receive CQ's head, its interrupt delay (DIM's, when it
+    /// adapts) and the vector's unmask on the combined doorbell; the unmask register (both
+    /// directions' delays) on a device without it, or when a TX delay is set, which the combined
+    /// doorbell of a receive CQ does not carry.
     fn unmask(&self, this: &EnaNet<'_>, head: u16) {
-        let (rx, tx) = (this.rx_delay.load(Relaxed), this.tx_delay.load(Relaxed));
+        let rx = match this.delay_resolution {
+            Some(unit) if this.adaptive_rx.load(Relaxed) => self.dim.usecs() / unit,
+            _ => this.rx_delay.load(Relaxed),
+        };
+        let tx = this.tx_delay.load(Relaxed);
         let (value, offset) = match self.rx_cq.head_doorbell {
             Some(db) if self.rx_cq.combined && tx == 0 => (
                 u32::from(head)
@@ -1073,6 +1087,11 @@ impl<'bound> Poll for QueuePoll<'bound> {
         }
         if rx.unposted() > 0 {
             rx.refill(&this.regs);
+        }
+        // As ena.ko: DIM sees the polls that received something.
+        if work > 0 && this.adaptive_rx.load(Relaxed) {
+            self.dim
+                .sample(stats.rx_packets.load(Relaxed), stats.rx_bytes.load(Relaxed));
         }
         if work < budget && ctx.complete_done(work) {
             stats.napi_complete.add(1, Relaxed);

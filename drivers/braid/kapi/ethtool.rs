@@ -91,6 +91,8 @@ pub(crate) struct Channels {
 /// Interrupt moderation (`ethtool -c/-C`: rx-usecs and tx-usecs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Coalesce {
+    /// Whether the receive delay adapts to the traffic (DIM); `rx_usecs` is kept for when not.
+    pub(crate) adaptive_rx: bool,
     /// Receive interrupt delay in µs.
     pub(crate) rx_usecs: u32,
     /// Transmit interrupt delay in µs.
@@ -110,14 +112,15 @@ pub(crate) struct RssSizes {
 const RSS_HASH_NO_CHANGE: u8 = 0;
 const RSS_HASH_TOP: u8 = 1 << 0;
 
-/// `ETHTOOL_COALESCE_RX_USECS | ETHTOOL_COALESCE_TX_USECS`: the moderation parameters a device
-/// with [`Coalesce`] takes (ethtool refuses the others before the driver sees them).
-const COALESCE_USECS: u32 = (1 << 0) | (1 << 4);
+/// `ETHTOOL_COALESCE_RX_USECS | ETHTOOL_COALESCE_TX_USECS | ETHTOOL_COALESCE_USE_ADAPTIVE_RX`:
+/// the moderation parameters a device with [`Coalesce`] takes (ethtool refuses the others before
+/// the driver sees them).
+const COALESCE_PARAMS: u32 = (1 << 0) | (1 << 4) | (1 << 9);
 
 /// The ethtool callbacks of a device whose driver data is `T`.
 pub(crate) fn ops<T: Operations>() -> sys::ethtool_ops {
     sys::ethtool_ops {
-        supported_coalesce_params: COALESCE_USECS,
+        supported_coalesce_params: COALESCE_PARAMS,
         get_drvinfo: Some(get_drvinfo_callback::<T>),
         get_link: Some(sys::ethtool_op_get_link),
         get_sset_count: Some(get_sset_count_callback::<T>),
@@ -217,6 +220,7 @@ unsafe extern "C" fn get_coalesce_callback<T: Operations>(
     let (dev, ec) = unsafe { (Device::<T>::from_raw(dev), &mut *ec) };
     match T::coalesce(dev) {
         Some(c) => {
+            ec.use_adaptive_rx_coalesce = c.adaptive_rx.into();
             ec.rx_coalesce_usecs = c.rx_usecs;
             ec.tx_coalesce_usecs = c.tx_usecs;
             0
@@ -237,6 +241,7 @@ unsafe extern "C" fn set_coalesce_callback<T: Operations>(
     // SAFETY: as for `get_coalesce_callback`.
     let (dev, ec) = unsafe { (Device::<T>::from_raw(dev), &*ec) };
     let c = Coalesce {
+        adaptive_rx: ec.use_adaptive_rx_coalesce != 0,
         rx_usecs: ec.rx_coalesce_usecs,
         tx_usecs: ec.tx_coalesce_usecs,
     };

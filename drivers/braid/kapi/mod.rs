@@ -5,6 +5,7 @@
 //! Written to upstream's conventions (`// SAFETY:` arguments, `# Invariants`), so that each file
 //! could be proposed for `rust/kernel/`. All of braid.ko's `unsafe` lives here and in [`crate::sys`].
 
+pub(crate) mod dim;
 pub(crate) mod dma;
 pub(crate) mod ethtool;
 pub(crate) mod ib;

@@ -6,6 +6,7 @@
 #ifndef BRAID_SYS_H
 #define BRAID_SYS_H
 
+#include <linux/dim.h>
 #include <linux/dma-mapping.h>
 #include <linux/etherdevice.h>
 #include <linux/if_vlan.h>
@@ -111,6 +112,10 @@ void braid_get_page(struct page *page);
 
 /* INIT_DELAYED_WORK(). */
 void braid_init_delayed_work(struct delayed_work *dwork, void (*func)(struct work_struct *));
+/* INIT_WORK() on a struct dim's work item. */
+void braid_init_dim_work(struct dim *dim, void (*func)(struct work_struct *));
+/* dim_update_sample(). */
+void braid_dim_update_sample(u16 event_ctr, u64 packets, u64 bytes, struct dim_sample *s);
 /* init_completion(): its wait queue's lock class is static in the macro. */
 void braid_init_completion(struct completion *x);
 /* schedule_delayed_work(): on the system workqueue. */

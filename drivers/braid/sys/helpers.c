@@ -268,6 +268,16 @@ unsigned int braid_num_online_cpus(void)
 	return num_online_cpus();
 }
 
+void braid_init_dim_work(struct dim *dim, void (*func)(struct work_struct *))
+{
+	INIT_WORK(&dim->work, func);
+}
+
+void braid_dim_update_sample(u16 event_ctr, u64 packets, u64 bytes, struct dim_sample *s)
+{
+	dim_update_sample(event_ctr, packets, bytes, s);
+}
+
 void braid_init_completion(struct completion *x)
 {
 	init_completion(x);
