@@ -118,8 +118,8 @@ stats() {
 ktap_check_diag stats_move_with_traffic stats
 
 # -c/-C: the card reports a 1 us moderation resolution, so any microsecond count reads back as set.
-# ena.ko also moderates adaptively; braid.ko does not (ethtool shows n/a), and refuses a delay its
-# doorbell's 14-bit field cannot carry.
+# Both drivers also moderate receive interrupts adaptively (DIM), on by default; a driver without it
+# shows n/a. braid.ko refuses a delay its doorbell's 14-bit field cannot carry.
 coalesce() {
 	case $(adaptive_rx) in
 	on | off) ;;
@@ -134,10 +134,15 @@ coalesce() {
 		return
 		;;
 	esac
+	echo "adaptive-rx $(adaptive_rx) after probe"
+	[ "$(adaptive_rx)" = on ] || return 1
 	ethtool -C "$NET_IF" adaptive-rx off rx-usecs 37 tx-usecs 101 || return 1
 	a=$(adaptive_rx) rx=$(coal_of rx-usecs) tx=$(coal_of tx-usecs)
 	echo "adaptive-rx $a rx-usecs $rx tx-usecs $tx"
 	[ "$a" = off ] && [ "$rx" = 37 ] && [ "$tx" = 101 ] || { echo "expected off, 37, 101"; return 1; }
+	if [ "$NET_DRIVER" = braid ]; then
+		! ethtool -C "$NET_IF" rx-usecs 20000 2>/dev/null || { echo "rx-usecs 20000 taken"; return 1; }
+	fi
 	flows || return 1
 	ethtool -C "$NET_IF" adaptive-rx on rx-usecs 0 tx-usecs 64 || return 1
 	a=$(adaptive_rx) rx=$(coal_of rx-usecs) tx=$(coal_of tx-usecs)
