@@ -1088,12 +1088,13 @@ impl<'bound> Poll for QueuePoll<'bound> {
         if rx.unposted() > 0 {
             rx.refill(&this.regs);
         }
-        // As ena.ko: DIM sees the polls that received something.
-        if work > 0 && this.adaptive_rx.load(Relaxed) {
-            self.dim
-                .sample(stats.rx_packets.load(Relaxed), stats.rx_bytes.load(Relaxed));
-        }
+        self.dim.received(work);
         if work < budget && ctx.complete_done(work) {
+            // As ena.ko: one DIM event per interrupt that received something.
+            if this.adaptive_rx.load(Relaxed) {
+                self.dim
+                    .sample(stats.rx_packets.load(Relaxed), stats.rx_bytes.load(Relaxed));
+            }
             stats.napi_complete.add(1, Relaxed);
             self.unmask(this, rx.cq_head());
             stats.unmask.add(1, Relaxed);

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Dynamic interrupt moderation of a receive queue (`lib/dim`, `struct dim`), as ena.ko and most
-//! NIC drivers use it: the queue's NAPI poll feeds [`Dim::sample`] its running packet and byte
-//! counts; when DIM settles on a new profile it runs its work item, which here reads the delay of
+//! NIC drivers use it: the queue's NAPI polls count what they received ([`Dim::received`]), and
+//! the poll that completes and unmasks feeds [`Dim::sample`] the queue's running packet and byte
+//! counts, one event per interrupt, if anything was received since the last; when DIM settles on a new profile it runs its work item, which here reads the delay of
 //! that profile from the kernel's receive table (`net_dim_get_rx_moderation`, periods counted from
 //! the event, as ena.ko asks) for the next unmask to carry ([`Dim::usecs`]).
 
@@ -32,6 +33,8 @@ pub(crate) struct Dim {
     usecs: Atomic<u32>,
     /// Samples given (DIM's event counter, which it reads modulo 2^16).
     events: Atomic<u32>,
+    /// Packets received since the last sample.
+    pending: Atomic<u32>,
     #[pin]
     _pin: PhantomPinned,
 }
@@ -55,13 +58,22 @@ impl Dim {
             }),
             usecs: Atomic::new(0),
             events: Atomic::new(0),
+            pending: Atomic::new(0),
             _pin: PhantomPinned,
         })
     }
 
-    /// Feeds DIM the queue's running counts after a poll that received something; from the
-    /// queue's NAPI poll only.
+    /// Counts `packets` received by one poll.
+    pub(crate) fn received(&self, packets: u32) {
+        self.pending.fetch_add(packets, Relaxed);
+    }
+
+    /// Feeds DIM the queue's running counts at the end of an interrupt's polling, if anything
+    /// was received since the last sample (as ena.ko does); from the queue's NAPI poll only.
     pub(crate) fn sample(&self, packets: u64, bytes: u64) {
+        if self.pending.xchg(0, Relaxed) == 0 {
+            return;
+        }
         let events = self.events.fetch_add(1, Relaxed).wrapping_add(1);
         let mut sample = MaybeUninit::<sys::dim_sample>::uninit();
         // SAFETY: `sample` is valid for writes and the helper initializes every field; `dim` is
