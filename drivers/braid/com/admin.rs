@@ -92,7 +92,7 @@ fn status_error(status: u32) -> Error {
 }
 
 /// The phase bit of free-running index `index` in a ring of `depth`: set on the first pass (the
-/// admin rings and the AENQ alike).
+/// admin rings, the AENQ and EFA's event queues alike).
 pub(crate) fn phase(index: u16, depth: u16) -> bool {
     (index / depth) % 2 == 0
 }

@@ -23,7 +23,7 @@ use kernel::{
 use core::num::NonZeroU16;
 
 use super::{regs::EQ_DB, Regs, CREATE_EQ};
-use crate::com::admin::{put_u64, AdminQueue, Entry};
+use crate::com::admin::{phase, put_u64, AdminQueue, Entry};
 use crate::kapi::ib::CqTable;
 
 /// An event: `common` (phase bit 0, type 8:1), reserved, then the event's data.
@@ -106,8 +106,7 @@ impl<'bound> Eq<'bound> {
         loop {
             let slot = usize::from(ring.head % self.depth);
             let common: u32 = io_read!(ring.entries, [panic: slot][build: 0]);
-            // The phase bit is set on the first pass over the ring, clear on the second.
-            if (common & 1 != 0) != ((ring.head / self.depth) % 2 == 0) {
+            if (common & 1 != 0) != phase(ring.head, self.depth.get()) {
                 break;
             }
             // The phase is written last: read the event after it.
