@@ -14,6 +14,7 @@ use kernel::{
     pci,
     prelude::*,
     sync::barrier::{dma_mb, Read},
+    time::Delta,
 };
 
 use super::admin::{phase, Entry, ENTRY_SIZE};
@@ -21,6 +22,10 @@ use crate::regs::{AENQ_BASE_HI, AENQ_BASE_LO, AENQ_CAPS, AENQ_HEAD_DB, REG_PAGE_
 
 /// Events in the ring.
 const DEPTH: u16 = 16;
+
+/// Silence after which a device that sends keep-alives counts as dead (the card's hint, and
+/// ena.ko's default: 6 s; the card sends one a second), on either function.
+pub(crate) const KEEP_ALIVE_TIMEOUT: Delta = Delta::from_millis(6000);
 
 /// `enum ena_admin_aenq_group` (EFA's numbers the same groups alike and has no link change), as
 /// bits for AENQ_CONFIG.

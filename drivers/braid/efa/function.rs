@@ -26,6 +26,7 @@ use kernel::{
 
 use super::{eq::EqInterrupt, verbs::EfaIb, EfaDevice, EventInterrupt, Regs};
 use crate::{
+    com::aenq::KEEP_ALIVE_TIMEOUT,
     efa_abi,
     kapi::{
         ib,
@@ -37,9 +38,6 @@ use crate::{
 
 /// How often the service looks at the device.
 const SERVICE_PERIOD: Delta = Delta::from_millis(1000);
-/// Silence after which a device that sends keep-alives (the card: one a second) is given up on;
-/// the ENA function's watchdog waits as long.
-const KEEP_ALIVE_TIMEOUT: Delta = Delta::from_millis(6000);
 
 /// A working RDMA device and the handlers of its vectors, dropped in the order of the fields.
 struct Live<'bound> {

@@ -28,7 +28,7 @@ use super::{
     tx::{TxOffload, TxRing},
     EnaDevice, Offloads, Regs, RSS_KEY_LEN, RSS_TABLE_MAX, SRD_INFO_NAMES,
 };
-use crate::com::aenq::{group, Event};
+use crate::com::aenq::{group, Event, KEEP_ALIVE_TIMEOUT};
 use crate::kapi::{
     dim::Dim,
     ethtool::{Channels, Coalesce, Rings, RssSizes, Stats},
@@ -58,8 +58,6 @@ const CAP_COMBINED_DOORBELL: u32 = 1 << 31;
 const WATCHDOG_JIFFIES: i32 = 5 * 1000;
 /// How often the service task takes the device's events and checks its health.
 const SERVICE_PERIOD: Delta = Delta::from_millis(1000);
-/// Silence after which the device counts as dead (the card's hint: 6 s).
-const KEEP_ALIVE_TIMEOUT: Delta = Delta::from_millis(6000);
 
 /// Declares a set of event counters with their `ethtool -S` names.
 macro_rules! counters {
