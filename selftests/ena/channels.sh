@@ -4,7 +4,8 @@
 # card's switch. The upstream ena driver (BRAID_NET_DRIVER selects another) gets two channels (one
 # per CPU); 16 TCP flows spread over both RX queues by the card's Toeplitz hash and indirection
 # table; then `ethtool -L` takes each side to one channel and back while an iperf3 stream runs,
-# which must survive and keep carrying data. No reset, no splat.
+# which must survive and keep carrying data. The MAC address changes while up (where the driver
+# allows it). No reset, no splat.
 . /braid/src/selftests/lib/ktap.sh
 . /braid/src/selftests/lib/guest.sh
 . /braid/src/selftests/lib/braid.sh
@@ -21,7 +22,7 @@ set -- $(pci_devices_of ena)
 	exit "$KSFT_SKIP"
 }
 DEV_A=$1 DEV_B=$2
-ktap_plan 7
+ktap_plan 8
 dmesg_mark
 
 inns() { ip netns exec "$NS" "$@"; }
@@ -109,6 +110,34 @@ after() {
 	spread
 }
 ktap_check_diag rss_spreads_again_after_the_changes after
+
+# The MAC address of the up interface changes and comes back, each time announced by a gratuitous
+# ARP (arp_notify): the peer's neighbour entry takes the address, and the peer's answers to pings,
+# sent to it, arrive (the card's switch learns it from the frames sent; a frame to an address the
+# interface no longer has is dropped by the stack). `ethtool -P` keeps the device's address.
+# braid.ko allows the change (IFF_LIVE_ADDR_CHANGE); ena.ko has no ndo_set_mac_address: the
+# change is refused and the address stays.
+mac_of() { cat "/sys/class/net/$IF_A/address"; }
+peer_sees() { # MAC: the peer's neighbour entry for us holds MAC, within 5 s
+	t=0
+	until inns ip neigh show "$A_ADDR" dev "$IF_B" | grep -q "lladdr $1"; do
+		t=$((t + 1)); [ $t -lt 25 ] || { inns ip neigh show dev "$IF_B"; return 1; }; sleep 0.2
+	done
+}
+change_to() { # MAC
+	ip link set dev "$IF_A" address "$1" && [ "$(mac_of)" = "$1" ] && peer_sees "$1" &&
+		ping -c 3 -W 2 "$B_ADDR" >/dev/null || { echo "$IF_A at $1: no answers from the peer"; return 1; }
+}
+mac_change() {
+	perm=$(mac_of)
+	sysctl -qw "net.ipv4.conf.$IF_A.arp_notify=1"
+	if [ "$NET_DRIVER" = ena ]; then
+		! ip link set dev "$IF_A" address 02:00:00:00:be:ef && [ "$(mac_of)" = "$perm" ]
+		return
+	fi
+	change_to 02:00:00:00:be:ef && ethtool -P "$IF_A" | grep -q "$perm" && change_to "$perm"
+}
+ktap_check_diag mac_address_change_while_up mac_change
 
 # The channel changes restart the interfaces, so ena's interface_up/down counters move: only its
 # reset and watchdog lines (net.sh's RESET_RE) count here.

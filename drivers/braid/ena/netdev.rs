@@ -273,6 +273,9 @@ impl<'bound> EnaNet<'bound> {
             tx_queues: queues.into(),
             rx_queues: queues.into(),
             mac: &attributes.mac,
+            // The device filters no address (it receives whatever the card's switch sends it),
+            // and the switch learns addresses from the frames sent: another address works at once.
+            live_mac_change: true,
             max_mtu: attributes.max_mtu,
             features: net_features(&offloads),
             watchdog_timeo: WATCHDOG_JIFFIES,

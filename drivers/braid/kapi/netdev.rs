@@ -258,6 +258,10 @@ pub(crate) struct Config<'a> {
     pub(crate) rx_queues: u32,
     /// Permanent MAC address.
     pub(crate) mac: &'a [u8; 6],
+    /// Whether the stack may change the address (`ip link set address`), even while the
+    /// interface is up (`IFF_LIVE_ADDR_CHANGE`): for a device that has nothing to program, as it
+    /// filters no address and learns none. Otherwise a change fails with `EOPNOTSUPP`.
+    pub(crate) live_mac_change: bool,
     /// Largest MTU.
     pub(crate) max_mtu: u32,
     /// `NETIF_F_*` bits the device can do (and does from the start).
@@ -370,6 +374,8 @@ impl<T: Operations> Registration<T> {
                 ndo_get_stats64: Some(get_stats64_callback::<T>),
                 ndo_change_mtu: Some(change_mtu_callback::<T>),
                 ndo_validate_addr: Some(sys::eth_validate_addr),
+                // `eth_mac_addr` checks the address and whether the device may change it now.
+                ndo_set_mac_address: config.live_mac_change.then_some(sys::eth_mac_addr),
                 ndo_tx_timeout: Some(tx_timeout_callback::<T>),
                 ..Default::default()
             },
@@ -388,6 +394,9 @@ impl<T: Operations> Registration<T> {
             const { assert!(core::mem::align_of::<T>() <= 32) };
             sys::braid_netdev_set_parent(raw, raw_device(parent));
             sys::braid_eth_hw_addr_set(raw, config.mac.as_ptr());
+            if config.live_mac_change {
+                sys::braid_netdev_allow_live_addr_change(raw);
+            }
             (*raw).netdev_ops = &*ops;
             (*raw).ethtool_ops = &*ethtool;
             (*raw).min_mtu = ETH_MIN_MTU;

@@ -49,6 +49,8 @@ void *braid_netdev_priv(const struct net_device *dev);
 /* SET_NETDEV_DEV(). */
 void braid_netdev_set_parent(struct net_device *dev, struct device *parent);
 void braid_eth_hw_addr_set(struct net_device *dev, const u8 *addr);
+/* dev->priv_flags |= IFF_LIVE_ADDR_CHANGE (a bit field of an enum). */
+void braid_netdev_allow_live_addr_change(struct net_device *dev);
 /* dev_name() of the device's parent (its bus address). */
 const char *braid_netdev_parent_name(const struct net_device *dev);
 void braid_netif_tx_wake_all_queues(struct net_device *dev);

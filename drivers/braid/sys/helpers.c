@@ -56,6 +56,11 @@ void braid_eth_hw_addr_set(struct net_device *dev, const u8 *addr)
 	eth_hw_addr_set(dev, addr);
 }
 
+void braid_netdev_allow_live_addr_change(struct net_device *dev)
+{
+	dev->priv_flags |= IFF_LIVE_ADDR_CHANGE;
+}
+
 const char *braid_netdev_parent_name(const struct net_device *dev)
 {
 	return dev->dev.parent ? dev_name(dev->dev.parent) : "";
