@@ -118,8 +118,9 @@ stats() {
 ktap_check_diag stats_move_with_traffic stats
 
 # -c/-C: the card reports a 1 us moderation resolution, so any microsecond count reads back as set.
-# Both drivers also moderate receive interrupts adaptively (DIM), on by default; a driver without it
-# shows n/a. braid.ko refuses a delay its doorbell's 14-bit field cannot carry.
+# Both drivers also moderate receive interrupts adaptively (DIM), on by default, and start with
+# ena.ko's fixed delays (rx 20 us, used with DIM off; tx 64 us); a driver without it shows n/a.
+# braid.ko refuses a delay its doorbell's 14-bit field cannot carry.
 coalesce() {
 	case $(adaptive_rx) in
 	on | off) ;;
@@ -134,8 +135,11 @@ coalesce() {
 		return
 		;;
 	esac
-	echo "adaptive-rx $(adaptive_rx) after probe"
+	rx=$(coal_of rx-usecs) tx=$(coal_of tx-usecs)
+	echo "adaptive-rx $(adaptive_rx) rx-usecs $rx tx-usecs $tx after probe"
 	[ "$(adaptive_rx)" = on ] || return 1
+	# ena.ko's defaults (ENA_INTR_INITIAL_RX/TX_INTERVAL_USECS), on both drivers.
+	[ "$rx" = 20 ] && [ "$tx" = 64 ] || { echo "expected rx-usecs 20, tx-usecs 64"; return 1; }
 	ethtool -C "$NET_IF" adaptive-rx off rx-usecs 37 tx-usecs 101 || return 1
 	a=$(adaptive_rx) rx=$(coal_of rx-usecs) tx=$(coal_of tx-usecs)
 	echo "adaptive-rx $a rx-usecs $rx tx-usecs $tx"

@@ -52,6 +52,12 @@ pub(crate) const MIN_DEPTH: u16 = 256;
 /// register.
 const MAX_RX_DELAY_COMBINED: u32 = 0x3fff;
 const MAX_DELAY: u32 = 0x7fff;
+/// [`QueuePoll::tx_delay_held`] before the first unmask: no delay the device could hold.
+const TX_DELAY_UNKNOWN: u32 = u32::MAX;
+/// Interrupt delays until `ethtool -C` says otherwise, in µs: ena.ko's (the receive one applies
+/// while DIM is off).
+const DEFAULT_RX_DELAY_USECS: u32 = 20;
+const DEFAULT_TX_DELAY_USECS: u32 = 64;
 /// `ENA_ADMIN_*` capability bit 31: braid's combined CQ doorbell (docs/card.md).
 const CAP_COMBINED_DOORBELL: u32 = 1 << 31;
 /// Transmit watchdog: 5 s, as the card's hint (in jiffies at HZ=1000 or less, at least 5 s).
@@ -302,8 +308,8 @@ impl<'bound> EnaNet<'bound> {
                 }),
                 channels: Atomic::new(shape.channels.into()),
                 delay_resolution,
-                rx_delay: Atomic::new(0),
-                tx_delay: Atomic::new(0),
+                rx_delay: Atomic::new(delay_resolution.map_or(0, |u| DEFAULT_RX_DELAY_USECS / u)),
+                tx_delay: Atomic::new(delay_resolution.map_or(0, |u| DEFAULT_TX_DELAY_USECS / u)),
                 adaptive_rx: Atomic::new(delay_resolution.is_some()),
                 tx,
                 stats,
@@ -367,6 +373,7 @@ impl<'bound> EnaNet<'bound> {
                 qid: q,
                 rx_cq: cq,
                 dim: KBox::pin_init(Dim::new(), GFP_KERNEL)?,
+                tx_delay_held: Atomic::new(TX_DELAY_UNKNOWN),
                 _rx: core::marker::PhantomData,
             };
             let napi = Arc::pin_init(Napi::new(dev, poll, rx), GFP_KERNEL)?;
@@ -960,6 +967,9 @@ pub(crate) struct QueuePoll<'bound> {
     rx_cq: Cq,
     /// The receive delay's adaptation to the traffic.
     dim: Pin<KBox<Dim>>,
+    /// The TX delay the device holds for the vector: the one of the last unmask-register write,
+    /// which the combined doorbell of the receive CQ leaves as it is.
+    tx_delay_held: Atomic<u32>,
     // The receive ring is the context's state; the transmit ring is in `EnaNet::tx`.
     _rx: core::marker::PhantomData<&'bound ()>,
 }
@@ -990,26 +1000,31 @@ impl<'bound> QueuePoll<'bound> {
     }
 
     /// Ends a poll with one write: the receive CQ's head, its interrupt delay (DIM's, when it
-    /// adapts) and the vector's unmask on the combined doorbell; the unmask register (both
-    /// directions' delays) on a device without it, or when a TX delay is set, which the combined
-    /// doorbell of a receive CQ does not carry.
+    /// adapts) and the vector's unmask on the combined doorbell, which leaves the vector's TX
+    /// delay as the device holds it. The unmask register (both directions' delays) instead on a
+    /// device without the combined doorbell, and whenever the TX delay is not the one the device
+    /// holds: at the first poll of the queue, and after `ethtool -C tx-usecs`.
     fn unmask(&self, this: &EnaNet<'_>, head: u16) {
         let rx = match this.delay_resolution {
             Some(unit) if this.adaptive_rx.load(Relaxed) => self.dim.usecs() / unit,
             _ => this.rx_delay.load(Relaxed),
         };
-        let tx = this.tx_delay.load(Relaxed);
+        let tx = this.tx_delay.load(Relaxed).min(MAX_DELAY);
         let (value, offset) = match self.rx_cq.head_doorbell {
-            Some(db) if self.rx_cq.combined && tx == 0 => (
+            Some(db) if self.rx_cq.combined && self.tx_delay_held.load(Relaxed) == tx => (
                 u32::from(head)
                     | (rx.min(MAX_RX_DELAY_COMBINED) << combined::DELAY_SHIFT)
                     | combined::UNMASK,
                 db,
             ),
-            _ => (
-                rx.min(MAX_DELAY) | (tx.min(MAX_DELAY) << intr::TX_DELAY_SHIFT) | intr::UNMASK,
-                self.rx_cq.unmask,
-            ),
+            _ => {
+                // Polls of one context never overlap: nobody else stores it meanwhile.
+                self.tx_delay_held.store(tx, Relaxed);
+                (
+                    rx.min(MAX_DELAY) | (tx << intr::TX_DELAY_SHIFT) | intr::UNMASK,
+                    self.rx_cq.unmask,
+                )
+            }
         };
         let _ = this.regs.try_write32(value, offset);
     }
