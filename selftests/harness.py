@@ -58,6 +58,9 @@ class Boot:
     vm_env: list[dict[str, str]] = field(default_factory=list)
     cards: int = 1
     fabric: bool = False
+    # Runs at the same time as the next boot of the plan: for two boots of one single-vCPU guest
+    # each, which leave the second core mostly idle on their own.
+    with_next: bool = False
 
 
 PLAN = [
@@ -71,7 +74,12 @@ PLAN = [
         "ena/faults.sh",
         "efa/probe.sh",
         "efa/pingpong.sh",
-    ]),
+    ], with_next=True),
+    # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko's netdev,
+    # braid.ko's RDMA device on the EFA function under rdma-core, then the card's surprise removal
+    # (last: the card is gone afterwards).
+    Boot("braid-faults", ["ena", "efa"], ["ena/faults.sh", "efa/probe.sh", "efa/pingpong.sh", "braid/removal.sh"],
+         env={"BRAID_NET_DRIVER": "braid", "BRAID_RDMA_DRIVER": "braid"}),
     Boot("pair", ["ena", "ena"], ["ena/ping.sh", "ena/traffic.sh", "ena/ethtool.sh"], vms=2),
     # The same pair on braid.ko: guest 0 pushes its transmit descriptors to LLQ memory, guest 1
     # leaves them in host memory.
@@ -85,11 +93,6 @@ PLAN = [
     # used its own. The ENA functions carry the tools' out-of-band address exchange and the barriers.
     Boot("efa-pair", ["ena", "efa", "ena", "efa"], ["efa/hostile.sh", "efa/pair.sh"], vms=2,
          vm_env=[{}, {"BRAID_RDMA_DRIVER": "braid"}]),
-    # The operator's faults (link flap, fatal error, paused keep-alives, FLR) on braid.ko's netdev,
-    # braid.ko's RDMA device on the EFA function under rdma-core, then the card's surprise removal
-    # (last: the card is gone afterwards).
-    Boot("braid-faults", ["ena", "efa"], ["ena/faults.sh", "efa/probe.sh", "efa/pingpong.sh", "braid/removal.sh"],
-         env={"BRAID_NET_DRIVER": "braid", "BRAID_RDMA_DRIVER": "braid"}),
     # braid.ko in one guest, the upstream ena driver in the other.
     Boot("mixed-pair", ["ena", "ena"], ["ena/ping.sh"], vms=2,
          vm_env=[{"BRAID_NET_DRIVER": "braid"}, {"BRAID_NET_DRIVER": "ena"}]),
@@ -112,6 +115,8 @@ class Result:
     detail: str = ""
 
 
+# run-guest's diagnostic line after each script.
+SCRIPT_TOOK = re.compile(r"^ *# (?P<script>\S+) took (?P<seconds>\d+) s$", re.M)
 KTAP_LINE = re.compile(r"^(?P<indent> *)(?P<ok>ok|not ok) (?P<n>\d+) (?P<name>[^#]*?)\s*(?:# (?P<directive>.*))?$")
 
 
@@ -440,35 +445,60 @@ def start_cards(tb: testbed.Testbed, boot: Boot, stack: contextlib.ExitStack,
 
 
 def guest_tests(plan: list[Boot]) -> list[Result]:
+    """Runs the boots in order, each marked `with_next` beside the one after it."""
     results: list[Result] = []
-    for boot in plan:
-        testbed.progress(f"guest: boot '{boot.name}' ({', '.join(boot.functions)}): {len(boot.tests)} test scripts")
-        try:
-            with contextlib.ExitStack() as stack:
-                tb = stack.enter_context(testbed.Testbed(f"check-{boot.name}", timeout=boot.timeout))
-                job = "sh /braid/src/selftests/run-guest " + " ".join(boot.tests)
-                functions, cards, cut = start_cards(tb, boot, stack, results)
-                for i, fns in enumerate(functions):
-                    if boot.vms == 1:
-                        tb.vm(boot.name, fns, job, smp=boot.smp, env=boot.env)
-                        continue
-                    tb.vm(f"{boot.name}{i}", fns, job, smp=boot.smp,
-                          env=boot.env | (boot.vm_env[i] if i < len(boot.vm_env) else {})
-                          | {"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
-                vms = tb.wait()
-                results += [uplink_carried(boot.name, card) for card in cards]
-                if cut:
-                    results.append(cut.verdict(boot.name))
-        except (testbed.TestbedError, fabric.FabricError) as e:
-            results.append(Result(f"{boot.name}:testbed", "fail", str(e)))
-            continue
-        for vm in vms:
-            ktap = vm.scratch / "ktap.log"
-            results += parse_ktap(ktap.read_text(errors="replace") if ktap.exists() else "", vm.name)
-            results.append(Result(f"{vm.name}:guest-clean", "pass" if vm.ok else "fail",
-                                  "; ".join(vm.reasons) + f" (serial log: {vm.serial})"))
-        seconds = max(vm.seconds for vm in vms)
-        testbed.progress(f"guest: boot '{boot.name}' done in {seconds:.1f} s (logs: {vms[0].serial.parent})")
+    i = 0
+    while i < len(plan):
+        names = [b.name for b in PLAN]
+        if (plan[i].with_next and i + 1 < len(plan)
+                and names.index(plan[i + 1].name) == names.index(plan[i].name) + 1):
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                both = [pool.submit(guest_boot, b) for b in plan[i:i + 2]]
+                for f in both:
+                    results += f.result()
+            i += 2
+        else:
+            results += guest_boot(plan[i])
+            i += 1
+    return results
+
+
+def guest_boot(boot: Boot) -> list[Result]:
+    """One boot: its guests run their test scripts; their KTAP results and verdicts."""
+    results: list[Result] = []
+    testbed.progress(f"guest: boot '{boot.name}' ({', '.join(boot.functions)}): {len(boot.tests)} test scripts")
+    try:
+        with contextlib.ExitStack() as stack:
+            tb = stack.enter_context(testbed.Testbed(f"check-{boot.name}", timeout=boot.timeout))
+            job = "sh /braid/src/selftests/run-guest " + " ".join(boot.tests)
+            functions, cards, cut = start_cards(tb, boot, stack, results)
+            for i, fns in enumerate(functions):
+                if boot.vms == 1:
+                    tb.vm(boot.name, fns, job, smp=boot.smp, env=boot.env)
+                    continue
+                tb.vm(f"{boot.name}{i}", fns, job, smp=boot.smp,
+                      env=boot.env | (boot.vm_env[i] if i < len(boot.vm_env) else {})
+                      | {"BRAID_VM_INDEX": str(i), "BRAID_VM_COUNT": str(boot.vms)})
+            vms = tb.wait()
+            results += [uplink_carried(boot.name, card) for card in cards]
+            if cut:
+                results.append(cut.verdict(boot.name))
+    except (testbed.TestbedError, fabric.FabricError) as e:
+        results.append(Result(f"{boot.name}:testbed", "fail", str(e)))
+        return results
+    took: dict[str, int] = {}
+    for vm in vms:
+        ktap = vm.scratch / "ktap.log"
+        text = ktap.read_text(errors="replace") if ktap.exists() else ""
+        results += parse_ktap(text, vm.name)
+        results.append(Result(f"{vm.name}:guest-clean", "pass" if vm.ok else "fail",
+                              "; ".join(vm.reasons) + f" (serial log: {vm.serial})"))
+        for m in SCRIPT_TOOK.finditer(text):
+            took[m["script"]] = max(took.get(m["script"], 0), int(m["seconds"]))
+    seconds = max(vm.seconds for vm in vms)
+    slowest = ", ".join(f"{t} {took[t]} s" for t in sorted(took, key=took.get, reverse=True)[:3])
+    testbed.progress(f"guest: boot '{boot.name}' done in {seconds:.1f} s"
+                     f"{f' (slowest: {slowest})' if slowest else ''} (logs: {vms[0].serial.parent})")
     return results
 
 
@@ -509,24 +539,27 @@ def main() -> int:
                 print(f"  {t}")
         return 0
 
-    try:
-        # The SRD group alone only reads the card binary: no need to hold the cache.
-        if set(args.host) != {"srd"} or not args.no_setup:
-            testbed.lock_cache()
-        if not args.no_setup:
-            testbed.setup()
-    except testbed.TestbedError as e:
-        print(f"harness: error: {e}", file=sys.stderr)
-        return 1
+    groups = [] if args.no_host or args.test else list(args.host or HOST_GROUPS)
+    results: list[Result] = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        try:
+            # The SRD group alone only reads the card binary: no need to hold the cache.
+            if set(args.host) != {"srd"} or not args.no_setup:
+                testbed.lock_cache()
+            # The card's own tests need only the host's cargo: they build and run beside the
+            # setup, whose kernel build leaves a core idle at times (cargo waits for the card's
+            # build there to finish first).
+            early = pool.submit(host_tests) if "cargo" in groups and not args.no_setup else None
+            if not args.no_setup:
+                testbed.setup()
+        except testbed.TestbedError as e:
+            print(f"harness: error: {e}", file=sys.stderr)
+            return 1
 
-    # The guest boots are single-vCPU TCG, one core's worth of work: the host-side tests run beside
-    # them on the other core.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The guest boots run one after another; the host-side tests run beside them.
         guests = pool.submit(guest_tests, plan) if not args.no_guest and not args.host else None
-        results: list[Result] = []
-        if not args.no_host and not args.test:
-            for group in args.host or HOST_GROUPS:
-                results += HOST_GROUPS[group]()
+        for group in groups:
+            results += early.result() if group == "cargo" and early else HOST_GROUPS[group]()
         if guests:
             results += guests.result()
 
