@@ -111,7 +111,8 @@ def cpu_seconds_per_gb(report: dict) -> tuple[float, float]:
 
 
 def full_metrics(results: Path, nic: str, rounds: int) -> dict[str, float]:
-    """With BENCH_FULL: 4-stream TCP, UDP packet rate, CPU per GB (medians over rounds); else {}."""
+    """Where the rounds ran them (bench/guest/driver.sh): 4-stream TCP, UDP packet rate, CPU per GB
+    (medians over rounds, and the per-round values of the first two); else {}."""
     tcp4, udp, tx_cpu, rx_cpu = [], [], [], []
     for r in range(1, rounds + 1):
         one, four, dgram = (results / f"{nic}-{r}.{kind}json" for kind in ("iperf3.", "tcp4.iperf3.", "udp.iperf3."))
@@ -123,7 +124,8 @@ def full_metrics(results: Path, nic: str, rounds: int) -> dict[str, float]:
         tx, rx = cpu_seconds_per_gb(json.loads(one.read_text()))
         tx_cpu.append(tx)
         rx_cpu.append(rx)
-    return {"tcp4_mbit_s": statistics.median(tcp4), "udp64_pps": statistics.median(udp),
+    return {"tcp4_mbit_s": statistics.median(tcp4), "tcp4_runs": tcp4,
+            "udp64_pps": statistics.median(udp), "udp64_runs": udp,
             "tx_cpu_s_per_gb": statistics.median(tx_cpu), "rx_cpu_s_per_gb": statistics.median(rx_cpu)}
 
 
@@ -142,23 +144,30 @@ def card_traps(results: Path, nic: str, rounds: int) -> dict[str, float] | None:
 
 def run(args: argparse.Namespace, mtu: int) -> tuple[dict[str, dict], float]:
     """One boot: both guests at `mtu` on both NICs; returns the summary and the seconds it took."""
-    p0, p1 = free_udp_ports(2)
-    full = getattr(args, "full", False)
     env = {"BRAID_NET_DRIVER": args.driver, "BENCH_ROUNDS": str(args.rounds), "BENCH_SECONDS": str(args.seconds),
-           "BENCH_MTU": str(mtu), "BENCH_FULL": "1" if full else "0"}
-    job = "sh /braid/src/bench/guest/net.sh"
-    timeout = 300 + args.rounds * ((6 if full else 2) * args.seconds + 30)
-    with testbed.Testbed(f"bench-net-{args.driver}-{mtu}", timeout=timeout) as tb:
+           "BENCH_MTU": str(mtu)}
+    results, seconds = run_pair(
+        f"bench-net-{args.driver}-{mtu}", "sh /braid/src/bench/guest/net.sh", env,
+        300 + args.rounds * (2 * args.seconds + 30),
+        f"benchmark at MTU {mtu}: 2 guests, {args.rounds} rounds x ({args.driver}, virtio-net), "
+        f"{args.seconds} s iperf3 each")
+    return summarise(results[0], [args.driver, "virtio"], args.rounds), seconds
+
+
+def run_pair(name: str, job: str, env: dict[str, str], timeout: int, what: str) -> tuple[list[Path], float]:
+    """One boot of two guests, each with one ENA function of one card and a virtio-net NIC joined to
+    the other's, running `job` with `env` (and BRAID_VM_INDEX); returns each guest's results
+    directory (scratch/results) and the seconds the guests took."""
+    p0, p1 = free_udp_ports(2)
+    with testbed.Testbed(name, timeout=timeout) as tb:
         card = tb.card("card0", ["ena", "ena"])
         for i, (local, remote) in enumerate([(p0, p1), (p1, p0)]):
             tb.vm(f"bench{i}", [card.functions[i]], job, env={**env, "BRAID_VM_INDEX": str(i)},
                   devices=virtio_dgram(i, local, remote))
-        testbed.progress(f"benchmark at MTU {mtu}: 2 guests, {args.rounds} rounds x ({args.driver}, virtio-net), "
-                         f"{args.seconds} s iperf3 each; logs in {tb.dir}")
+        testbed.progress(f"{what}; logs in {tb.dir}")
         started = time.monotonic()
         results = wait_all(tb)
-        return (summarise(results[0].scratch / "results", [args.driver, "virtio"], args.rounds),
-                time.monotonic() - started)
+        return [r.scratch / "results" for r in results], time.monotonic() - started
 
 
 ROWS = [("iperf3 TCP, 1 stream (Mbit/s, median of rounds)", "tcp_mbit_s", "{:.0f}"),
@@ -219,10 +228,12 @@ def main() -> int:
     return 0
 
 
-def parse_args(doc: str, default_mtus: list[int], driver_option: bool) -> tuple[argparse.Namespace, list[int]]:
+def parse_args(doc: str, default_mtus: list[int], driver_option: bool,
+               default_rounds: int = 3) -> tuple[argparse.Namespace, list[int]]:
     """The benchmarks' common options, checked; then takes the cache and sets the testbed up."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3, help="rounds per NIC in each boot (default 3)")
+    ap.add_argument("--rounds", type=int, default=default_rounds,
+                    help=f"rounds in each boot (default {default_rounds})")
     ap.add_argument("--seconds", type=int, default=10, help="duration of each iperf3 run (default 10)")
     ap.add_argument("--mtu", type=int, action="append",
                     help=f"MTU of the NICs, a boot each (default: {', '.join(map(str, default_mtus))}); repeatable")

@@ -4,10 +4,7 @@
 # each round so that drift on the host hits both alike, and writes raw results to
 # /braid/scratch/results/: <nic>-<round>.ping (one RTT in ms per line), <nic>-<round>.iperf3.json and,
 # around each ENA stream, the card's status (counters and trapped accesses of guest 0's function).
-# With BENCH_FULL=1 each round also runs 4 TCP streams (<nic>-<round>.tcp4.iperf3.json) and a UDP
-# stream of 64-byte datagrams at full speed (<nic>-<round>.udp.iperf3.json).
-# Environment: BRAID_VM_INDEX, BRAID_NET_DRIVER (ena), BENCH_ROUNDS, BENCH_SECONDS, BENCH_PINGS, BENCH_MTU,
-# BENCH_FULL.
+# Environment: BRAID_VM_INDEX, BRAID_NET_DRIVER (ena), BENCH_ROUNDS, BENCH_SECONDS, BENCH_PINGS, BENCH_MTU.
 set -eu
 INDEX=${BRAID_VM_INDEX:?}
 DRIVER=${BRAID_NET_DRIVER:-ena}
@@ -15,7 +12,6 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 PINGS=${BENCH_PINGS:-100}
 MTU=${BENCH_MTU:-1500}
-FULL=${BENCH_FULL:-0}
 OUT=/braid/scratch/results
 DONE_PORT=9999
 
@@ -86,12 +82,6 @@ while [ $r -le "$ROUNDS" ]; do
 		[ "$nic" = virtio ] || card_control status 0 >"$OUT/$nic-$r.card-before.json"
 		iperf3 -c "$addr" -t "$SECONDS_PER_RUN" -J >"$OUT/$nic-$r.iperf3.json"
 		[ "$nic" = virtio ] || card_control status 0 >"$OUT/$nic-$r.card-after.json"
-		if [ "$FULL" = 1 ]; then
-			log "round $r: $nic iperf3 TCP 4 streams ${SECONDS_PER_RUN}s"
-			iperf3 -c "$addr" -t "$SECONDS_PER_RUN" -P 4 -J >"$OUT/$nic-$r.tcp4.iperf3.json"
-			log "round $r: $nic iperf3 UDP 64-byte datagrams ${SECONDS_PER_RUN}s"
-			iperf3 -c "$addr" -u -b 0 -l 64 -t "$SECONDS_PER_RUN" -J >"$OUT/$nic-$r.udp.iperf3.json"
-		fi
 	done
 	r=$((r + 1))
 done
