@@ -546,20 +546,17 @@ def main() -> int:
             # The SRD group alone only reads the card binary: no need to hold the cache.
             if set(args.host) != {"srd"} or not args.no_setup:
                 testbed.lock_cache()
-            # The card's own tests need only the host's cargo: they build and run beside the
-            # setup, whose kernel build leaves a core idle at times (cargo waits for the card's
-            # build there to finish first).
-            early = pool.submit(host_tests) if "cargo" in groups and not args.no_setup else None
             if not args.no_setup:
                 testbed.setup()
         except testbed.TestbedError as e:
             print(f"harness: error: {e}", file=sys.stderr)
             return 1
 
-        # The guest boots run one after another; the host-side tests run beside them.
+        # The host-side tests run beside the guest boots (which go one at a time, or two where
+        # a boot says `with_next`).
         guests = pool.submit(guest_tests, plan) if not args.no_guest and not args.host else None
         for group in groups:
-            results += early.result() if group == "cargo" and early else HOST_GROUPS[group]()
+            results += HOST_GROUPS[group]()
         if guests:
             results += guests.result()
 
