@@ -24,7 +24,7 @@ RSS_KEY_BYTES=40
 RSS_KEY=6d:5a:56:da:25:5b:0e:c2:41:67:25:3d:43:a3:8f:b0:d0:ca:2b:cb:ae:7b:30:b4:77:cb:2d:a3:80:30:f2:0c:6a:42:b7:3b:be:ac:01:fa
 # Ping attempts (1 s each) for traffic to flow again after a change on either side.
 FLOW_TRIES=15
-STREAM_SECONDS=14
+STREAM_SECONDS=20
 READY_WAIT=150
 
 net_require_pair
