@@ -447,9 +447,9 @@ def start_cards(tb: testbed.Testbed, boot: Boot, stack: contextlib.ExitStack,
 def guest_tests(plan: list[Boot]) -> list[Result]:
     """Runs the boots in order, each marked `with_next` beside the one after it."""
     results: list[Result] = []
+    names = [b.name for b in PLAN]
     i = 0
     while i < len(plan):
-        names = [b.name for b in PLAN]
         if (plan[i].with_next and i + 1 < len(plan)
                 and names.index(plan[i + 1].name) == names.index(plan[i].name) + 1):
             with ThreadPoolExecutor(max_workers=2) as pool:
@@ -539,24 +539,24 @@ def main() -> int:
                 print(f"  {t}")
         return 0
 
-    groups = [] if args.no_host or args.test else list(args.host or HOST_GROUPS)
-    results: list[Result] = []
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        try:
-            # The SRD group alone only reads the card binary: no need to hold the cache.
-            if set(args.host) != {"srd"} or not args.no_setup:
-                testbed.lock_cache()
-            if not args.no_setup:
-                testbed.setup()
-        except testbed.TestbedError as e:
-            print(f"harness: error: {e}", file=sys.stderr)
-            return 1
+    try:
+        # The SRD group alone only reads the card binary: no need to hold the cache.
+        if set(args.host) != {"srd"} or not args.no_setup:
+            testbed.lock_cache()
+        if not args.no_setup:
+            testbed.setup()
+    except testbed.TestbedError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 1
 
-        # The host-side tests run beside the guest boots (which go one at a time, or two where
-        # a boot says `with_next`).
+    # The host-side tests run beside the guest boots (which go one at a time, or two where a boot
+    # says `with_next`).
+    with ThreadPoolExecutor(max_workers=1) as pool:
         guests = pool.submit(guest_tests, plan) if not args.no_guest and not args.host else None
-        for group in groups:
-            results += HOST_GROUPS[group]()
+        results: list[Result] = []
+        if not args.no_host and not args.test:
+            for group in args.host or HOST_GROUPS:
+                results += HOST_GROUPS[group]()
         if guests:
             results += guests.result()
 
