@@ -1106,10 +1106,13 @@ impl<'bound> Poll for QueuePoll<'bound> {
         if rx.refill_due() {
             rx.refill(&this.regs);
         }
-        self.dim.received(work);
+        let adaptive = this.adaptive_rx.load(Relaxed);
+        if adaptive {
+            self.dim.received(work);
+        }
         if work < budget && ctx.complete_done(work) {
             // As ena.ko: one DIM event per interrupt that received something.
-            if this.adaptive_rx.load(Relaxed) {
+            if adaptive {
                 self.dim
                     .sample(stats.rx_packets.load(Relaxed), stats.rx_bytes.load(Relaxed));
             }

@@ -3,9 +3,10 @@
 //! Dynamic interrupt moderation of a receive queue (`lib/dim`, `struct dim`), as ena.ko and most
 //! NIC drivers use it: the queue's NAPI polls count what they received ([`Dim::received`]), and
 //! the poll that completes and unmasks feeds [`Dim::sample`] the queue's running packet and byte
-//! counts, one event per interrupt, if anything was received since the last; when DIM settles on a new profile it runs its work item, which here reads the delay of
-//! that profile from the kernel's receive table (`net_dim_get_rx_moderation`, periods counted from
-//! the event, as ena.ko asks) for the next unmask to carry ([`Dim::usecs`]).
+//! counts, one event per interrupt, if anything was received since the last. When DIM settles on
+//! a new profile it runs its work item, which here reads the delay of that profile from the
+//! kernel's receive table (`net_dim_get_rx_moderation`, periods counted from the event, as ena.ko
+//! asks) for the next unmask to carry ([`Dim::usecs`]).
 
 use core::{marker::PhantomPinned, mem::MaybeUninit};
 
